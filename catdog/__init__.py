@@ -1,0 +1,38 @@
+"""CatDog: run Python tasks on a fleet of small devices, on Celery and Redis.
+
+>>> from catdog import app, NoRoute, CatDogError
+>>> issubclass(NoRoute, CatDogError)
+True
+"""
+
+from __future__ import annotations
+
+from catdog.application import app
+from catdog.errors import (
+    BrokerError,
+    CatDogError,
+    CommandError,
+    InventoryError,
+    NoRoute,
+    Problem,
+    TargetError,
+    UsageError,
+    WorkerRefused,
+)
+from catdog.fleet import use_inventory
+from catdog.targets import Target
+
+__all__ = [
+    "BrokerError",
+    "CatDogError",
+    "CommandError",
+    "InventoryError",
+    "NoRoute",
+    "Problem",
+    "Target",
+    "TargetError",
+    "UsageError",
+    "WorkerRefused",
+    "app",
+    "use_inventory",
+]

@@ -1,0 +1,60 @@
+"""The Celery app, ``catdog.app``: static settings from ``celeryconfig.py``, the rest from the fleet.
+
+Creating the app connects to nothing. The broker, the result backend and the router are added as
+lazy defaults, evaluated the first time the configuration is read (the first call that needs the
+broker); only then is the inventory loaded and, on the coordinator, the embedded Redis started.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from catdog import broker
+from catdog.fleet import COORDINATOR, fleet
+from catdog.routing import ANY_QUEUE
+
+
+def fleet_settings() -> dict[str, Any]:
+    """Settings that depend on the inventory: where the broker is, how tasks are routed."""
+    inventory = fleet.inventory
+    url = broker.resolve(inventory, start_embedded=fleet.role == COORDINATOR)
+    settings: dict[str, Any] = {
+        "broker_url": url,
+        "result_backend": url,
+        "task_routes": ("catdog.task:route_task",),
+        "task_default_queue": ANY_QUEUE,
+    }
+    if inventory.timezone:
+        settings["timezone"] = inventory.timezone
+    return settings
+
+
+class FleetCelery(Celery):
+    """Celery, but a configuration that failed (no inventory yet, say) is tried again next time.
+
+    Plain Celery marks itself configured before evaluating lazy defaults, so one failure would
+    leave an app without its broker, silently falling back to localhost.
+    """
+
+    def _load_config(self) -> Any:
+        pending = list(self._pending_defaults)
+        try:
+            return super()._load_config()
+        except Exception:
+            self._pending_defaults.clear()
+            self._pending_defaults.extend(pending)
+            self.configured = False
+            self._conf = None
+            raise
+
+
+def create_app() -> Celery:
+    app = FleetCelery("catdog", task_cls="catdog.task:FleetTask", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.add_defaults(fleet_settings)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,103 @@
+"""CatDog's one exception tree.
+
+Every error CatDog raises on purpose derives from :class:`CatDogError`. Commands map these to exit
+statuses once, at their edge (:data:`EXIT_STATUS`); library code never calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class CatDogError(Exception):
+    """Base of every error CatDog raises on purpose."""
+
+    exit_status = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an inventory file, located by file, line and field.
+
+    >>> str(Problem("catdog.yaml", 14, "devices.zero-1.capabilities",
+    ...             "expected a list of names, got 'gpio'"))
+    "catdog.yaml:14 devices.zero-1.capabilities: expected a list of names, got 'gpio'"
+    """
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}{field} {self.message}"
+
+
+class InventoryError(CatDogError):
+    """The inventory is invalid; carries every problem found, not just the first."""
+
+    exit_status = 2
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class NoRoute(CatDogError):
+    """No device in the inventory can ever satisfy a target or a task's requirements."""
+
+    def __init__(self, what: str, devices: Iterable[str] = (), capabilities: Iterable[str] = ()):
+        self.what = what
+        self.devices = tuple(sorted(devices))
+        self.capabilities = tuple(sorted(capabilities))
+        super().__init__(
+            f"{what}; devices: {', '.join(self.devices) or '(none)'}; "
+            f"capabilities: {', '.join(self.capabilities) or '(none)'}"
+        )
+
+
+class TargetError(CatDogError, ValueError):
+    """A target string is malformed (not a device name, ``cap:X``, ``all:X`` or ``all``)."""
+
+    exit_status = 2
+
+
+class UsageError(CatDogError):
+    """A command was asked for something that does not exist (an unknown device, say)."""
+
+    exit_status = 2
+
+
+class BrokerError(CatDogError):
+    """The broker cannot be reached, started or configured."""
+
+
+class EmbeddedRedisError(BrokerError):
+    """The embedded redis-server failed to start or stop; carries its log tail."""
+
+
+class CommandError(CatDogError):
+    """An external command (tmux, ssh, a shell) failed; carries its evidence."""
+
+    def __init__(self, argv: Sequence[str], status: int, output: str = "") -> None:
+        self.argv = tuple(argv)
+        self.status = status
+        self.output = output
+        tail = "\n".join(output.strip().splitlines()[-10:])
+        super().__init__(
+            f"command {' '.join(self.argv)!r} exited {status}" + (f":\n{tail}" if tail else "")
+        )
+
+
+class WorkerRefused(CatDogError):
+    """A worker refused to start (for example as root without ``allow_root``)."""
+
+    exit_status = 3
+
+
+def exit_status(error: BaseException) -> int:
+    """The process exit status a command uses for ``error``."""
+    return getattr(error, "exit_status", 1) if isinstance(error, CatDogError) else 1

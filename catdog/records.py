@@ -1,0 +1,66 @@
+"""The small records workers keep in Redis beside the broker's own keys.
+
+- ``catdog:ready:<device>``: a list the worker pushes one JSON record to when it is ready to serve;
+  the launcher blocks on it (no polling, no fixed sleeps) and then pings the node by name.
+- ``catdog:heartbeat:<device>``: the worker's latest heartbeat (JSON), refreshed every
+  :data:`HEARTBEAT_INTERVAL_S` seconds and expiring after :data:`HEARTBEAT_TTL_S`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TTL_S = 30
+OFFLINE_AFTER_S = 10.0
+
+
+def ready_key(device: str) -> str:
+    return f"catdog:ready:{device}"
+
+
+def heartbeat_key(device: str) -> str:
+    return f"catdog:heartbeat:{device}"
+
+
+@dataclass
+class Heartbeat:
+    device: str
+    nodename: str
+    pid: int
+    time: float
+    started: float
+    active: int = 0
+    active_names: list[str] = field(default_factory=list)
+    done: int = 0
+    failed: int = 0
+    queues: list[str] = field(default_factory=list)
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, data: str | bytes) -> Heartbeat:
+        raw: dict[str, Any] = json.loads(data)
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+EXIT_LINE = "[catdog] worker exiting with status {status}"
+_EXIT_RE = re.compile(r"^\[catdog\] worker exiting with status (-?\d+)$")
+
+
+def exit_status_from(lines: list[str]) -> int | None:
+    """The status a worker printed as its last word (tmux sometimes never records it).
+
+    >>> exit_status_from(["boom", EXIT_LINE.format(status=3)])
+    3
+    """
+    for line in reversed(lines):
+        found = _EXIT_RE.match(line.strip())
+        if found:
+            return int(found.group(1))
+    return None

@@ -1,0 +1,73 @@
+"""Targets: where a task runs, parsed once into a small typed value.
+
+>>> Target.parse("pi4")
+Target(kind=<Kind.DEVICE: 'device'>, name='pi4')
+>>> Target.parse("cap:camera").kind is Kind.CAPABILITY
+True
+>>> str(Target.parse("all:gpio")), str(Target.parse("all"))
+('all:gpio', 'all')
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from catdog.errors import TargetError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class Kind(enum.Enum):
+    DEVICE = "device"  # pi4
+    CAPABILITY = "cap"  # cap:camera   -> any one device that has it
+    EVERY_WITH = "all:"  # all:camera  -> every device that has it
+    EVERY = "all"  # all           -> every device
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: Kind
+    name: str = ""
+
+    @classmethod
+    def parse(cls, text: object) -> Target:
+        """Parse a target string; raise :class:`TargetError` naming the accepted forms."""
+        if isinstance(text, Target):
+            return text
+        if not isinstance(text, str):
+            raise TargetError(f"a target must be a string, got {text!r}")
+        text = text.strip()
+        if text == "all":
+            return cls(Kind.EVERY)
+        prefix, sep, rest = text.partition(":")
+        if not sep:
+            kind, name = Kind.DEVICE, text
+        elif prefix == "cap":
+            kind, name = Kind.CAPABILITY, rest
+        elif prefix == "all":
+            kind, name = Kind.EVERY_WITH, rest
+        else:
+            raise TargetError(
+                f"unknown target {text!r}: expected a device name, 'cap:NAME', 'all:NAME' or 'all'"
+            )
+        if not NAME_RE.match(name):
+            raise TargetError(
+                f"bad target {text!r}: names use letters, digits, '-' and '_' only"
+            )
+        return cls(kind, name)
+
+    @property
+    def is_group(self) -> bool:
+        """True when the target fans out to one message per device."""
+        return self.kind in (Kind.EVERY, Kind.EVERY_WITH)
+
+    def __str__(self) -> str:
+        if self.kind is Kind.DEVICE:
+            return self.name
+        if self.kind is Kind.CAPABILITY:
+            return f"cap:{self.name}"
+        if self.kind is Kind.EVERY_WITH:
+            return f"all:{self.name}"
+        return "all"

@@ -1,0 +1,41 @@
+"""Celery settings shared by the coordinator and every worker (static; no I/O here).
+
+The broker, the result backend and routing come from the inventory (see catdog/application.py).
+"""
+
+# Messages are JSON only: a pickled message is refused, never executed.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# At least once: a message is acknowledged after its task ran, and re-queued when the worker
+# running it is lost (killed, power cut).
+task_acks_late = True
+task_reject_on_worker_lost = True
+
+# An idle device pulls work first: each worker process reserves one message at a time.
+worker_prefetch_multiplier = 1
+
+# Redis re-delivers a message that was taken but not acknowledged after the visibility timeout.
+# 300 s is the "within 5 minutes" of the at-least-once guarantee: a task whose worker died runs
+# again at most 5 minutes later. A task that runs longer than this may be delivered a second time
+# while still running, so keep tasks shorter or raise this (and accept a slower recovery).
+broker_transport_options = {"visibility_timeout": 300}
+result_backend_transport_options = {"visibility_timeout": 300}
+
+# Results stay in Redis for a day, then expire.
+result_expires = 24 * 3600
+
+# Record STARTED so status and callers can tell queued from running.
+task_track_started = True
+
+# Keep trying to reach the broker at start-up (a device may boot before the coordinator).
+broker_connection_retry_on_startup = True
+broker_connection_retry = True
+# Running tasks finish when the broker connection drops; acks_late makes that safe.
+worker_cancel_long_running_tasks_on_connection_loss = False
+
+# Workers announce themselves to monitors (Flower, `celery events`).
+worker_send_task_events = True
+task_send_sent_event = False

@@ -1,0 +1,61 @@
+"""CatDog's commands: ``fab launch|stop|restart|status`` (run ``fab --list``).
+
+A thin shell: each command is implemented in :mod:`ops.commands` and only its exit status is
+handled here. Every command takes ``--inventory PATH`` (else $CATDOG_INVENTORY, else ./catdog.yaml).
+"""
+
+from __future__ import annotations
+
+from invoke import Context, Exit, task
+
+HELP = {
+    "inventory": "inventory file (default: $CATDOG_INVENTORY, else ./catdog.yaml)",
+    "devices": "comma-separated device names (default: all)",
+    "json": "print one JSON document on stdout",
+    "timeout": "seconds to wait per device",
+    "force": "kill workers instead of a warm shutdown",
+}
+
+
+def _help(*names: str) -> dict[str, str]:
+    return {n: HELP[n] for n in names}
+
+
+def _done(status: int) -> None:
+    if status:
+        raise Exit(code=status)
+
+
+@task(help=_help("inventory", "devices", "json", "timeout"))
+def launch(c: Context, inventory: str = "", devices: str = "", json: bool = False,
+           timeout: int = 30) -> None:
+    """Start each device's worker in tmux; READY once it answers a ping."""
+    from ops import commands
+
+    _done(commands.launch(inventory or None, devices or None, json, float(timeout)))
+
+
+@task(help=_help("inventory", "devices", "json", "timeout", "force"))
+def stop(c: Context, inventory: str = "", devices: str = "", json: bool = False,
+         timeout: int = 30, force: bool = False) -> None:
+    """Warm shutdown (running tasks finish); without --devices also stops the embedded Redis."""
+    from ops import commands
+
+    _done(commands.stop(inventory or None, devices or None, json, float(timeout), force))
+
+
+@task(help=_help("inventory", "devices", "json", "timeout"))
+def restart(c: Context, inventory: str = "", devices: str = "", json: bool = False,
+            timeout: int = 30) -> None:
+    """Stop, then launch."""
+    from ops import commands
+
+    _done(commands.restart(inventory or None, devices or None, json, float(timeout)))
+
+
+@task(help=_help("inventory", "devices", "json"))
+def status(c: Context, inventory: str = "", devices: str = "", json: bool = False) -> None:
+    """A row per device: offline / idle / busy, tasks active, done, failed, backlog."""
+    from ops import commands
+
+    _done(commands.show_status(inventory or None, devices or None, json))

@@ -1,0 +1,130 @@
+"""The command edge: what ``fab launch|stop|restart|status`` do, returning an exit status.
+
+Errors become exit statuses here and only here (:func:`catdog.errors.exit_status`): a bad
+inventory exits 2 before anything starts. ``--json`` puts one JSON document on stdout and nothing
+else; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import redis
+from catdog.loader import load_inventory
+
+from catdog import broker
+from catdog.errors import CatDogError, exit_status
+from catdog.fleet import fleet
+from catdog.inventory import Inventory
+from ops import results
+from ops.embedded_redis import EmbeddedRedis
+from ops.launch import Launcher
+from ops.results import DeviceResult
+from ops.status import status
+from ops.stop import Stopper
+
+
+def guarded(command: Callable[..., int]) -> Callable[..., int]:
+    """Run ``command``; a CatDogError is printed to stderr and mapped to its exit status."""
+
+    def run(*args: Any, **kwargs: Any) -> int:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return command(*args, **kwargs)
+        except CatDogError as exc:
+            print(f"catdog: {exc}", file=sys.stderr)
+            return exit_status(exc)
+
+    run.__name__ = command.__name__
+    run.__doc__ = command.__doc__
+    return run
+
+
+def _load(inventory: str | None) -> Inventory:
+    loaded = load_inventory(inventory)
+    fleet.use_loaded(loaded)
+    return loaded
+
+
+def _progress(out: TextIO = sys.stderr) -> Callable[[str, str, str], None]:
+    def show(device: str, event: str, detail: str) -> None:
+        print(f"  {device}: {event}" + (f" ({detail})" if detail else ""), file=out, flush=True)
+
+    return show
+
+
+def _emit(found: list[DeviceResult], as_json: bool, text: str) -> int:
+    print(results.to_json([r.as_dict() for r in found]) if as_json else text, flush=True)
+    return 0 if results.all_ok(found) else 1
+
+
+@guarded
+def launch(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
+           timeout: float = 30.0) -> int:
+    """Start workers in tmux; READY only when each answers a ping."""
+    inv = _load(inventory)
+    selected = inv.select(devices)
+    url = broker.resolve(inv, start_embedded=True)
+    launcher = Launcher(inv, url, timeout=timeout, on_event=_progress())
+    found = launcher.launch(selected)
+    return _emit(found, as_json, results.launch_report(found))
+
+
+@guarded
+def stop(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
+         timeout: float = 30.0, force: bool = False) -> int:
+    """Warm shutdown (then kill after ``timeout``); the whole fleet also stops the embedded Redis."""
+    inv = _load(inventory)
+    selected = inv.select(devices)
+    url = _running_broker(inv)
+    found = Stopper(inv, broker_url=url, timeout=timeout, force=force,
+                    on_event=_progress()).stop(selected)
+    if not devices and broker.configured_url(inv) is None:
+        stopped = EmbeddedRedis(inv.state_dir).stop()
+        print(f"  embedded Redis: {'stopped' if stopped else 'was not running'}",
+              file=sys.stderr)
+    rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
+    return _emit(found, as_json, results.table(rows, ("DEVICE", "STATE", "TIME", "REASON")))
+
+
+@guarded
+def restart(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
+            timeout: float = 30.0) -> int:
+    """Stop then launch the selected devices (the broker stays up)."""
+    inv = _load(inventory)
+    selected = inv.select(devices)
+    url = broker.resolve(inv, start_embedded=True)
+    Stopper(inv, broker_url=url, timeout=timeout, on_event=_progress()).stop(selected)
+    found = Launcher(inv, url, timeout=timeout, on_event=_progress()).launch(selected)
+    return _emit(found, as_json, results.launch_report(found))
+
+
+@guarded
+def show_status(inventory: str | None = None, devices: str | None = None,
+                as_json: bool = False) -> int:
+    """A row per device: state, capabilities, active, done, failed, heartbeat age, backlog."""
+    inv = _load(inventory)
+    selected = inv.select(devices)
+    url = broker.resolve(inv, start_embedded=True)
+    rows = status(inv, selected, redis.Redis.from_url(url, socket_timeout=5))
+    if as_json:
+        print(results.to_json(rows), flush=True)
+        return 0
+    cells = [(r["device"], r["state"], ",".join(r["capabilities"]), r["active"], r["done"],
+              r["failed"], "-" if r["heartbeat_age_s"] is None else r["heartbeat_age_s"],
+              r["backlog"], r["reason"]) for r in rows]
+    print(results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
+                                "HEARTBEAT_S", "BACKLOG", "REASON")))
+    return 0
+
+
+def _running_broker(inv: Inventory) -> str | None:
+    """The broker URL if it can be used without starting anything (stop never starts Redis)."""
+    configured = broker.configured_url(inv)
+    if configured:
+        return configured
+    embedded = EmbeddedRedis(inv.state_dir)
+    return embedded.url if embedded.answers() else None

@@ -1,0 +1,15 @@
+"""Ping a worker by node name with Celery's remote control.
+
+A broadcast ping with no destination always waits its whole timeout; one addressed to the node
+returns as soon as that node replies.
+"""
+
+from __future__ import annotations
+
+
+def ping(nodename: str, timeout: float = 2.0) -> bool:
+    """True when ``nodename`` answers a Celery ping within ``timeout`` seconds."""
+    from catdog import app
+
+    replies = app.control.ping(destination=[nodename], timeout=timeout) or []
+    return any(nodename in reply for reply in replies)

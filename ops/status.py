@@ -1,0 +1,71 @@
+"""``fab status``: one row per device from the workers' heartbeat records and the queues.
+
+Reads a handful of Redis keys in one pipelined round trip; asks no worker anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from catdog.inventory import Device, Inventory
+from catdog.records import OFFLINE_AFTER_S, Heartbeat, heartbeat_key
+from catdog.routing import device_queue
+from ops.launch import session_name
+from ops.tmux import Tmux
+
+OFFLINE, IDLE, BUSY = "offline", "idle", "busy"
+PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: one list per priority step
+
+
+def queue_keys(queue: str) -> list[str]:
+    return [queue] + [f"{queue}{PRIORITY_SEP}{p}" for p in (3, 6, 9)]
+
+
+def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis,
+           now: float | None = None) -> list[dict[str, Any]]:
+    now = time.time() if now is None else now
+    pipe = client.pipeline(transaction=False)
+    for d in devices:
+        pipe.get(heartbeat_key(d.name))
+        for key in queue_keys(device_queue(d.name)):
+            pipe.llen(key)
+    replies = pipe.execute()
+    per = 1 + len(queue_keys("q"))
+    tmux = Tmux(inventory.tmux_socket)
+    return [_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, tmux)
+            for i, d in enumerate(devices)]
+
+
+def _row(device: Device, raw: bytes | None, backlog: int, now: float, tmux: Tmux
+         ) -> dict[str, Any]:
+    beat = Heartbeat.loads(raw) if raw else None
+    age = round(now - beat.time, 1) if beat else None
+    state, reason = _state(device, beat, age, tmux)
+    return {
+        "device": device.name, "state": state, "reason": reason,
+        "capabilities": list(device.capabilities),
+        "active": beat.active if beat and state != OFFLINE else 0,
+        "active_tasks": beat.active_names if beat and state != OFFLINE else [],
+        "done": beat.done if beat else 0, "failed": beat.failed if beat else 0,
+        "heartbeat_age_s": age, "backlog": backlog,
+        "nodename": beat.nodename if beat else None,
+    }
+
+
+def _state(device: Device, beat: Heartbeat | None, age: float | None, tmux: Tmux
+           ) -> tuple[str, str]:
+    if device.is_local:
+        pane = tmux.pane(session_name(device.name))
+        if pane is None:
+            return OFFLINE, "not launched"
+        if pane.dead:
+            return OFFLINE, f"worker exited with status {pane.dead_status}"
+    if beat is None or age is None:
+        return OFFLINE, "no heartbeat"
+    if age > OFFLINE_AFTER_S:
+        return OFFLINE, f"last heartbeat {age:.0f}s ago"
+    return (BUSY, f"running {', '.join(beat.active_names)}") if beat.active else (IDLE, "")

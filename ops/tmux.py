@@ -1,0 +1,128 @@
+"""tmux control for worker sessions, on a private socket (``tmux -L <socket>``).
+
+Commands are argv lists handed to a runner, so the same code drives the coordinator's tmux
+(:class:`LocalRunner`) and, later, a device's tmux over SSH. Sessions keep a dead pane
+(``remain-on-exit``) so a worker that dies on start leaves its exit status and last output behind.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from catdog.errors import CommandError
+
+HISTORY_LINES = 10000
+DEAD_BANNER = "Pane is dead"
+
+
+@dataclass(frozen=True)
+class Completed:
+    status: int
+    stdout: str
+    stderr: str
+
+
+Runner = Callable[[Sequence[str]], Completed]
+
+
+class LocalRunner:
+    """Runs commands on the coordinator."""
+
+    def __init__(self, timeout: float = 15.0) -> None:
+        self.timeout = timeout
+
+    def __call__(self, argv: Sequence[str]) -> Completed:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=self.timeout,
+                              check=False, stdin=subprocess.DEVNULL)
+        return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass(frozen=True)
+class Pane:
+    """The state of a session's (single) pane."""
+
+    dead: bool
+    dead_status: int | None  # None while tmux has not recorded it yet
+    pid: int
+
+
+class Tmux:
+    def __init__(self, socket: str, runner: Runner | None = None) -> None:
+        self.socket = socket
+        self.runner: Runner = runner or LocalRunner()
+
+    def _argv(self, *args: str) -> list[str]:
+        return ["tmux", "-L", self.socket, *args]
+
+    def _run(self, *args: str, check: bool = True) -> Completed:
+        argv = self._argv(*args)
+        done = self.runner(argv)
+        if check and done.status != 0:
+            raise CommandError(argv, done.status, done.stderr or done.stdout)
+        return done
+
+    def has_session(self, name: str) -> bool:
+        return self._run("has-session", "-t", f"={name}", check=False).status == 0
+
+    def sessions(self) -> list[str]:
+        done = self._run("list-sessions", "-F", "#{session_name}", check=False)
+        return done.stdout.split() if done.status == 0 else []
+
+    def new_session(self, name: str, command: Sequence[str], cwd: str) -> bool:
+        """Start ``command`` in a new detached session; False if the session already exists.
+
+        The shell ``exec``s the command, so the pane's pid is the command's own pid.
+
+        ``remain-on-exit`` is set in the same tmux command, before the server runs its event
+        loop again, so even a command that dies at once leaves its pane behind.
+        """
+        done = self._run(
+            "start-server", ";",
+            "set-option", "-g", "history-limit", str(HISTORY_LINES), ";",
+            "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", cwd,
+            "exec " + shlex.join(command), ";",
+            "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on",
+            check=False,
+        )
+        if done.status != 0 and "duplicate session" in done.stderr:
+            return False
+        if done.status != 0:
+            raise CommandError(self._argv("new-session", "-s", name), done.status, done.stderr)
+        return True
+
+    def pane(self, name: str) -> Pane | None:
+        """The pane of session ``name``, or None when there is no such session."""
+        done = self._run("display-message", "-p", "-t", f"={name}:",
+                         "#{pane_dead}|#{pane_dead_status}|#{pane_pid}", check=False)
+        if done.status != 0:
+            return None
+        dead, status, pid = ([*done.stdout.strip().split("|"), "", ""])[:3]
+        return Pane(dead == "1", int(status) if status.strip() else None,
+                    int(pid) if pid.strip() else 0)
+
+    def dead_status(self, name: str, wait_s: float = 2.0) -> int | None:
+        """The exit status of a dead pane, waiting briefly for tmux to record it."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            pane = self.pane(name)
+            if pane is None or pane.dead_status is not None or time.monotonic() > deadline:
+                return None if pane is None else pane.dead_status
+            time.sleep(0.05)
+
+    def last_lines(self, name: str, lines: int = 20) -> list[str]:
+        """The pane's last ``lines`` lines of output (tmux's own 'Pane is dead' banner removed)."""
+        done = self._run("capture-pane", "-p", "-J", "-t", f"={name}:", "-S", f"-{HISTORY_LINES}",
+                         check=False)
+        if done.status != 0:
+            return []
+        out = [ln.rstrip() for ln in done.stdout.splitlines() if not ln.startswith(DEAD_BANNER)]
+        while out and not out[-1]:
+            out.pop()
+        return out[-lines:]
+
+    def kill_session(self, name: str) -> bool:
+        return self._run("kill-session", "-t", f"={name}", check=False).status == 0

@@ -1,0 +1,78 @@
+"""The embedded Redis: a real redis-server per inventory folder, private, reused, durable."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from catdog.broker import embedded_url
+from ops.embedded_redis import EmbeddedRedis, alive
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    s = EmbeddedRedis(tmp_path / ".catdog")
+    yield s
+    s.stop()
+
+
+def test_starts_once_then_is_reused(server: EmbeddedRedis) -> None:
+    url = server.ensure_running()
+    pid = server.pid()
+    assert pid and alive(pid)
+    assert server.ensure_running() == url
+    assert server.pid() == pid
+    assert embedded_url(server.dir) == url
+
+
+def test_keeps_its_files_private_beside_the_inventory(server: EmbeddedRedis) -> None:
+    server.ensure_running()
+    names = {p.name for p in server.dir.iterdir()}
+    assert {"redis.conf", "redis.pid", "redis.port", "redis.password", "redis.log"} <= names
+    assert "appendonly.aof" in names
+    for secret in ("redis.conf", "redis.password"):
+        assert stat.S_IMODE((server.dir / secret).stat().st_mode) == 0o600
+    assert stat.S_IMODE(server.dir.stat().st_mode) == 0o700
+
+
+def test_listens_on_loopback_and_requires_its_password(server: EmbeddedRedis) -> None:
+    url = server.ensure_running()
+    port = int((server.dir / "redis.port").read_text())
+    assert "@127.0.0.1:" in url
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0)).ping()
+    client = redis.Redis.from_url(url)
+    assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+
+
+def test_stop_keeps_data_and_restart_uses_the_same_port(server: EmbeddedRedis) -> None:
+    url = server.ensure_running()
+    redis.Redis.from_url(url).rpush("catdog.any", "queued-task")
+    assert server.stop() is True
+    assert not server.answers()
+    assert server.stop() is False
+    assert server.ensure_running() == url
+    assert redis.Redis.from_url(url).lrange("catdog.any", 0, -1) == [b"queued-task"]
+
+
+def test_killed_server_loses_no_queued_task(server: EmbeddedRedis) -> None:
+    import signal
+    import time
+
+    url = server.ensure_running()
+    client = redis.Redis.from_url(url)
+    client.rpush("catdog.any", *[f"t{i}" for i in range(100)])
+    time.sleep(1.5)  # appendfsync everysec: the guarantee is "at most the last second"
+    os.kill(server.pid() or 0, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while server.answers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.ensure_running()
+    assert redis.Redis.from_url(url).llen("catdog.any") == 100

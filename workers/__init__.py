@@ -1,0 +1,1 @@
+"""The worker side: one Celery worker for one device of the inventory (``python -m workers``)."""

@@ -1,0 +1,117 @@
+"""``python -m workers --device NAME``: run the Celery worker of one inventory device.
+
+The worker is named ``<device>@<hostname>``, consumes exactly the device's queues (see
+:func:`catdog.routing.worker_queues`), imports every module of ``tasks/`` and the inventory's
+``imports:``, and refuses to run as root unless the device has ``allow_root: true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from catdog.errors import CatDogError, WorkerRefused, exit_status
+from catdog.fleet import fleet
+from catdog.inventory import Device, Inventory
+from catdog.routing import worker_queues
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.env_file:
+            load_env_file(Path(args.env_file))
+        device = prepare(args.inventory, args.device, os.geteuid())
+    except CatDogError as exc:
+        print(f"catdog worker: {exc}", file=sys.stderr)
+        return exit_status(exc)
+    return run(device, fleet.inventory, loglevel=args.loglevel)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    p.add_argument("--device", required=True, help="the inventory device this worker serves")
+    p.add_argument("--inventory", help="inventory file (else $CATDOG_INVENTORY, ./catdog.yaml)")
+    p.add_argument("--env-file", help="KEY=VALUE lines to add to the environment (mode 600)")
+    p.add_argument("--loglevel", default="INFO")
+    return p
+
+
+def load_env_file(path: Path) -> None:
+    """Add ``KEY=VALUE`` lines to the environment (how secrets reach the worker, not argv)."""
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.lstrip().startswith("#"):
+            os.environ[key.strip()] = value
+
+
+def prepare(inventory_path: str | None, name: str, euid: int) -> Device:
+    """Load the inventory, check the device may run here, import its tasks."""
+    fleet.use(inventory_path)
+    inventory = fleet.inventory
+    device = inventory.devices.get(name)
+    if device is None:
+        raise CatDogError(f"{inventory.path}: no device {name!r}; "
+                          f"devices: {', '.join(inventory.devices)}")
+    check_user(device, euid)
+    fleet.become_worker(name)
+    os.environ.update(device.env)
+    import_tasks(inventory)
+    return device
+
+
+def check_user(device: Device, euid: int) -> None:
+    if euid == 0 and not device.allow_root:
+        raise WorkerRefused(
+            f"device {device.name}: refusing to run the worker as root; run it as an ordinary "
+            f"user, or set `allow_root: true` for this device in the inventory"
+        )
+
+
+def import_tasks(inventory: Inventory) -> list[str]:
+    """Import every module of the ``tasks`` package and each module of ``imports:``."""
+    root = str(inventory.root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import tasks
+
+    names = [m.name for m in pkgutil.walk_packages(tasks.__path__, "tasks.")]
+    names += list(inventory.imports)
+    for name in names:
+        importlib.import_module(name)
+    return names
+
+
+def declared_requirements() -> list[tuple[str, ...]]:
+    """The ``requires`` of every task the worker knows."""
+    from catdog import app
+
+    return [tuple(r) for t in app.tasks.values() if (r := getattr(t, "requires", ()))]
+
+
+def run(device: Device, inventory: Inventory, loglevel: str = "INFO") -> int:
+    from celery import signals
+
+    from catdog import app
+    from workers.telemetry import Telemetry
+
+    queues = worker_queues(device, declared_requirements())
+    telemetry = Telemetry(device.name, app.conf.broker_url, queues)
+    signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender.hostname),
+                                 weak=False)
+    signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
+    app.worker_main(worker_argv(device, queues, loglevel))
+    return 0
+
+
+def worker_argv(device: Device, queues: list[str], loglevel: str) -> list[str]:
+    return [
+        "worker", "--hostname", f"{device.name}@%h", "--queues", ",".join(queues),
+        "--pool", device.pool, "--concurrency", str(device.concurrency),
+        "--loglevel", loglevel, "--without-gossip", "--without-mingle",
+    ]
