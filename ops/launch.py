@@ -27,6 +27,9 @@ from ops.tmux import Tmux
 
 SESSION_PREFIX = "catdog-"
 DEFAULT_TIMEOUT_S = 30.0
+#: a ping addressed to one node returns as soon as it replies; a short timeout only bounds the
+#: wait when the worker's control channel is not listening yet (then the next try catches it)
+PING_TIMEOUT_S = 0.5
 OUTPUT_LINES = 30
 
 #: ``on_event(device, event, detail)``; events: starting, ready, already-running, failed
@@ -109,7 +112,7 @@ class Launcher:
             if pane is None or pane.dead:
                 return self._died(device, pane is None)
             nodename = self._announced_node(device.name)
-            if nodename and ping(nodename, timeout=max(0.5, min(3.0, deadline - time.monotonic()))):
+            if nodename and ping(nodename, timeout=PING_TIMEOUT_S):
                 return DeviceResult(device.name, success, f"{nodename} answered ping",
                                     nodename=nodename)
         output = self.tmux.last_lines(name, OUTPUT_LINES)
@@ -122,9 +125,11 @@ class Launcher:
         return DeviceResult(device.name, FAILED, why, output=output)
 
     def _announced_node(self, device: str) -> str | None:
-        """The node name from the worker's ready record (blocking briefly) or its heartbeat."""
-        item = self.redis.blpop([ready_key(device)], timeout=0.2)
-        raw = item[1] if item else self.redis.get(heartbeat_key(device))
+        """The node name from the worker's heartbeat, or its ready record (blocking briefly)."""
+        raw = self.redis.get(heartbeat_key(device))
+        if not raw:
+            item = self.redis.blpop([ready_key(device)], timeout=0.2)
+            raw = item[1] if item else None
         if not raw:
             return None
         nodename = json.loads(raw).get("nodename")

@@ -76,7 +76,7 @@ class Stopper:
         while time.monotonic() < deadline:
             pane = self.tmux.pane(name)
             if pane is None or pane.dead:
-                return "warm shutdown: running tasks finished"
+                return "warm shutdown (running tasks finished)"
             time.sleep(0.1)
         _kill_group(pid)
         return f"killed after {self.timeout:g}s warm-shutdown timeout"

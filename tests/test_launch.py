@@ -139,7 +139,7 @@ def test_warm_stop_lets_the_running_task_finish(make_fleet) -> None:
     running = sleep.on("w").delay(2)
     _wait(lambda: _active(fleet) == 1)
     result = fleet.stop(timeout=20)[0]
-    assert (result.state, result.reason) == (STOPPED, "warm shutdown: running tasks finished")
+    assert (result.state, result.reason) == (STOPPED, "warm shutdown (running tasks finished)")
     assert running.get(timeout=5)["slept_s"] == 2.0
     assert fleet.sessions() == []
 
