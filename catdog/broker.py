@@ -36,10 +36,9 @@ def resolve(inventory: Inventory, *, start_embedded: bool,
             raise BrokerError(f"broker {redact(url)}: {problem}")
         return url
     if inventory.has_remote_devices:
-        raise BrokerError(
-            f"{inventory.path}: remote devices need a broker they can reach; set `broker:` "
-            f"(redis://:${{CATDOG_REDIS_PASSWORD}}@<coordinator address>:6379/0) or ${BROKER_ENV}"
-        )
+        from catdog.loader import NEEDS_BROKER
+
+        raise BrokerError(f"{inventory.path}: {NEEDS_BROKER}")
     if start_embedded:
         from ops.embedded_redis import EmbeddedRedis
 

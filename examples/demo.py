@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = ROOT / ".catdog-demo"
+DEMO_DIR = Path(os.environ.get("CATDOG_DEMO_DIR", ROOT / ".catdog-demo")).absolute()
+SOCKET = os.environ.get("CATDOG_DEMO_SOCKET", "catdog-demo")
 INVENTORY = """\
 # The demo fleet: three "devices" on this machine, each a Celery worker in tmux.
-tmux_socket: catdog-demo
+tmux_socket: {socket}
 imports: []
 defaults:
   concurrency: 1
@@ -40,12 +41,12 @@ defaults:
 
 
 def write_inventory() -> Path:
-    DEMO_DIR.mkdir(exist_ok=True)
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
     root_line = ""
     if os.geteuid() == 0:
         root_line = "  allow_root: true   # the demo runs as root here; never on real devices\n"
     path = DEMO_DIR / "catdog.yaml"
-    path.write_text(INVENTORY.format(root_line=root_line))
+    path.write_text(INVENTORY.format(root_line=root_line, socket=SOCKET))
     return path
 
 
@@ -80,6 +81,10 @@ def _short(result: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in shown.items())[:60]
 
 
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     from catdog import use_inventory
@@ -87,7 +92,7 @@ def main() -> int:
     from ops.results import table
 
     inventory = write_inventory()
-    print(f"== CatDog demo: launching 3 local devices from {inventory.relative_to(ROOT)}")
+    print(f"== CatDog demo: launching 3 local devices from {_shown(inventory)}")
     status = commands.launch(str(inventory))
     if status != 0:
         print("\nThe fleet did not come up; see the reasons above.", file=sys.stderr)
@@ -95,14 +100,14 @@ def main() -> int:
     use_inventory(inventory)
     print("\n== Running tasks routed by device, by capability and to every device")
     print(table(run_tasks(), ("CALL", "DEVICE", "RESULT")))
-    rel = inventory.relative_to(ROOT)
+    rel = _shown(inventory)
     print(f"""
 == Where to look next
   .venv/bin/fab status --inventory {rel}     # a row per device: idle/busy, done, failed
-  tmux -L catdog-demo attach -t catdog-garden           # a worker's own output (Ctrl-b d leaves)
+  tmux -L {SOCKET} attach -t catdog-garden           # a worker's own output (Ctrl-b d leaves)
   CATDOG_INVENTORY={rel} .venv/bin/celery -A catdog inspect ping
   .venv/bin/fab stop --inventory {rel}       # warm shutdown, then the embedded Redis
-  embedded Redis (data, append-only file, pid, port, log): {DEMO_DIR.relative_to(ROOT)}/.catdog/""")
+  embedded Redis (data, append-only file, pid, port, log): {_shown(DEMO_DIR)}/.catdog/""")
     return 0
 
 

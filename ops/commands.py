@@ -13,12 +13,12 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 import redis
-from catdog.loader import load_inventory
 
 from catdog import broker
 from catdog.errors import CatDogError, exit_status
 from catdog.fleet import fleet
 from catdog.inventory import Inventory
+from catdog.loader import load_inventory
 from ops import results
 from ops.embedded_redis import EmbeddedRedis
 from ops.launch import Launcher

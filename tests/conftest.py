@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from catdog.loader import load_inventory
 
 from catdog import broker
 from catdog.fleet import fleet
 from catdog.inventory import BROKER_ENV, INVENTORY_ENV
+from catdog.loader import load_inventory
 from ops.embedded_redis import EmbeddedRedis
 from ops.launch import Launcher
 from ops.results import DeviceResult

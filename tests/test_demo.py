@@ -1,0 +1,42 @@
+"""The README's main job, end to end: the demo on its own embedded Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_launches_three_devices_runs_routed_tasks_and_says_where_to_look(tmp_path: Path
+                                                                               ) -> None:
+    socket = f"catdog-demo-test-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CATDOG_")}
+    env.update(CATDOG_DEMO_DIR=str(tmp_path / "demo"), CATDOG_DEMO_SOCKET=socket)
+    inventory = tmp_path / "demo" / "catdog.yaml"
+    try:
+        done = subprocess.run([sys.executable, "examples/demo.py"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=240, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        out = done.stdout
+        launched = {ln.split()[0]: ln.split()[1] for ln in out.splitlines()
+                    if ln.split()[:1] in (["kitchen"], ["garden"], ["garage"])}
+        assert launched == {"kitchen": "READY", "garden": "READY", "garage": "READY"}
+        assert 'run_on.delay("garden", "exit 3")        garden   exit 3' in out
+        assert "render.delay()  # requires camera+gpu   kitchen" in out
+        assert out.count('run_on.delay("all", "hostname")') == 3
+        spread = [ln for ln in out.splitlines() if ln.startswith("12 x read_temperature")]
+        assert {ln.split()[3] for ln in spread} == {"garden", "garage"}
+        assert "Where to look next" in out and "fab status --inventory" in out
+    finally:
+        subprocess.run([str(Path(sys.executable).parent / "fab"), "stop", "--force",
+                        "--inventory", str(inventory)], cwd=ROOT, env=env, capture_output=True,
+                       check=False)
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
