@@ -10,22 +10,19 @@ its last output lines, which tmux keeps because the pane remains after exit.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import redis
 
 from catdog.inventory import Device, Inventory
 from catdog.records import exit_status_from, heartbeat_key, ready_key
 from ops.pinging import ping
+from ops.remote import Unreachable
 from ops.results import ALREADY_RUNNING, FAILED, READY, DeviceResult
-from ops.tmux import Tmux
+from ops.session import WorkerSession, referenced_variables, worker_session
 
-SESSION_PREFIX = "catdog-"
 DEFAULT_TIMEOUT_S = 30.0
 #: a ping addressed to one node returns as soon as it replies; a short timeout only bounds the
 #: wait when the worker's control channel is not listening yet (then the next try catches it)
@@ -36,10 +33,6 @@ OUTPUT_LINES = 30
 EventCallback = Callable[[str, str, str], None]
 
 
-def session_name(device: str) -> str:
-    return f"{SESSION_PREFIX}{device}"
-
-
 class Launcher:
     def __init__(self, inventory: Inventory, broker_url: str, *,
                  timeout: float = DEFAULT_TIMEOUT_S, on_event: EventCallback | None = None) -> None:
@@ -48,7 +41,6 @@ class Launcher:
         self.timeout = timeout
         self.on_event = on_event or (lambda device, event, detail: None)
         self.redis = redis.Redis.from_url(broker_url, socket_timeout=10)
-        self.tmux = Tmux(inventory.tmux_socket)
 
     def launch(self, devices: Sequence[Device]) -> list[DeviceResult]:
         """Launch ``devices`` in parallel; one result per device, in the order given."""
@@ -60,67 +52,61 @@ class Launcher:
     def launch_one(self, device: Device) -> DeviceResult:
         started = time.monotonic()
         try:
-            result = self._launch(device, started)
+            with worker_session(self.inventory, device) as session:
+                result = self._launch(session, started)
+        except Unreachable as exc:
+            result = DeviceResult(device.name, FAILED, str(exc))
         except Exception as exc:  # one device's failure never stops the others
             result = DeviceResult(device.name, FAILED, f"{type(exc).__name__}: {exc}")
         result.elapsed_s = round(time.monotonic() - started, 3)
         self.on_event(device.name, result.state.lower().replace(" ", "-"), result.reason)
         return result
 
-    def _launch(self, device: Device, started: float) -> DeviceResult:
-        if not device.is_local:
-            return DeviceResult(device.name, FAILED,
-                                "SSH devices are not supported by this version yet; use host: local")
-        name = session_name(device.name)
-        pane = self.tmux.pane(name)
+    def _launch(self, session: WorkerSession, started: float) -> DeviceResult:
+        device = session.device
+        pane = session.pane()
         if pane is not None and not pane.dead:
-            return self._await(device, started, ALREADY_RUNNING, owned=False)
-        python = device.python or sys.executable
-        if not os.access(python, os.X_OK):
+            return self._await(session, started, ALREADY_RUNNING, owned=False)
+        python = session.python
+        if not session.has_python():
             return DeviceResult(device.name, FAILED,
-                                f"python {python} not found or not executable; fix "
-                                f"devices.{device.name}.python in {self.inventory.path.name}")
+                                f"python {python} not found or not executable on {device.name}; "
+                                f"fix devices.{device.name}.python in {self.inventory.path.name}"
+                                + ("" if device.is_local else " or run `fab deploy`"))
         if pane is not None:  # a worker that died earlier: start afresh
-            self.tmux.kill_session(name)
+            session.kill()
         self.redis.delete(ready_key(device.name), heartbeat_key(device.name))
         self.on_event(device.name, "starting", "")
-        cwd = device.workdir or str(self.inventory.root)
-        if not self.tmux.new_session(name, self.worker_command(device), cwd):
-            return self._await(device, started, ALREADY_RUNNING, owned=False)
-        return self._await(device, started, READY, owned=True)
+        if not session.start(self._command(session)):
+            return self._await(session, started, ALREADY_RUNNING, owned=False)
+        return self._await(session, started, READY, owned=True)
 
-    def worker_command(self, device: Device) -> list[str]:
-        env_file = self._write_env_file(device)
-        return [device.python or sys.executable, "-m", "workers", "--device", device.name,
-                "--inventory", str(self.inventory.path), "--env-file", str(env_file)]
+    def _command(self, session: WorkerSession) -> list[str]:
+        """The worker's command; the broker URL goes in a mode-600 file, never on a command line."""
+        env = f"CATDOG_BROKER_URL={self.broker_url}\nPYTHONUNBUFFERED=1\n"
+        env += "".join(f"{k}={v}\n" for k, v in referenced_variables(self.inventory).items())
+        env_file, inventory = session.install_run_files(env, self.inventory.path.read_text())
+        return [session.python, "-m", "workers", "--device", session.device.name,
+                "--inventory", inventory, "--env-file", env_file]
 
-    def _write_env_file(self, device: Device) -> Path:
-        """The broker URL reaches the worker in a mode-600 file, never on a command line."""
-        run_dir = self.inventory.state_dir / "run"
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = run_dir / f"{device.name}.env"
-        path.touch(mode=0o600)
-        path.chmod(0o600)
-        path.write_text(f"CATDOG_BROKER_URL={self.broker_url}\nPYTHONUNBUFFERED=1\n")
-        return path
-
-    def _await(self, device: Device, started: float, success: str, owned: bool) -> DeviceResult:
-        name = session_name(device.name)
+    def _await(self, session: WorkerSession, started: float, success: str, owned: bool
+               ) -> DeviceResult:
+        device = session.device
         deadline = started + self.timeout
         while time.monotonic() < deadline:
-            pane = self.tmux.pane(name)
+            pane = session.pane()
             if pane is None or pane.dead:
-                return self._died(device, pane is None)
+                return self._died(session, pane is None)
             nodename = self._announced_node(device.name)
             if nodename and ping(nodename, timeout=PING_TIMEOUT_S):
                 return DeviceResult(device.name, success, f"{nodename} answered ping",
                                     nodename=nodename)
-        output = self.tmux.last_lines(name, OUTPUT_LINES)
+        output = session.last_lines(OUTPUT_LINES)
         if owned:
-            self.tmux.kill_session(name)
+            session.kill()
             why = f"no answer to ping within {self.timeout:g}s; session stopped"
         else:
-            why = (f"session {name} exists but its worker does not answer within "
+            why = (f"session {session.name} exists but its worker does not answer within "
                    f"{self.timeout:g}s; try `fab restart --devices {device.name}`")
         return DeviceResult(device.name, FAILED, why, output=output)
 
@@ -135,12 +121,13 @@ class Launcher:
         nodename = json.loads(raw).get("nodename")
         return str(nodename) if nodename else None
 
-    def _died(self, device: Device, vanished: bool) -> DeviceResult:
-        name = session_name(device.name)
+    def _died(self, session: WorkerSession, vanished: bool) -> DeviceResult:
+        device = session.device
         if vanished:
-            return DeviceResult(device.name, FAILED, f"tmux session {name} vanished during start")
-        status = self.tmux.dead_status(name, wait_s=1.0)
-        output = self.tmux.last_lines(name, OUTPUT_LINES + 1)
+            return DeviceResult(device.name, FAILED,
+                                f"tmux session {session.name} vanished during start")
+        status = session.dead_status()
+        output = session.last_lines(OUTPUT_LINES + 1)
         if status is None:
             status = exit_status_from(output)
         output = [ln for ln in output if exit_status_from([ln]) is None][-OUTPUT_LINES:]

@@ -1,6 +1,7 @@
 """``fab status``: one row per device from the workers' heartbeat records and the queues.
 
-Reads a handful of Redis keys in one pipelined round trip; asks no worker anything.
+Reads a handful of Redis keys in one pipelined round trip; asks no worker anything and opens no
+SSH connection (local devices' tmux panes are checked, to report a worker that died).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import redis
 from catdog.inventory import Device, Inventory
 from catdog.records import OFFLINE_AFTER_S, Heartbeat, heartbeat_key
 from catdog.routing import device_queue
-from ops.launch import session_name
+from ops.session import session_name
 from ops.tmux import Tmux
 
 OFFLINE, IDLE, BUSY = "offline", "idle", "busy"

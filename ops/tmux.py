@@ -97,10 +97,10 @@ class Tmux:
     def pane(self, name: str) -> Pane | None:
         """The pane of session ``name``, or None when there is no such session."""
         done = self._run("display-message", "-p", "-t", f"={name}:",
-                         "#{pane_dead}|#{pane_dead_status}|#{pane_pid}", check=False)
-        if done.status != 0:
+                         "#{session_name}|#{pane_dead}|#{pane_dead_status}|#{pane_pid}", check=False)
+        session, dead, status, pid = ([*done.stdout.strip().split("|"), "", "", ""])[:4]
+        if done.status != 0 or session != name:  # tmux 3.3 answers 0 for a missing target
             return None
-        dead, status, pid = ([*done.stdout.strip().split("|"), "", ""])[:3]
         return Pane(dead == "1", int(status) if status.strip() else None,
                     int(pid) if pid.strip() else 0)
 

@@ -1,0 +1,153 @@
+"""Reaching a device: over SSH with Fabric for remote hosts, directly for ``host: local``.
+
+Host keys are checked: the inventory's ``known_hosts`` (else ``~/.ssh/known_hosts``), and an
+unknown key is refused with the command that accepts it. Nothing is read from ``~/.ssh/config``:
+the inventory is the whole truth about how a device is reached. SSH failures become
+:class:`Unreachable` with a short reason (refused, timeout, auth failed, host key unknown).
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import os
+import shlex
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from catdog.errors import CatDogError
+from catdog.inventory import Device
+from ops.tmux import Completed, LocalRunner
+
+CONNECT_TIMEOUT_S = 10
+COMMAND_TIMEOUT_S = 30
+
+
+class Unreachable(CatDogError):
+    """A device could not be reached over SSH; the message says why and what to do."""
+
+
+class SSHRunner:
+    """Runs argv lists on a device over one Fabric connection (no login shell, no .bashrc reliance)."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.conn = connect(device)
+
+    def __call__(self, argv: Sequence[str]) -> Completed:
+        return self.shell(shlex.join(argv))
+
+    def shell(self, command: str, stdin: str | None = None) -> Completed:
+        try:
+            done = self.conn.run(command, hide=True, warn=True, pty=False,
+                                 in_stream=io.StringIO(stdin) if stdin is not None else False,
+                                 timeout=COMMAND_TIMEOUT_S)
+        except Exception as exc:
+            raise Unreachable(describe(exc, self.device)) from exc
+        return Completed(done.exited, done.stdout, done.stderr)
+
+    def write_private(self, path: str, text: str) -> None:
+        """Write ``text`` to ``path`` on the device, mode 600, over SFTP (never on a command line).
+
+        The folder is created mode 700 first, and the file made private before it gets its text.
+        """
+        folder = shlex.quote(os.path.dirname(path))
+        done = self.shell(f"umask 077 && mkdir -p {folder} && chmod 700 {folder}")
+        if done.status != 0:
+            raise Unreachable(f"could not create {folder} on {self.device.name}: "
+                              f"{done.stderr.strip()}")
+        try:
+            sftp = self.conn.sftp()
+            with sftp.open(path, "w") as remote:
+                sftp.chmod(path, 0o600)
+                remote.write(text)
+        except OSError as exc:
+            raise Unreachable(f"could not write {path} on {self.device.name}: {exc}") from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class LocalHost(LocalRunner):
+    """The coordinator itself, with the same interface as :class:`SSHRunner`."""
+
+    def shell(self, command: str, stdin: str | None = None) -> Completed:
+        import subprocess
+
+        proc = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, text=True,
+                              timeout=self.timeout, check=False)
+        return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+    def write_private(self, path: str, text: str) -> None:
+        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+
+    def close(self) -> None:
+        pass
+
+
+Host = SSHRunner | LocalHost
+
+
+def open_host(device: Device) -> Host:
+    return LocalHost() if device.is_local else SSHRunner(device)
+
+
+def known_hosts_path(device: Device) -> Path:
+    return Path(device.known_hosts or "~/.ssh/known_hosts").expanduser()
+
+
+def connect(device: Device) -> Any:
+    """An open Fabric connection to ``device`` that refuses unknown host keys."""
+    from fabric import Config, Connection
+    from paramiko import RejectPolicy
+
+    config = Config(overrides={"load_ssh_configs": False})
+    connect_kwargs: dict[str, Any] = {"allow_agent": device.key is None}
+    if device.key:
+        connect_kwargs.update(key_filename=[str(Path(device.key).expanduser())],
+                              look_for_keys=False)
+    conn = Connection(device.host, user=device.user or getpass.getuser(), port=device.port,
+                      config=config, connect_timeout=CONNECT_TIMEOUT_S,
+                      connect_kwargs=connect_kwargs)
+    conn.client.set_missing_host_key_policy(RejectPolicy())
+    known = known_hosts_path(device)
+    if known.exists():
+        conn.client.load_host_keys(str(known))
+    try:
+        conn.open()
+    except Exception as exc:
+        raise Unreachable(describe(exc, device)) from exc
+    return conn
+
+
+def describe(exc: BaseException, device: Device) -> str:
+    """A one-line reason for an SSH failure, with the fix where there is one."""
+    from paramiko import AuthenticationException, BadHostKeyException, SSHException
+    from paramiko.ssh_exception import NoValidConnectionsError
+
+    where = f"{device.host}:{device.port}"
+    if isinstance(exc, NoValidConnectionsError | ConnectionRefusedError):
+        return f"connection refused at {where}: is sshd running there?"
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return f"timeout connecting to {where} after {CONNECT_TIMEOUT_S}s"
+    if isinstance(exc, AuthenticationException):
+        key = f" with key {device.key}" if device.key else ""
+        return (f"authentication failed for {device.user or getpass.getuser()}@{where}{key}; "
+                f"install the public key in the device's ~/.ssh/authorized_keys")
+    if isinstance(exc, BadHostKeyException):
+        return (f"host key of {where} does not match {known_hosts_path(device)}: possible "
+                f"man-in-the-middle; if the device was reinstalled, remove its old line")
+    if isinstance(exc, SSHException) and "known_hosts" in str(exc):
+        target = f"[{device.host}]:{device.port}" if device.port != 22 else device.host
+        return (f"host key of {where} unknown (not in {known_hosts_path(device)}); check it, then "
+                f"accept it with: ssh-keyscan -p {device.port} {device.host} >> "
+                f"{known_hosts_path(device)}  # adds {target}")
+    if isinstance(exc, OSError):
+        return f"cannot reach {where}: {exc.strerror or exc}"
+    return f"{type(exc).__name__} talking to {where}: {exc}"

@@ -1,0 +1,104 @@
+"""A device's worker session: tmux session ``catdog-<device>`` on the device, reached locally or
+over SSH, with the run files the worker reads (its env file and a copy of the inventory)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+
+from catdog.inventory import Device, Inventory
+from ops.remote import Host, open_host
+from ops.tmux import Pane, Tmux
+
+SESSION_PREFIX = "catdog-"
+REMOTE_RUN_DIR = ".catdog/run"  # under the device's workdir
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def session_name(device: str) -> str:
+    return f"{SESSION_PREFIX}{device}"
+
+
+def referenced_variables(inventory: Inventory, environ: dict[str, str] | None = None
+                         ) -> dict[str, str]:
+    """The ``${VAR}``s the inventory uses, with the coordinator's values (for the device's env file)."""
+    environ = dict(os.environ) if environ is None else environ
+    names = set(_VAR_RE.findall(inventory.path.read_text()))
+    return {n: environ[n] for n in sorted(names) if n in environ}
+
+
+class WorkerSession:
+    def __init__(self, inventory: Inventory, device: Device, host: Host) -> None:
+        self.inventory = inventory
+        self.device = device
+        self.host = host
+        self.name = session_name(device.name)
+        self.tmux = Tmux(inventory.tmux_socket, runner=host)
+        self._home: str | None = None
+
+    @property
+    def python(self) -> str:
+        return self.device.python or (sys.executable if self.device.is_local else "python3")
+
+    @property
+    def home(self) -> str:
+        if self._home is None:
+            self._home = self.host.shell('printf %s "$HOME"').stdout.strip() or "/tmp"
+        return self._home
+
+    @property
+    def workdir(self) -> str:
+        if self.device.workdir:
+            return self.device.workdir
+        return str(self.inventory.root) if self.device.is_local else self.home
+
+    def has_python(self) -> bool:
+        return self.host.shell(f"command -v {shlex.quote(self.python)} >/dev/null").status == 0
+
+    def install_run_files(self, env: str, inventory_text: str) -> tuple[str, str]:
+        """Write the env file (mode 600) and, on SSH devices, the inventory; return their paths."""
+        if self.device.is_local:
+            run_dir = str(self.inventory.state_dir / "run")
+            inventory = str(self.inventory.path)
+        else:
+            run_dir = f"{self.workdir}/{REMOTE_RUN_DIR}"
+            inventory = f"{run_dir}/{self.device.name}.yaml"
+            self.host.write_private(inventory, inventory_text)
+        env_file = f"{run_dir}/{self.device.name}.env"
+        self.host.write_private(env_file, env)
+        return env_file, inventory
+
+    def pane(self) -> Pane | None:
+        return self.tmux.pane(self.name)
+
+    def start(self, command: list[str]) -> bool:
+        return self.tmux.new_session(self.name, command, self.workdir)
+
+    def kill(self) -> bool:
+        return self.tmux.kill_session(self.name)
+
+    def dead_status(self) -> int | None:
+        return self.tmux.dead_status(self.name, wait_s=1.0)
+
+    def last_lines(self, lines: int) -> list[str]:
+        return self.tmux.last_lines(self.name, lines)
+
+    def signal(self, pid: int, signame: str, group: bool = False) -> None:
+        """Send a signal to the worker (``group``: its whole process group, pool included)."""
+        if pid <= 1:
+            return
+        target = f"-- -{pid}" if group else str(pid)
+        self.host.shell(f"kill -{signame} {target} 2>/dev/null || kill -{signame} {pid}")
+
+
+@contextlib.contextmanager
+def worker_session(inventory: Inventory, device: Device) -> Iterator[WorkerSession]:
+    host = open_host(device)
+    try:
+        yield WorkerSession(inventory, device, host)
+    finally:
+        host.close()

@@ -1,0 +1,108 @@
+"""SSH devices against a real sshd on loopback: launch into tmux over SSH, tasks, stop, failures."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ops.results import FAILED, READY, STOPPED
+from tasks import run_on
+from tasks.examples import sleep
+
+from .conftest import Sshd, device_spec
+
+pytestmark = pytest.mark.slow
+
+
+def test_ssh_devices_launch_serve_and_stop_warm(make_fleet, sshd: Sshd, tmp_path: Path,
+                                                redis_url: str) -> None:
+    work = {n: tmp_path / n for n in ("pi4", "zero")}
+    fleet = make_fleet({
+        "pi4": sshd.device(["camera"], work["pi4"], concurrency=2),
+        "zero": sshd.device(["sensor"], work["zero"], pool="solo", env={"SENSOR_BUS": "3"}),
+        "laptop": device_spec(["gpu"]),
+    })
+    results = fleet.launch()
+    assert [(r.device, r.state) for r in results] == [("pi4", READY), ("zero", READY),
+                                                       ("laptop", READY)], [r.as_dict() for r in results]
+    assert fleet.sessions() == ["catdog-laptop", "catdog-pi4", "catdog-zero"]
+
+    out = run_on.delay("zero", "echo bus=$SENSOR_BUS; pwd").get(timeout=20)
+    assert (out["device"], out["stdout"]) == ("zero", f"bus=3\n{work['zero']}\n")
+    assert run_on.delay("cap:camera", "true").get(timeout=20)["device"] == "pi4"
+
+    env_file = work["pi4"] / ".catdog" / "run" / "pi4.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert redis_url in env_file.read_text()
+    password = redis_url.split(":")[2].split("@")[0]
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    tmux_commands = fleet.tmux("list-panes", "-a", "-F", "#{pane_start_command}").stdout
+    assert password not in processes and password not in tmux_commands
+    assert "--env-file" in tmux_commands
+
+    running = sleep.on("pi4").delay(1.5)
+    time.sleep(0.5)
+    stopped = {r.device: r for r in fleet.stop(["pi4", "zero"], timeout=20)}
+    assert stopped["pi4"].state == STOPPED and "warm shutdown" in stopped["pi4"].reason
+    assert running.get(timeout=5)["slept_s"] == 1.5
+    assert fleet.sessions() == ["catdog-laptop"]
+
+
+def test_forced_stop_over_ssh_kills_the_worker_tree(make_fleet, sshd: Sshd, tmp_path: Path
+                                                    ) -> None:
+    fleet = make_fleet({"pi4": sshd.device([], tmp_path, concurrency=2)})
+    assert fleet.launch()[0].state == READY
+    pid = fleet.tmux("display-message", "-p", "-t", "=catdog-pi4:", "#{pane_pid}").stdout.strip()
+    result = fleet.stop(force=True)[0]
+    assert (result.state, result.reason) == (STOPPED, "killed (--force)")
+    assert not Path(f"/proc/{pid}/cmdline").exists() or b"workers" not in Path(
+        f"/proc/{pid}/cmdline").read_bytes()
+    assert fleet.sessions() == []
+
+
+def test_one_unreachable_device_never_stops_the_others(make_fleet, sshd: Sshd, tmp_path: Path
+                                                       ) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    fleet = make_fleet({
+        "good": sshd.device([], tmp_path / "good"),
+        "refused": sshd.device([], tmp_path, port=closed_port),
+        "stranger": sshd.device([], tmp_path, known_hosts=str(sshd.folder / "empty_known_hosts")),
+        "wrongkey": sshd.device([], tmp_path, key=str(sshd.folder / "other_key")),
+        "nopython": sshd.device([], tmp_path, python="/opt/nowhere/bin/python"),
+    })
+    results = {r.device: r for r in fleet.launch(timeout=20)}
+
+    assert results["good"].state == READY
+    for name in ("refused", "stranger", "wrongkey", "nopython"):
+        assert results[name].state == FAILED, name
+    assert f"connection refused at 127.0.0.1:{closed_port}" in results["refused"].reason
+    assert "host key of 127.0.0.1" in results["stranger"].reason
+    assert "ssh-keyscan -p" in results["stranger"].reason
+    assert "authentication failed" in results["wrongkey"].reason
+    assert "python /opt/nowhere/bin/python not found" in results["nopython"].reason
+
+
+def test_a_worker_crashing_at_import_over_ssh_reports_its_own_error(make_fleet, sshd: Sshd,
+                                                                    tmp_path: Path) -> None:
+    fleet = make_fleet({"pi4": sshd.device([], tmp_path)}, imports=["sensor_tasks"])
+    (tmp_path / "sensor_tasks.py").write_text("import smbus2_not_installed\n")
+    result = fleet.launch(timeout=20)[0]
+    assert result.state == FAILED
+    assert "exited with status 1" in result.reason
+    assert "No module named 'smbus2_not_installed'" in result.reason
+    assert fleet.sessions() == ["catdog-pi4"]  # the dead pane stays for `tmux attach`
+
+
+def test_ssh_settings_come_only_from_the_inventory() -> None:
+    from catdog.inventory import Device
+    from ops.remote import known_hosts_path
+
+    assert known_hosts_path(Device("d", "h", known_hosts="/x/k")) == Path("/x/k")
+    assert known_hosts_path(Device("d", "h")) == Path("~/.ssh/known_hosts").expanduser()
