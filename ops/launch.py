@@ -11,26 +11,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
 import redis
 
 from catdog.inventory import Device, Inventory
 from catdog.records import exit_status_from, heartbeat_key, ready_key
+from ops.fanout import EventCallback, on_each, quiet
 from ops.pinging import ping
-from ops.remote import Unreachable
 from ops.results import ALREADY_RUNNING, FAILED, READY, DeviceResult
-from ops.session import WorkerSession, referenced_variables, worker_session
+from ops.session import WorkerSession, referenced_variables
 
 DEFAULT_TIMEOUT_S = 30.0
 #: a ping addressed to one node returns as soon as it replies; a short timeout only bounds the
 #: wait when the worker's control channel is not listening yet (then the next try catches it)
 PING_TIMEOUT_S = 0.5
 OUTPUT_LINES = 30
-
-#: ``on_event(device, event, detail)``; events: starting, ready, already-running, failed
-EventCallback = Callable[[str, str, str], None]
 
 
 class Launcher:
@@ -39,28 +35,12 @@ class Launcher:
         self.inventory = inventory
         self.broker_url = broker_url
         self.timeout = timeout
-        self.on_event = on_event or (lambda device, event, detail: None)
+        self.on_event = on_event or quiet
         self.redis = redis.Redis.from_url(broker_url, socket_timeout=10)
 
     def launch(self, devices: Sequence[Device]) -> list[DeviceResult]:
         """Launch ``devices`` in parallel; one result per device, in the order given."""
-        if not devices:
-            return []
-        with ThreadPoolExecutor(max_workers=min(32, len(devices))) as pool:
-            return list(pool.map(self.launch_one, devices))
-
-    def launch_one(self, device: Device) -> DeviceResult:
-        started = time.monotonic()
-        try:
-            with worker_session(self.inventory, device) as session:
-                result = self._launch(session, started)
-        except Unreachable as exc:
-            result = DeviceResult(device.name, FAILED, str(exc))
-        except Exception as exc:  # one device's failure never stops the others
-            result = DeviceResult(device.name, FAILED, f"{type(exc).__name__}: {exc}")
-        result.elapsed_s = round(time.monotonic() - started, 3)
-        self.on_event(device.name, result.state.lower().replace(" ", "-"), result.reason)
-        return result
+        return on_each(self.inventory, devices, self._launch, self.on_event)
 
     def _launch(self, session: WorkerSession, started: float) -> DeviceResult:
         device = session.device

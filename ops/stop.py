@@ -10,16 +10,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
 from catdog.inventory import Device, Inventory
 from catdog.records import heartbeat_key
-from ops.launch import EventCallback
-from ops.remote import Unreachable
-from ops.results import FAILED, NOT_RUNNING, STOPPED, DeviceResult
-from ops.session import WorkerSession, worker_session
+from ops.fanout import EventCallback, on_each, quiet
+from ops.results import NOT_RUNNING, STOPPED, DeviceResult
+from ops.session import WorkerSession
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -31,29 +29,14 @@ class Stopper:
         self.inventory = inventory
         self.timeout = timeout
         self.force = force
-        self.on_event = on_event or (lambda device, event, detail: None)
+        self.on_event = on_event or quiet
         self.redis = redis.Redis.from_url(broker_url, socket_timeout=2) if broker_url else None
 
     def stop(self, devices: Sequence[Device]) -> list[DeviceResult]:
-        if not devices:
-            return []
-        with ThreadPoolExecutor(max_workers=min(32, len(devices))) as pool:
-            return list(pool.map(self.stop_one, devices))
+        """Stop ``devices`` in parallel; one result per device, in the order given."""
+        return on_each(self.inventory, devices, self._stop, self.on_event)
 
-    def stop_one(self, device: Device) -> DeviceResult:
-        started = time.monotonic()
-        try:
-            with worker_session(self.inventory, device) as session:
-                result = self._stop(session)
-        except Unreachable as exc:
-            result = DeviceResult(device.name, FAILED, str(exc))
-        except Exception as exc:  # one device's failure never stops the others
-            result = DeviceResult(device.name, FAILED, f"{type(exc).__name__}: {exc}")
-        result.elapsed_s = round(time.monotonic() - started, 3)
-        self.on_event(device.name, result.state.lower().replace(" ", "-"), result.reason)
-        return result
-
-    def _stop(self, session: WorkerSession) -> DeviceResult:
+    def _stop(self, session: WorkerSession, started: float) -> DeviceResult:
         device = session.device
         pane = session.pane()
         if pane is None:
