@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from catdog.errors import BrokerError
 from catdog.inventory import BROKER_ENV, Inventory
+from catdog.loader import NEEDS_BROKER, check_broker_url
 
 PORT_FILE = "redis.port"
 PASSWORD_FILE = "redis.password"
@@ -29,15 +30,11 @@ def resolve(inventory: Inventory, *, start_embedded: bool,
     """The broker URL for ``inventory``; starts the embedded Redis when allowed and needed."""
     url = configured_url(inventory, environ)
     if url:
-        from catdog.loader import check_broker_url
-
         problem = check_broker_url(url, inventory.insecure)
         if problem:
             raise BrokerError(f"broker {redact(url)}: {problem}")
         return url
     if inventory.has_remote_devices:
-        from catdog.loader import NEEDS_BROKER
-
         raise BrokerError(f"{inventory.path}: {NEEDS_BROKER}")
     if start_embedded:
         from ops.embedded_redis import EmbeddedRedis

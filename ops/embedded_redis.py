@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
-import os
 import secrets
 import shutil
 import socket
@@ -27,6 +26,7 @@ from redis.retry import Retry
 
 from catdog.broker import PASSWORD_FILE, PORT_FILE
 from catdog.errors import EmbeddedRedisError
+from ops.files import write_private
 
 START_TIMEOUT_S = 10.0
 HOST = "127.0.0.1"
@@ -97,8 +97,8 @@ class EmbeddedRedis:
         password = self._password(create=True)
         port = self._choose_port()
         conf = self.dir / "redis.conf"
-        _write_private(conf, self._config(port, password))
-        _write_private(self.dir / PORT_FILE, f"{port}\n")
+        write_private(conf, self._config(port, password))
+        write_private(self.dir / PORT_FILE, f"{port}\n")
         proc = subprocess.run([redis_server_binary(), str(conf)], capture_output=True, text=True,
                               check=False, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
@@ -138,7 +138,7 @@ class EmbeddedRedis:
     def _password(self, create: bool = False) -> str:
         path = self.dir / PASSWORD_FILE
         if create and not path.exists():
-            _write_private(path, secrets.token_urlsafe(24) + "\n")
+            write_private(path, secrets.token_urlsafe(24) + "\n")
         return path.read_text().strip()
 
     def _log_tail(self, lines: int = 15) -> str:
@@ -154,13 +154,6 @@ class EmbeddedRedis:
         with open(self.dir / "redis.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
 
 
 def _port_free(port: int) -> bool:

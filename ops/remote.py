@@ -9,7 +9,6 @@ the inventory is the whole truth about how a device is reached. SSH failures bec
 from __future__ import annotations
 
 import getpass
-import io
 import os
 import shlex
 import socket
@@ -19,6 +18,7 @@ from typing import Any
 
 from catdog.errors import CatDogError
 from catdog.inventory import Device
+from ops.files import write_private
 from ops.tmux import Completed, LocalRunner
 
 CONNECT_TIMEOUT_S = 10
@@ -39,10 +39,9 @@ class SSHRunner:
     def __call__(self, argv: Sequence[str]) -> Completed:
         return self.shell(shlex.join(argv))
 
-    def shell(self, command: str, stdin: str | None = None) -> Completed:
+    def shell(self, command: str) -> Completed:
         try:
-            done = self.conn.run(command, hide=True, warn=True, pty=False,
-                                 in_stream=io.StringIO(stdin) if stdin is not None else False,
+            done = self.conn.run(command, hide=True, warn=True, pty=False, in_stream=False,
                                  timeout=COMMAND_TIMEOUT_S)
         except Exception as exc:
             raise Unreachable(describe(exc, self.device)) from exc
@@ -73,19 +72,11 @@ class SSHRunner:
 class LocalHost(LocalRunner):
     """The coordinator itself, with the same interface as :class:`SSHRunner`."""
 
-    def shell(self, command: str, stdin: str | None = None) -> Completed:
-        import subprocess
-
-        proc = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, text=True,
-                              timeout=self.timeout, check=False)
-        return Completed(proc.returncode, proc.stdout, proc.stderr)
+    def shell(self, command: str) -> Completed:
+        return self(["sh", "-c", command])
 
     def write_private(self, path: str, text: str) -> None:
-        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(path, 0o600)
+        write_private(path, text)
 
     def close(self) -> None:
         pass

@@ -65,13 +65,6 @@ class Tmux:
             raise CommandError(argv, done.status, done.stderr or done.stdout)
         return done
 
-    def has_session(self, name: str) -> bool:
-        return self._run("has-session", "-t", f"={name}", check=False).status == 0
-
-    def sessions(self) -> list[str]:
-        done = self._run("list-sessions", "-F", "#{session_name}", check=False)
-        return done.stdout.split() if done.status == 0 else []
-
     def new_session(self, name: str, command: Sequence[str], cwd: str) -> bool:
         """Start ``command`` in a new detached session; False if the session already exists.
 
