@@ -1,4 +1,4 @@
-"""CatDog's commands: ``fab launch|stop|restart|status`` (run ``fab --list``).
+"""CatDog's commands: ``fab launch|stop|restart|status|logs`` (run ``fab --list``).
 
 A thin shell: each command is implemented in :mod:`ops.commands` and only its exit status is
 handled here. Every command takes ``--inventory PATH`` (else $CATDOG_INVENTORY, else ./catdog.yaml).
@@ -14,6 +14,8 @@ HELP = {
     "json": "print one JSON document on stdout",
     "timeout": "seconds to wait per device",
     "force": "kill workers instead of a warm shutdown",
+    "lines": "how many of the last lines to show",
+    "follow": "keep streaming new lines until Ctrl-C (one device)",
 }
 
 
@@ -59,3 +61,12 @@ def status(c: Context, inventory: str = "", devices: str = "", json: bool = Fals
     from ops import commands
 
     _done(commands.show_status(inventory or None, devices or None, json))
+
+
+@task(help=_help("inventory", "devices", "lines", "follow"))
+def logs(c: Context, inventory: str = "", devices: str = "", lines: int = 50,
+         follow: bool = False) -> None:
+    """A worker's recent output, kept on its device; --follow streams it."""
+    from ops import commands
+
+    _done(commands.logs(inventory or None, devices or None, lines, follow))

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import redis
 
 from catdog import broker
-from catdog.errors import CatDogError, exit_status
+from catdog.errors import CatDogError, UsageError, exit_status
 from catdog.fleet import fleet
 from catdog.inventory import Inventory
 from catdog.loader import load_inventory
@@ -118,6 +118,24 @@ def show_status(inventory: str | None = None, devices: str | None = None,
               r["backlog"], r["reason"]) for r in rows]
     print(results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
                                 "HEARTBEAT_S", "BACKLOG", "REASON")))
+    return 0
+
+
+@guarded
+def logs(inventory: str | None = None, devices: str | None = None, lines: int = 50,
+         follow: bool = False) -> int:
+    """The recent output of one device's worker; ``follow`` streams it until Ctrl-C."""
+    from ops import logs as worker_logs
+
+    inv = _load(inventory)
+    selected = inv.select(devices)
+    if follow:
+        if len(selected) != 1:
+            raise UsageError("--follow takes exactly one device: --devices NAME")
+        return worker_logs.follow(inv, selected[0], lines)
+    for device in selected:
+        text = worker_logs.recent(inv, device, lines)
+        print(f"==> {device.name} <==\n{text}" if len(selected) > 1 else text, end="", flush=True)
     return 0
 
 

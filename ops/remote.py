@@ -12,6 +12,7 @@ import getpass
 import os
 import shlex
 import socket
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,17 @@ class SSHRunner:
             raise Unreachable(describe(exc, self.device)) from exc
         return Completed(done.exited, done.stdout, done.stderr)
 
+    def stream(self, command: str) -> int:
+        """Run ``command`` with its output going straight to ours, until it ends or Ctrl-C.
+
+        A pty on the device, so Fabric's forwarded Ctrl-C really interrupts the command there.
+        """
+        try:
+            return int(self.conn.run(command, hide=False, warn=True, pty=True,
+                                     in_stream=False).exited)
+        except KeyboardInterrupt:
+            return 130
+
     def write_private(self, path: str, text: str) -> None:
         """Write ``text`` to ``path`` on the device, mode 600, over SFTP (never on a command line).
 
@@ -74,6 +86,12 @@ class LocalHost(LocalRunner):
 
     def shell(self, command: str) -> Completed:
         return self(["sh", "-c", command])
+
+    def stream(self, command: str) -> int:
+        try:
+            return subprocess.call(["sh", "-c", command], stdin=subprocess.DEVNULL)
+        except KeyboardInterrupt:
+            return 130
 
     def write_private(self, path: str, text: str) -> None:
         write_private(path, text)

@@ -15,7 +15,7 @@ from ops.remote import Host, open_host
 from ops.tmux import Pane, Tmux
 
 SESSION_PREFIX = "catdog-"
-REMOTE_RUN_DIR = ".catdog/run"  # under the device's workdir
+STATE_DIR = ".catdog"  # under an SSH device's workdir: run files and logs
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -59,24 +59,38 @@ class WorkerSession:
     def has_python(self) -> bool:
         return self.host.shell(f"command -v {shlex.quote(self.python)} >/dev/null").status == 0
 
-    def install_run_files(self, env: str, inventory_text: str) -> tuple[str, str]:
-        """Write the env file (mode 600) and, on SSH devices, the inventory; return their paths."""
+    @property
+    def state_dir(self) -> str:
+        """``.catdog/`` of this device: beside the inventory (local) or in its workdir (SSH)."""
         if self.device.is_local:
-            run_dir = str(self.inventory.state_dir / "run")
-            inventory = str(self.inventory.path)
-        else:
-            run_dir = f"{self.workdir}/{REMOTE_RUN_DIR}"
+            return str(self.inventory.state_dir)
+        return f"{self.workdir}/{STATE_DIR}"
+
+    @property
+    def log_path(self) -> str:
+        """The worker's output, appended by tmux on the device (``fab logs`` reads it)."""
+        return f"{self.state_dir}/logs/{self.device.name}.log"
+
+    def install_run_files(self, env: str, inventory_text: str) -> tuple[str, str]:
+        """Write the env file (mode 600) and, on SSH devices, the inventory; return their paths.
+
+        Also makes the log folder, so tmux can append the worker's output from its first line.
+        """
+        run_dir = f"{self.state_dir}/run"
+        inventory = str(self.inventory.path)
+        if not self.device.is_local:
             inventory = f"{run_dir}/{self.device.name}.yaml"
             self.host.write_private(inventory, inventory_text)
         env_file = f"{run_dir}/{self.device.name}.env"
         self.host.write_private(env_file, env)
+        self.host.shell(f"mkdir -p {shlex.quote(os.path.dirname(self.log_path))}")
         return env_file, inventory
 
     def pane(self) -> Pane | None:
         return self.tmux.pane(self.name)
 
     def start(self, command: list[str]) -> bool:
-        return self.tmux.new_session(self.name, command, self.workdir)
+        return self.tmux.new_session(self.name, command, self.workdir, log=self.log_path)
 
     def kill(self) -> bool:
         return self.tmux.kill_session(self.name)

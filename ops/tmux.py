@@ -65,19 +65,22 @@ class Tmux:
             raise CommandError(argv, done.status, done.stderr or done.stdout)
         return done
 
-    def new_session(self, name: str, command: Sequence[str], cwd: str) -> bool:
+    def new_session(self, name: str, command: Sequence[str], cwd: str,
+                    log: str | None = None) -> bool:
         """Start ``command`` in a new detached session; False if the session already exists.
 
         The shell ``exec``s the command, so the pane's pid is the command's own pid.
 
-        ``remain-on-exit`` is set in the same tmux command, before the server runs its event
-        loop again, so even a command that dies at once leaves its pane behind.
+        ``remain-on-exit`` (and ``pipe-pane`` appending the output to ``log``) are set in the same
+        tmux command, before the server runs its event loop again, so even a command that dies
+        at once leaves its pane, and its output, behind.
         """
+        piping = ["pipe-pane", "-t", f"={name}:", f"cat >> {shlex.quote(log)}", ";"] if log else []
         done = self._run(
             "start-server", ";",
             "set-option", "-g", "history-limit", str(HISTORY_LINES), ";",
             "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", cwd,
-            "exec " + shlex.join(command), ";",
+            "exec " + shlex.join(command), ";", *piping,
             "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on",
             check=False,
         )

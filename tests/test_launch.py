@@ -180,3 +180,12 @@ def test_app_is_the_configured_celery_app(make_fleet) -> None:
     assert app.conf.broker_transport_options["visibility_timeout"] == 300
     assert app.conf.result_expires == 86400
     assert os.environ.get("CATDOG_BROKER_URL", "").startswith("redis://")
+
+
+def test_logs_of_a_device_never_launched_say_how_to_launch_it(make_fleet) -> None:
+    from catdog.errors import CatDogError
+    from ops.logs import recent
+
+    fleet = make_fleet({"idle": device_spec([])})
+    with pytest.raises(CatDogError, match=r"no worker log .*fab launch --devices idle"):
+        recent(fleet.inventory, fleet.inventory.devices["idle"])

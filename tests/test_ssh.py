@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -106,3 +107,48 @@ def test_ssh_settings_come_only_from_the_inventory() -> None:
 
     assert known_hosts_path(Device("d", "h", known_hosts="/x/k")) == Path("/x/k")
     assert known_hosts_path(Device("d", "h")) == Path("~/.ssh/known_hosts").expanduser()
+
+
+def test_logs_restart_and_follow_over_ssh(make_fleet, sshd: Sshd, tmp_path: Path, capsys
+                                          ) -> None:
+    import json
+    import os
+    import signal
+
+    from ops import commands
+    from ops.logs import recent
+
+    fleet = make_fleet({"pi4": sshd.device([], tmp_path / "pi4"), "laptop": device_spec([])})
+    assert [r.state for r in fleet.launch()] == [READY, READY]
+    run_on.delay("pi4", "echo from-the-task").get(timeout=20)
+    for name in ("pi4", "laptop"):
+        text = recent(fleet.inventory, fleet.inventory.devices[name], lines=200)
+        assert f"{name}@" in text and "ready." in text, text
+    assert (tmp_path / "pi4" / ".catdog" / "logs" / "pi4.log").exists()
+    assert "tasks.run_on" in recent(fleet.inventory, fleet.inventory.devices["pi4"], 200)
+
+    old_pid = fleet.tmux("display-message", "-p", "-t", "=catdog-pi4:", "#{pane_pid}").stdout
+    capsys.readouterr()
+    assert commands.restart(str(fleet.path), "pi4", as_json=True) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["device"], r["state"]) for r in rows] == [("pi4", READY)]
+    new_pid = fleet.tmux("display-message", "-p", "-t", "=catdog-pi4:", "#{pane_pid}").stdout
+    assert new_pid != old_pid
+
+    fab = Path(sys.executable).parent / "fab"
+    env = {k: v for k, v in os.environ.items() if k != "CATDOG_INVENTORY"}
+    follower = subprocess.Popen([str(fab), "logs", "--follow", "--devices", "pi4", "--lines", "5",
+                                 "--inventory", str(fleet.path)], stdout=subprocess.PIPE,
+                                text=True, env=env, start_new_session=True)
+    try:
+        time.sleep(1.5)  # let tail attach before the task runs
+        run_on.delay("pi4", "echo followed-line").get(timeout=20)
+        seen = ""
+        deadline = time.monotonic() + 20
+        while "succeeded" not in seen and time.monotonic() < deadline:
+            seen += follower.stdout.readline() if follower.stdout else ""
+        assert "succeeded" in seen, seen
+    finally:
+        os.killpg(follower.pid, signal.SIGINT)
+        follower.wait(timeout=10)
+    assert follower.returncode == 0  # Ctrl-C ends a follow normally
