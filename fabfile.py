@@ -1,4 +1,4 @@
-"""CatDog's commands: ``fab launch|stop|restart|status|logs`` (run ``fab --list``).
+"""CatDog's commands: ``fab launch|stop|restart|status|logs|deploy|doctor`` (run ``fab --list``).
 
 A thin shell: each command is implemented in :mod:`ops.commands` and only its exit status is
 handled here. Every command takes ``--inventory PATH`` (else $CATDOG_INVENTORY, else ./catdog.yaml).
@@ -70,3 +70,19 @@ def logs(c: Context, inventory: str = "", devices: str = "", lines: int = 50,
     from ops import commands
 
     _done(commands.logs(inventory or None, devices or None, lines, follow))
+
+
+@task(help=_help("inventory", "devices", "json"))
+def deploy(c: Context, inventory: str = "", devices: str = "", json: bool = False) -> None:
+    """Install this checkout into each SSH device's venv (created if missing); idempotent."""
+    from ops import commands
+
+    _done(commands.deploy(inventory or None, devices or None, json))
+
+
+@task(help=_help("inventory", "devices", "json"))
+def doctor(c: Context, inventory: str = "", devices: str = "", json: bool = False) -> None:
+    """Check each device (SSH, host key, Python, CatDog, tmux, broker, clock) and say the fixes."""
+    from ops import commands
+
+    _done(commands.doctor(inventory or None, devices or None, json))

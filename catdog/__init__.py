@@ -22,6 +22,8 @@ from catdog.errors import (
 from catdog.fleet import use_inventory
 from catdog.targets import Target
 
+__version__ = "0.1.0"
+
 __all__ = [
     "BrokerError",
     "CatDogError",
@@ -33,6 +35,7 @@ __all__ = [
     "TargetError",
     "UsageError",
     "WorkerRefused",
+    "__version__",
     "app",
     "use_inventory",
 ]

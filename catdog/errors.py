@@ -92,6 +92,10 @@ class CommandError(CatDogError):
         )
 
 
+class BuildError(CatDogError):
+    """The coordinator could not build what ``fab deploy`` ships (CatDog's wheel)."""
+
+
 class WorkerRefused(CatDogError):
     """A worker refused to start (for example as root without ``allow_root``)."""
 

@@ -1,4 +1,4 @@
-"""The command edge: what ``fab launch|stop|restart|status`` do, returning an exit status.
+"""The command edge: what ``fab launch|stop|restart|status|logs|deploy|doctor`` do, returning an exit status.
 
 Errors become exit statuses here and only here (:func:`catdog.errors.exit_status`): a bad
 inventory exits 2 before anything starts. ``--json`` puts one JSON document on stdout and nothing
@@ -7,19 +7,22 @@ else; progress goes to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
 import redis
 
 from catdog import broker
-from catdog.errors import CatDogError, UsageError, exit_status
+from catdog.errors import BrokerError, CatDogError, UsageError, exit_status
 from catdog.fleet import fleet
 from catdog.inventory import Inventory
 from catdog.loader import load_inventory
 from ops import results
+from ops.build import project_root
 from ops.embedded_redis import EmbeddedRedis
 from ops.launch import Launcher
 from ops.results import DeviceResult
@@ -50,8 +53,14 @@ def _load(inventory: str | None) -> Inventory:
 
 
 def _progress(out: TextIO = sys.stderr) -> Callable[[str, str, str], None]:
+    """Live progress, one line per device event (devices report from parallel threads)."""
+    lock = threading.Lock()
+
     def show(device: str, event: str, detail: str) -> None:
-        print(f"  {device}: {event}" + (f" ({detail})" if detail else ""), file=out, flush=True)
+        line = f"  {device}: {event}" + (f" ({detail})" if detail else "") + "\n"
+        with lock:
+            out.write(line)
+            out.flush()
 
     return show
 
@@ -137,6 +146,59 @@ def logs(inventory: str | None = None, devices: str | None = None, lines: int = 
         text = worker_logs.recent(inv, device, lines)
         print(f"==> {device.name} <==\n{text}" if len(selected) > 1 else text, end="", flush=True)
     return 0
+
+
+@guarded
+def deploy(inventory: str | None = None, devices: str | None = None, as_json: bool = False) -> int:
+    """Install this checkout on each SSH device (venv created if missing); says what changed."""
+    from ops.deploy import Deployer
+
+    inv = _load(inventory)
+    found = Deployer(inv, on_event=_progress()).deploy(inv.select(devices))
+    rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
+    text = [results.table(rows, ("DEVICE", "STATE", "TIME", "WHAT CHANGED / REASON"))]
+    for r in found:
+        if r.output:
+            text += [f"\n--- {r.device}: last output lines ---", *r.output]
+    return _emit(found, as_json, "\n".join(text))
+
+
+@guarded
+def doctor(inventory: str | None = None, devices: str | None = None, as_json: bool = False) -> int:
+    """Per device: host key, SSH, Python, CatDog, tmux, broker from the device, clock skew."""
+    from ops.build import source_fingerprint
+    from ops.doctor import CHECKS, Doctor
+
+    inv = _load(inventory)
+    selected = inv.select(devices)
+    url, problem = None, ""
+    try:
+        url = broker.resolve(inv, start_embedded=True)
+    except BrokerError as exc:
+        problem = str(exc)
+    fingerprint = None
+    with contextlib.suppress(CatDogError, OSError):
+        fingerprint = source_fingerprint(project_root())
+    found = Doctor(inv, url, broker_problem=problem, fingerprint=fingerprint,
+                   on_event=_progress()).check(selected)
+    cells = [(r.device, r.state, *(_cell(r.check(n).ok, r.check(n).detail) for n in CHECKS))
+             for r in found]
+    text = [results.table(cells, ("DEVICE", "STATE", *(n.upper().replace("_", " ")
+                                                       for n in CHECKS)))]
+    failed = [(r.device, c) for r in found for c in r.checks if c.ok is False]
+    if failed:
+        text.append("\nTo fix:")
+        text += [f"  {device}: {c.name}: {c.detail}" + (f"\n      fix: {c.fix}" if c.fix else "")
+                 for device, c in failed]
+    return _emit(list(found), as_json, "\n".join(text))
+
+
+def _cell(ok: bool | None, detail: str) -> str:
+    if ok is None:
+        return "-"
+    if not ok:
+        return "FAIL"
+    return detail.split(" ")[0] if len(detail) > 14 else detail
 
 
 def _running_broker(inv: Inventory) -> str | None:

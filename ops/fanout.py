@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from catdog.inventory import Device, Inventory
 from ops.remote import Unreachable
@@ -18,6 +19,7 @@ from ops.session import WorkerSession, worker_session
 #: ``on_event(device, event, detail)``; events: starting, stopping, and each final state
 EventCallback = Callable[[str, str, str], None]
 MAX_PARALLEL = 32
+R = TypeVar("R")
 
 
 def quiet(device: str, event: str, detail: str) -> None:
@@ -42,6 +44,11 @@ def on_each(inventory: Inventory, devices: Sequence[Device],
         on_event(device.name, result.state.lower().replace(" ", "-"), result.reason)
         return result
 
+    return parallel(devices, one)
+
+
+def parallel(devices: Sequence[Device], one: Callable[[Device], R]) -> list[R]:
+    """``one(device)`` for every device at once (up to MAX_PARALLEL), results in device order."""
     if not devices:
         return []
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(devices))) as pool:

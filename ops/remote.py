@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 from collections.abc import Sequence
@@ -40,10 +41,10 @@ class SSHRunner:
     def __call__(self, argv: Sequence[str]) -> Completed:
         return self.shell(shlex.join(argv))
 
-    def shell(self, command: str) -> Completed:
+    def shell(self, command: str, timeout: float = COMMAND_TIMEOUT_S) -> Completed:
         try:
             done = self.conn.run(command, hide=True, warn=True, pty=False, in_stream=False,
-                                 timeout=COMMAND_TIMEOUT_S)
+                                 timeout=timeout)
         except Exception as exc:
             raise Unreachable(describe(exc, self.device)) from exc
         return Completed(done.exited, done.stdout, done.stderr)
@@ -77,6 +78,22 @@ class SSHRunner:
         except OSError as exc:
             raise Unreachable(f"could not write {path} on {self.device.name}: {exc}") from exc
 
+    def write_text(self, path: str, text: str) -> None:
+        """Write ``text`` to ``path`` on the device over SFTP (for files that hold no secret)."""
+        try:
+            with self.conn.sftp().open(path, "w") as remote:
+                remote.write(text)
+        except OSError as exc:
+            raise Unreachable(f"could not write {path} on {self.device.name}: {exc}") from exc
+
+    def upload(self, local: Path, path: str) -> None:
+        """Copy the coordinator's file ``local`` to ``path`` on the device, over SFTP."""
+        try:
+            self.conn.sftp().put(str(local), path)
+        except OSError as exc:
+            raise Unreachable(f"could not copy {local.name} to {path} on {self.device.name}: "
+                              f"{exc}") from exc
+
     def close(self) -> None:
         self.conn.close()
 
@@ -84,8 +101,10 @@ class SSHRunner:
 class LocalHost(LocalRunner):
     """The coordinator itself, with the same interface as :class:`SSHRunner`."""
 
-    def shell(self, command: str) -> Completed:
-        return self(["sh", "-c", command])
+    def shell(self, command: str, timeout: float = COMMAND_TIMEOUT_S) -> Completed:
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        return Completed(proc.returncode, proc.stdout, proc.stderr)
 
     def stream(self, command: str) -> int:
         try:
@@ -95,6 +114,12 @@ class LocalHost(LocalRunner):
 
     def write_private(self, path: str, text: str) -> None:
         write_private(path, text)
+
+    def write_text(self, path: str, text: str) -> None:
+        Path(path).write_text(text)
+
+    def upload(self, local: Path, path: str) -> None:
+        shutil.copyfile(local, path)
 
     def close(self) -> None:
         pass

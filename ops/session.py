@@ -4,13 +4,17 @@ over SSH, with the run files the worker reads (its env file and a copy of the in
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from catdog.inventory import Device, Inventory
+from ops import device_probe
 from ops.remote import Host, open_host
 from ops.tmux import Pane, Tmux
 
@@ -58,6 +62,24 @@ class WorkerSession:
 
     def has_python(self) -> bool:
         return self.host.shell(f"command -v {shlex.quote(self.python)} >/dev/null").status == 0
+
+    def probe(self, env_file: str = "-") -> dict[str, Any]:
+        """What the device's python can do, from :mod:`ops.device_probe` run there, in ``workdir``.
+
+        ``{"missing": True}`` when the python cannot be run; ``{"error": ...}`` when it fails.
+        """
+        source = Path(device_probe.__file__).read_text()
+        done = self.host.shell(f"cd {shlex.quote(self.workdir)} 2>/dev/null; "
+                               f"{shlex.quote(self.python)} -c {shlex.quote(source)} "
+                               f"{shlex.quote(env_file)}")
+        if done.status in (126, 127):
+            return {"missing": True, "error": done.stderr.strip()}
+        try:
+            found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            return {"error": f"exit status {done.status}" + (f": {tail[0]}" if tail else "")}
+        return found
 
     @property
     def state_dir(self) -> str:
