@@ -9,6 +9,7 @@ failed is reported as not run, never as passed.
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from collections.abc import Sequence
@@ -97,7 +98,8 @@ class Doctor:
         tmux = tmux_check(session)
         env_file = "-"
         if self.broker_url:
-            env_file = f"{session.state_dir}/run/doctor.env"
+            # one file per device and run: devices may share a workdir, doctors may run at once
+            env_file = f"{session.state_dir}/run/doctor-{session.device.name}-{os.getpid()}.env"
             session.host.write_private(env_file, f"CATDOG_BROKER_URL={self.broker_url}\n")
         try:
             found = session.probe(env_file)

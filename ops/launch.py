@@ -26,6 +26,9 @@ DEFAULT_TIMEOUT_S = 30.0
 #: a ping addressed to one node returns as soon as it replies; a short timeout only bounds the
 #: wait when the worker's control channel is not listening yet (then the next try catches it)
 PING_TIMEOUT_S = 0.5
+#: how long one wait for the ready record lasts before the launcher looks at the pane again (a
+#: worker that dies on start is seen within this; each look is a round trip to the device)
+ANNOUNCE_WAIT_S = 1.0
 OUTPUT_LINES = 30
 
 
@@ -44,11 +47,11 @@ class Launcher:
 
     def _launch(self, session: WorkerSession, started: float) -> DeviceResult:
         device = session.device
-        pane = session.pane()
+        pane, has_python = session.prepare()
         if pane is not None and not pane.dead:
             return self._await(session, started, ALREADY_RUNNING, owned=False)
         python = session.python
-        if not session.has_python():
+        if not has_python:
             return DeviceResult(device.name, FAILED,
                                 f"python {python} not found or not executable on {device.name}; "
                                 f"fix devices.{device.name}.python in {self.inventory.path.name}"
@@ -73,14 +76,17 @@ class Launcher:
                ) -> DeviceResult:
         device = session.device
         deadline = started + self.timeout
+        nodename, served_at = None, None
         while time.monotonic() < deadline:
-            pane = session.pane()
+            if nodename is None:
+                nodename, served_at = self._announcement(device.name, fresh=owned)
+            if nodename and ping(nodename, timeout=PING_TIMEOUT_S):
+                delay = round(time.time() - served_at, 3) if owned and served_at else None
+                return DeviceResult(device.name, success, f"{nodename} answered ping",
+                                    nodename=nodename, serve_to_ready_s=delay)
+            pane = session.pane()  # no answer yet: is the worker still alive?
             if pane is None or pane.dead:
                 return self._died(session, pane is None)
-            nodename = self._announced_node(device.name)
-            if nodename and ping(nodename, timeout=PING_TIMEOUT_S):
-                return DeviceResult(device.name, success, f"{nodename} answered ping",
-                                    nodename=nodename)
         output = session.last_lines(OUTPUT_LINES)
         if owned:
             session.kill()
@@ -90,16 +96,21 @@ class Launcher:
                    f"{self.timeout:g}s; try `fab restart --devices {device.name}`")
         return DeviceResult(device.name, FAILED, why, output=output)
 
-    def _announced_node(self, device: str) -> str | None:
-        """The node name from the worker's heartbeat, or its ready record (blocking briefly)."""
-        raw = self.redis.get(heartbeat_key(device))
+    def _announcement(self, device: str, fresh: bool) -> tuple[str | None, float | None]:
+        """The node name and "can serve" time a worker announced (blocking briefly).
+
+        A worker this launch started pushes a ready record once it consumes; one already
+        running is found by its heartbeat.
+        """
+        raw = None if fresh else self.redis.get(heartbeat_key(device))
         if not raw:
-            item = self.redis.blpop([ready_key(device)], timeout=0.2)
+            item = self.redis.blpop([ready_key(device)], timeout=ANNOUNCE_WAIT_S)
             raw = item[1] if item else None
         if not raw:
-            return None
-        nodename = json.loads(raw).get("nodename")
-        return str(nodename) if nodename else None
+            return None, None
+        record = json.loads(raw)
+        nodename = record.get("nodename")
+        return (str(nodename), float(record["time"])) if nodename else (None, None)
 
     def _died(self, session: WorkerSession, vanished: bool) -> DeviceResult:
         device = session.device

@@ -63,20 +63,26 @@ class SSHRunner:
     def write_private(self, path: str, text: str) -> None:
         """Write ``text`` to ``path`` on the device, mode 600, over SFTP (never on a command line).
 
-        The folder is created mode 700 first, and the file made private before it gets its text.
+        The file is made private before it gets its text; a missing folder is created mode 700.
         """
-        folder = shlex.quote(os.path.dirname(path))
-        done = self.shell(f"umask 077 && mkdir -p {folder} && chmod 700 {folder}")
-        if done.status != 0:
-            raise Unreachable(f"could not create {folder} on {self.device.name}: "
-                              f"{done.stderr.strip()}")
         try:
-            sftp = self.conn.sftp()
-            with sftp.open(path, "w") as remote:
-                sftp.chmod(path, 0o600)
-                remote.write(text)
+            try:
+                self._sftp_private(path, text)
+            except FileNotFoundError:  # the folder is missing: make it (once), then write
+                folder = shlex.quote(os.path.dirname(path))
+                done = self.shell(f"umask 077 && mkdir -p {folder} && chmod 700 {folder}")
+                if done.status != 0:
+                    raise Unreachable(f"could not create {folder} on {self.device.name}: "
+                                      f"{done.stderr.strip()}") from None
+                self._sftp_private(path, text)
         except OSError as exc:
             raise Unreachable(f"could not write {path} on {self.device.name}: {exc}") from exc
+
+    def _sftp_private(self, path: str, text: str) -> None:
+        sftp = self.conn.sftp()
+        with sftp.open(path, "w") as remote:
+            sftp.chmod(path, 0o600)
+            remote.write(text)
 
     def write_text(self, path: str, text: str) -> None:
         """Write ``text`` to ``path`` on the device over SFTP (for files that hold no secret)."""

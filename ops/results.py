@@ -31,6 +31,8 @@ class DeviceResult:
     elapsed_s: float = 0.0
     nodename: str | None = None
     exit_status: int | None = None
+    #: launch: seconds from the worker's "ready to consume" to READY here (device clock vs ours)
+    serve_to_ready_s: float | None = None
     output: list[str] = field(default_factory=list)
 
     @property

@@ -16,7 +16,7 @@ from typing import Any
 from catdog.inventory import Device, Inventory
 from ops import device_probe
 from ops.remote import Host, open_host
-from ops.tmux import Pane, Tmux
+from ops.tmux import Pane, Tmux, parse_pane
 
 SESSION_PREFIX = "catdog-"
 STATE_DIR = ".catdog"  # under an SSH device's workdir: run files and logs
@@ -60,8 +60,16 @@ class WorkerSession:
             return self.device.workdir
         return str(self.inventory.root) if self.device.is_local else self.home
 
-    def has_python(self) -> bool:
-        return self.host.shell(f"command -v {shlex.quote(self.python)} >/dev/null").status == 0
+    def prepare(self) -> tuple[Pane | None, bool]:
+        """In one round trip: the session's pane, whether the device's python is there, and the
+        run and log folders made (run files private)."""
+        run_dir, log_dir = (shlex.quote(f"{self.state_dir}/{d}") for d in ("run", "logs"))
+        done = self.host.shell(
+            f"printf 'pane=%s\\n' \"$({shlex.join(self.tmux.pane_query(self.name))} 2>/dev/null)\"; "
+            f"command -v {shlex.quote(self.python)} >/dev/null && echo python=yes; "
+            f"umask 077; mkdir -p {run_dir} {log_dir} && chmod 700 {run_dir}")
+        found = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+        return parse_pane(self.name, found.get("pane", "")), found.get("python") == "yes"
 
     def probe(self, env_file: str = "-") -> dict[str, Any]:
         """What the device's python can do, from :mod:`ops.device_probe` run there, in ``workdir``.
@@ -94,10 +102,7 @@ class WorkerSession:
         return f"{self.state_dir}/logs/{self.device.name}.log"
 
     def install_run_files(self, env: str, inventory_text: str) -> tuple[str, str]:
-        """Write the env file (mode 600) and, on SSH devices, the inventory; return their paths.
-
-        Also makes the log folder, so tmux can append the worker's output from its first line.
-        """
+        """Write the env file (mode 600) and, on SSH devices, the inventory; return their paths."""
         run_dir = f"{self.state_dir}/run"
         inventory = str(self.inventory.path)
         if not self.device.is_local:
@@ -105,7 +110,6 @@ class WorkerSession:
             self.host.write_private(inventory, inventory_text)
         env_file = f"{run_dir}/{self.device.name}.env"
         self.host.write_private(env_file, env)
-        self.host.shell(f"mkdir -p {shlex.quote(os.path.dirname(self.log_path))}")
         return env_file, inventory
 
     def pane(self) -> Pane | None:

@@ -50,6 +50,18 @@ class Pane:
     pid: int
 
 
+PANE_FORMAT = "#{session_name}|#{pane_dead}|#{pane_dead_status}|#{pane_pid}"
+
+
+def parse_pane(name: str, output: str) -> Pane | None:
+    """A pane from the output of :meth:`Tmux.pane_query`; None for no such session."""
+    session, dead, status, pid = ([*output.strip().split("|"), "", "", ""])[:4]
+    if session != name:  # tmux 3.3 answers 0, with empty fields, for a missing target
+        return None
+    return Pane(dead == "1", int(status) if status.strip() else None,
+                int(pid) if pid.strip() else 0)
+
+
 class Tmux:
     def __init__(self, socket: str, runner: Runner | None = None) -> None:
         self.socket = socket
@@ -92,13 +104,12 @@ class Tmux:
 
     def pane(self, name: str) -> Pane | None:
         """The pane of session ``name``, or None when there is no such session."""
-        done = self._run("display-message", "-p", "-t", f"={name}:",
-                         "#{session_name}|#{pane_dead}|#{pane_dead_status}|#{pane_pid}", check=False)
-        session, dead, status, pid = ([*done.stdout.strip().split("|"), "", "", ""])[:4]
-        if done.status != 0 or session != name:  # tmux 3.3 answers 0 for a missing target
-            return None
-        return Pane(dead == "1", int(status) if status.strip() else None,
-                    int(pid) if pid.strip() else 0)
+        done = self.runner(self.pane_query(name))
+        return parse_pane(name, done.stdout) if done.status == 0 else None
+
+    def pane_query(self, name: str) -> list[str]:
+        """The command whose output :func:`parse_pane` reads (to combine with other commands)."""
+        return self._argv("display-message", "-p", "-t", f"={name}:", PANE_FORMAT)
 
     def dead_status(self, name: str, wait_s: float = 2.0) -> int | None:
         """The exit status of a dead pane, waiting briefly for tmux to record it."""

@@ -136,7 +136,7 @@ def test_doctor_passes_a_good_fleet_and_names_each_failure_with_its_fix(
     assert failed("nopython") == {"python": f"{tmp_path}/venv/bin/python not found"}
     assert found["nopython"].check("python").fix == "fab deploy --devices nopython creates it"
     assert found["nopython"].check("tmux").ok and found["nopython"].check("clock").ok
-    assert list(failed("oldcheckout")) == ["catdog"]  # the system python has no CatDog
+    assert list(failed("oldcheckout")) == ["catdog"], failed("oldcheckout")  # no CatDog there
     assert found["oldcheckout"].check("catdog").fix == "fab deploy --devices oldcheckout"
 
 

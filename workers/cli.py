@@ -102,8 +102,9 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO") -> int:
 
     queues = worker_queues(device, declared_requirements())
     telemetry = Telemetry(device.name, app.conf.broker_url, queues)
-    signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender.hostname),
-                                 weak=False)
+    signals.worker_ready.connect(
+        lambda sender, **_: telemetry.on_ready(sender.hostname, getattr(sender, "hub", None)),
+        weak=False)
     signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
     app.worker_main(worker_argv(device, queues, loglevel))
     return 0

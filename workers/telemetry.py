@@ -47,6 +47,9 @@ class CountingRequest(Request):
                                   return_ok=return_ok)
 
 
+ANNOUNCE_AFTER_TICK_S = 0.005
+
+
 class Telemetry:
     """Pushes the ready record and keeps the heartbeat fresh from a daemon thread."""
 
@@ -58,7 +61,21 @@ class Telemetry:
         self.started = time.time()
         self._stop = threading.Event()
 
-    def on_ready(self, nodename: str) -> None:
+    def on_ready(self, nodename: str, hub: Any = None) -> None:
+        """Announce the worker once its event loop has run one tick.
+
+        Celery signals ``worker_ready`` before the loop starts, and the Redis transport sends
+        the SUBSCRIBE of the control (pidbox) channel from the loop's first tick: a ping sent
+        before that is lost, and the launcher would wait out a ping timeout. A callback queued
+        now runs at the start of the first iteration, and the timer it sets fires in the next
+        one, after that tick.
+        """
+        if hub is None:  # no event loop (a green pool): the control channel listens already
+            self._announce(nodename)
+            return
+        hub.call_soon(lambda: hub.call_later(ANNOUNCE_AFTER_TICK_S, self._announce, nodename))
+
+    def _announce(self, nodename: str) -> None:
         self.nodename = nodename
         beat = self.heartbeat()
         pipe = self.redis.pipeline()

@@ -1,0 +1,81 @@
+"""``fab launch`` of 1 and of N SSH devices, alternating, and each worker's serve-to-READY delay.
+
+Also the CPU each worker spends to start (its own user+system time at READY): on this machine all
+"devices" share the same cores, so N starting workers compete for CPU that real devices would
+each have to themselves. The table gives both the measured ratio and that CPU bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+import redis
+
+from bench.testbed import Bed, ssh_fleet
+from catdog.records import heartbeat_key
+from ops.launch import Launcher
+from ops.results import READY
+from ops.stop import Stopper
+
+
+def worker_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a local process so far (the worker's main process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(rounds: int, many: int = 8) -> dict[str, Any]:
+    walls: dict[int, list[float]] = {1: [], many: []}
+    delays: list[float] = []
+    cpu: list[float] = []
+    failures: list[str] = []
+    with ssh_fleet(many) as bed:
+        launcher = Launcher(bed.inventory, bed.broker_url, timeout=60)
+        stopper = Stopper(bed.inventory, broker_url=bed.broker_url, force=True)
+        names = list(bed.inventory.devices)
+        for round_ in range(rounds):
+            for count in ((1, many) if round_ % 2 == 0 else (many, 1)):
+                devices = bed.inventory.select(names[:count])
+                started = time.monotonic()
+                results = launcher.launch(devices)
+                wall = time.monotonic() - started
+                failures += [f"{r.device}: {r.reason}" for r in results if r.state != READY]
+                walls[count].append(wall)
+                delays += [r.serve_to_ready_s for r in results if r.serve_to_ready_s is not None]
+                cpu += [c for c in (_cpu_of(bed, r.nodename) for r in results) if c is not None]
+                stopper.stop(devices)
+        kind = bed.kind
+    one, eight = statistics.median(walls[1]), statistics.median(walls[many])
+    return {
+        "testbed": kind, "rounds": rounds, "devices": many, "cores": os.cpu_count(),
+        "launch_1_s": _summary(walls[1]), f"launch_{many}_s": _summary(walls[many]),
+        "ratio": round(eight / one, 2),
+        "serve_to_ready_s": _summary(delays),
+        "worker_start_cpu_s": _summary(cpu),
+        "cpu_bound_s": (round(statistics.median(cpu) * many / (os.cpu_count() or 1), 2)
+                        if cpu else None),
+        "failures": failures,
+    }
+
+
+def _cpu_of(bed: Bed, nodename: str | None) -> float | None:
+    if not nodename:
+        return None
+    device = nodename.split("@", 1)[0]
+    raw = redis.Redis.from_url(bed.broker_url).get(heartbeat_key(device))
+    return worker_cpu_s(int(json.loads(raw)["pid"])) if raw else None
+
+
+def _summary(values: list[float]) -> dict[str, float | int] | None:
+    if not values:
+        return None
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3), "n": len(values)}

@@ -1,0 +1,67 @@
+"""``python -m bench [--quick] [--only NAME]``: run the benchmarks, print a table, write
+``bench/results.json`` (with the machine it ran on)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).with_name("results.json")
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "system": f"{platform.system()} {platform.release()}"}
+
+
+def launch_table(found: dict[str, Any]) -> list[str]:
+    many = found["devices"]
+    one, lots = found["launch_1_s"], found[f"launch_{many}_s"]
+    delay, cpu = found["serve_to_ready_s"], found["worker_start_cpu_s"]
+    return [
+        f"fab launch over SSH ({found['testbed']} testbed, {found['rounds']} rounds, "
+        f"{found['cores']} cores)",
+        f"  launch 1 device          median {one['median']:.2f}s  (min {one['min']:.2f}, "
+        f"max {one['max']:.2f})",
+        f"  launch {many} devices        median {lots['median']:.2f}s  (min {lots['min']:.2f}, "
+        f"max {lots['max']:.2f})",
+        f"  ratio {many}/1                {found['ratio']:.2f}   (goal <= 1.5)",
+        f"  serve -> READY           median {delay['median']:.3f}s  max {delay['max']:.3f}s "
+        f"(goal <= 0.3)" if delay else "  serve -> READY           not measured",
+        f"  worker start CPU         median {cpu['median']:.2f}s each; {many} on "
+        f"{found['cores']} cores need >= {found['cpu_bound_s']:.2f}s" if cpu else "",
+        *(f"  FAILED {f}" for f in found["failures"]),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (about a minute)")
+    parser.add_argument("--only", choices=["launch"], help="run one benchmark")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
+    args = parser.parse_args(argv)
+    from bench import launch
+
+    results: dict[str, Any] = {}
+    if args.output.exists():
+        results = json.loads(args.output.read_text())
+    results["machine"] = machine()
+    results["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results["quick"] = args.quick
+    print("launch: starting fleets...", file=sys.stderr, flush=True)
+    results["launch"] = launch.run(rounds=2 if args.quick else 5)
+    print("\n".join(line for line in launch_table(results["launch"]) if line))
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {args.output}")
+    return 1 if results["launch"]["failures"] else 0

@@ -1,0 +1,68 @@
+"""Fleets of SSH devices for the benchmarks: a LAN of network namespaces (one host per device)
+where the machine allows it, else devices behind one sshd on loopback. Reuses the tests' real
+sshd and netns helpers; the bed's broker is handed to this process's app."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from catdog.fleet import fleet
+from catdog.inventory import BROKER_ENV, Inventory
+from catdog.loader import load_inventory
+
+
+@dataclass
+class Bed:
+    kind: str  # "netns": one namespace per device; "loopback": one sshd for all
+    inventory: Inventory
+    broker_url: str
+
+
+@contextlib.contextmanager
+def ssh_fleet(count: int, *, pool: str = "solo") -> Iterator[Bed]:
+    """``count`` SSH devices named ``d1``..``dN`` and a broker they all reach."""
+    from ops.embedded_redis import EmbeddedRedis
+    from tests.conftest import Sshd
+    from tests.lan import Lan, NetnsUnavailable
+
+    with tempfile.TemporaryDirectory(prefix="catdog-bench-") as tmp, \
+            contextlib.ExitStack() as stack:
+        folder = Path(tmp)
+        (folder / "net").mkdir()
+        devices: dict[str, dict[str, Any]] = {}
+        try:
+            lan = Lan(folder / "net")
+        except NetnsUnavailable:
+            sshd = Sshd(folder / "net")
+            stack.callback(sshd.close)
+            server = EmbeddedRedis(folder / "broker")
+            stack.callback(server.stop)
+            url, kind = server.ensure_running(), "loopback"
+            for i in range(1, count + 1):
+                devices[f"d{i}"] = sshd.device(["bench"], folder / f"d{i}", pool=pool)
+        else:
+            stack.callback(lan.close)
+            password, port = lan.start_redis()
+            url, kind = f"redis://:{password}@{lan.gateway}:{port}/0", "netns"
+            for i in range(1, count + 1):
+                devices[f"d{i}"] = lan.device(lan.add_host(f"d{i}"), ["bench"], pool=pool)
+        yield Bed(kind, _inventory(folder, devices, url), url)
+
+
+def _inventory(folder: Path, devices: dict[str, dict[str, Any]], url: str) -> Inventory:
+    path = folder / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"tmux_socket": f"catdog-bench-{uuid.uuid4().hex[:6]}",
+                                    "broker": url, "devices": devices}))
+    os.environ[BROKER_ENV] = url  # this process's app talks to the bed's broker
+    inventory = load_inventory(path)
+    fleet.use_loaded(inventory)
+    return inventory
