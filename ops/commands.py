@@ -1,4 +1,5 @@
-"""The command edge: what ``fab launch|stop|restart|status|logs|deploy|doctor`` do, returning an exit status.
+"""The command edge: what each ``fab`` command prints, and its exit status (the work is in
+:mod:`ops.api` and the modules it calls).
 
 Errors become exit statuses here and only here (:func:`catdog.errors.exit_status`): a bad
 inventory exits 2 before anything starts. ``--json`` puts one JSON document on stdout and nothing
@@ -7,7 +8,6 @@ else; progress goes to stderr.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import threading
@@ -17,17 +17,10 @@ from typing import Any, TextIO
 import redis
 
 from catdog import broker
-from catdog.errors import BrokerError, CatDogError, UsageError, exit_status
-from catdog.fleet import fleet
-from catdog.inventory import Inventory
-from catdog.loader import load_inventory
-from ops import results
-from ops.build import project_root
-from ops.embedded_redis import EmbeddedRedis
-from ops.launch import Launcher
+from catdog.errors import CatDogError, UsageError, exit_status
+from ops import api, results
 from ops.results import DeviceResult
 from ops.status import status
-from ops.stop import Stopper
 
 
 def guarded(command: Callable[..., int]) -> Callable[..., int]:
@@ -44,12 +37,6 @@ def guarded(command: Callable[..., int]) -> Callable[..., int]:
     run.__name__ = command.__name__
     run.__doc__ = command.__doc__
     return run
-
-
-def _load(inventory: str | None) -> Inventory:
-    loaded = load_inventory(inventory)
-    fleet.use_loaded(loaded)
-    return loaded
 
 
 def _progress(out: TextIO = sys.stderr) -> Callable[[str, str, str], None]:
@@ -74,11 +61,7 @@ def _emit(found: list[DeviceResult], as_json: bool, text: str) -> int:
 def launch(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
            timeout: float = 30.0) -> int:
     """Start workers in tmux; READY only when each answers a ping."""
-    inv = _load(inventory)
-    selected = inv.select(devices)
-    url = broker.resolve(inv, start_embedded=True)
-    launcher = Launcher(inv, url, timeout=timeout, on_event=_progress())
-    found = launcher.launch(selected)
+    found = list(api.launch(inventory, devices, timeout=timeout, on_event=_progress()).values())
     return _emit(found, as_json, results.launch_report(found))
 
 
@@ -86,15 +69,8 @@ def launch(inventory: str | None = None, devices: str | None = None, as_json: bo
 def stop(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
          timeout: float = 30.0, force: bool = False) -> int:
     """Warm shutdown (then kill after ``timeout``); the whole fleet also stops the embedded Redis."""
-    inv = _load(inventory)
-    selected = inv.select(devices)
-    url = _running_broker(inv)
-    found = Stopper(inv, broker_url=url, timeout=timeout, force=force,
-                    on_event=_progress()).stop(selected)
-    if not devices and broker.configured_url(inv) is None:
-        stopped = EmbeddedRedis(inv.state_dir).stop()
-        print(f"  embedded Redis: {'stopped' if stopped else 'was not running'}",
-              file=sys.stderr)
+    found = list(api.stop(inventory, devices, timeout=timeout, force=force,
+                          on_event=_progress()).values())
     rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
     return _emit(found, as_json, results.table(rows, ("DEVICE", "STATE", "TIME", "REASON")))
 
@@ -103,11 +79,7 @@ def stop(inventory: str | None = None, devices: str | None = None, as_json: bool
 def restart(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
             timeout: float = 30.0) -> int:
     """Stop then launch the selected devices (the broker stays up)."""
-    inv = _load(inventory)
-    selected = inv.select(devices)
-    url = broker.resolve(inv, start_embedded=True)
-    Stopper(inv, broker_url=url, timeout=timeout, on_event=_progress()).stop(selected)
-    found = Launcher(inv, url, timeout=timeout, on_event=_progress()).launch(selected)
+    found = list(api.restart(inventory, devices, timeout=timeout, on_event=_progress()).values())
     return _emit(found, as_json, results.launch_report(found))
 
 
@@ -115,7 +87,7 @@ def restart(inventory: str | None = None, devices: str | None = None, as_json: b
 def show_status(inventory: str | None = None, devices: str | None = None,
                 as_json: bool = False) -> int:
     """A row per device: state, capabilities, active, done, failed, heartbeat age, backlog."""
-    inv = _load(inventory)
+    inv = api.load(inventory)
     selected = inv.select(devices)
     url = broker.resolve(inv, start_embedded=True)
     rows = status(inv, selected, redis.Redis.from_url(url, socket_timeout=5))
@@ -136,7 +108,7 @@ def logs(inventory: str | None = None, devices: str | None = None, lines: int = 
     """The recent output of one device's worker; ``follow`` streams it until Ctrl-C."""
     from ops import logs as worker_logs
 
-    inv = _load(inventory)
+    inv = api.load(inventory)
     selected = inv.select(devices)
     if follow:
         if len(selected) != 1:
@@ -151,10 +123,7 @@ def logs(inventory: str | None = None, devices: str | None = None, lines: int = 
 @guarded
 def deploy(inventory: str | None = None, devices: str | None = None, as_json: bool = False) -> int:
     """Install this checkout on each SSH device (venv created if missing); says what changed."""
-    from ops.deploy import Deployer
-
-    inv = _load(inventory)
-    found = Deployer(inv, on_event=_progress()).deploy(inv.select(devices))
+    found = list(api.deploy(inventory, devices, on_event=_progress()).values())
     rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
     text = [results.table(rows, ("DEVICE", "STATE", "TIME", "WHAT CHANGED / REASON"))]
     for r in found:
@@ -166,21 +135,10 @@ def deploy(inventory: str | None = None, devices: str | None = None, as_json: bo
 @guarded
 def doctor(inventory: str | None = None, devices: str | None = None, as_json: bool = False) -> int:
     """Per device: host key, SSH, Python, CatDog, tmux, broker from the device, clock skew."""
-    from ops.build import source_fingerprint
-    from ops.doctor import CHECKS, Doctor
+    from ops.doctor import CHECKS, DoctorResult
 
-    inv = _load(inventory)
-    selected = inv.select(devices)
-    url, problem = None, ""
-    try:
-        url = broker.resolve(inv, start_embedded=True)
-    except BrokerError as exc:
-        problem = str(exc)
-    fingerprint = None
-    with contextlib.suppress(CatDogError, OSError):
-        fingerprint = source_fingerprint(project_root())
-    found = Doctor(inv, url, broker_problem=problem, fingerprint=fingerprint,
-                   on_event=_progress()).check(selected)
+    found = [r for r in api.doctor(inventory, devices, on_event=_progress()).values()
+             if isinstance(r, DoctorResult)]
     cells = [(r.device, r.state, *(_cell(r.check(n).ok, r.check(n).detail) for n in CHECKS))
              for r in found]
     text = [results.table(cells, ("DEVICE", "STATE", *(n.upper().replace("_", " ")
@@ -199,12 +157,3 @@ def _cell(ok: bool | None, detail: str) -> str:
     if not ok:
         return "FAIL"
     return detail.split(" ")[0] if len(detail) > 14 else detail
-
-
-def _running_broker(inv: Inventory) -> str | None:
-    """The broker URL if it can be used without starting anything (stop never starts Redis)."""
-    configured = broker.configured_url(inv)
-    if configured:
-        return configured
-    embedded = EmbeddedRedis(inv.state_dir)
-    return embedded.url if embedded.answers() else None

@@ -1,0 +1,145 @@
+"""The fleet operations from Python, without ``fab`` (the fabfile is a thin shell over these).
+
+Each takes the inventory path (default: ``$CATDOG_INVENTORY``, else ``./catdog.yaml``), the devices
+(``"a,b"``, a list, or None for all) and an optional ``on_event(device, event, detail)`` callback
+(events such as ``starting``, ``ready``, ``failed``), and returns a :class:`GroupResult`: one
+:class:`~ops.results.DeviceResult` per device, like Fabric's ``GroupResult``::
+
+    from ops import api
+    found = api.launch("catdog.yaml", "pi4,zero-1", on_event=print)
+    if not found.ok:
+        for name, result in found.failed.items():
+            print(name, result.reason, *result.output, sep="\\n")
+
+A bad inventory raises :class:`catdog.InventoryError` before anything starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+
+from catdog import broker
+from catdog.errors import BrokerError, CatDogError
+from catdog.fleet import fleet
+from catdog.inventory import Device, Inventory
+from catdog.loader import load_inventory
+from ops.fanout import EventCallback
+from ops.results import DeviceResult
+
+Devices = str | Sequence[str] | None
+
+
+class GroupResult(dict[str, DeviceResult]):
+    """Results by device name, in the order asked; ``succeeded`` and ``failed`` as in Fabric."""
+
+    def __init__(self, results: Iterable[DeviceResult]) -> None:
+        super().__init__((r.device, r) for r in results)
+
+    @property
+    def succeeded(self) -> dict[str, DeviceResult]:
+        return {k: r for k, r in self.items() if r.ok}
+
+    @property
+    def failed(self) -> dict[str, DeviceResult]:
+        return {k: r for k, r in self.items() if not r.ok}
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def load(inventory: str | None = None) -> Inventory:
+    """Load and check the inventory, and make it the fleet this process talks to."""
+    loaded = load_inventory(inventory)
+    fleet.use_loaded(loaded)
+    return loaded
+
+
+def _select(inv: Inventory, devices: Devices) -> list[Device]:
+    if devices is not None and not isinstance(devices, str):
+        devices = ",".join(devices)
+    return inv.select(devices or None)
+
+
+def launch(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
+           on_event: EventCallback | None = None) -> GroupResult:
+    """Start workers in tmux (the embedded Redis first, if the fleet uses it); READY once each
+    answers a ping."""
+    from ops.launch import Launcher
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    url = broker.resolve(inv, start_embedded=True)
+    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event).launch(selected))
+
+
+def stop(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
+         force: bool = False, on_event: EventCallback | None = None) -> GroupResult:
+    """Warm shutdown (then kill after ``timeout``); stopping the whole fleet also stops its
+    embedded Redis (reported as the event ``embedded Redis: stopped``)."""
+    from ops.embedded_redis import EmbeddedRedis
+    from ops.stop import Stopper
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    found = GroupResult(Stopper(inv, broker_url=running_broker(inv), timeout=timeout, force=force,
+                                on_event=on_event).stop(selected))
+    if not devices and broker.configured_url(inv) is None:
+        stopped = EmbeddedRedis(inv.state_dir).stop()
+        if on_event:
+            on_event("embedded Redis", "stopped" if stopped else "was not running", "")
+    return found
+
+
+def restart(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
+            on_event: EventCallback | None = None) -> GroupResult:
+    """Stop, then launch (the broker stays up)."""
+    from ops.launch import Launcher
+    from ops.stop import Stopper
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    url = broker.resolve(inv, start_embedded=True)
+    Stopper(inv, broker_url=url, timeout=timeout, on_event=on_event).stop(selected)
+    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event).launch(selected))
+
+
+def deploy(inventory: str | None = None, devices: Devices = None, *,
+           on_event: EventCallback | None = None) -> GroupResult:
+    """Install this checkout into each SSH device's venv (created if missing); idempotent."""
+    from ops.deploy import Deployer
+
+    inv = load(inventory)
+    return GroupResult(Deployer(inv, on_event=on_event).deploy(_select(inv, devices)))
+
+
+def doctor(inventory: str | None = None, devices: Devices = None, *,
+           on_event: EventCallback | None = None) -> GroupResult:
+    """Every check per device (results are :class:`ops.doctor.DoctorResult`, with ``checks``)."""
+    from ops.build import project_root, source_fingerprint
+    from ops.doctor import Doctor
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    url, problem = None, ""
+    try:
+        url = broker.resolve(inv, start_embedded=True)
+    except BrokerError as exc:
+        problem = str(exc)
+    fingerprint = None
+    with contextlib.suppress(CatDogError, OSError):
+        fingerprint = source_fingerprint(project_root())
+    return GroupResult(Doctor(inv, url, broker_problem=problem, fingerprint=fingerprint,
+                              on_event=on_event).check(selected))
+
+
+def running_broker(inv: Inventory) -> str | None:
+    """The broker URL if it can be used without starting anything (stop never starts Redis)."""
+    from ops.embedded_redis import EmbeddedRedis
+
+    configured = broker.configured_url(inv)
+    if configured:
+        return configured
+    embedded = EmbeddedRedis(inv.state_dir)
+    return embedded.url if embedded.answers() else None
