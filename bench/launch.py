@@ -1,8 +1,9 @@
 """``fab launch`` of 1 and of N SSH devices, alternating, and each worker's serve-to-READY delay.
 
-Also the CPU each worker spends to start (its own user+system time at READY): on this machine all
-"devices" share the same cores, so N starting workers compete for CPU that real devices would
-each have to themselves. The table gives both the measured ratio and that CPU bound.
+Also, to explain the ratio: how busy the machine's cores were during each launch, the CPU the
+coordinator itself spends (SSH, SFTP, Redis, pings: one Python process) and the CPU each worker
+spends to start (its own user+system time at READY). On this machine all "devices" share the
+same cores, so N starting workers compete for CPU that real devices would each have to themselves.
 """
 
 from __future__ import annotations
@@ -32,8 +33,18 @@ def worker_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent busy since boot (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run(rounds: int, many: int = 8) -> dict[str, Any]:
     walls: dict[int, list[float]] = {1: [], many: []}
+    own_cpu: dict[int, list[float]] = {1: [], many: []}
+    busy: dict[int, list[float]] = {1: [], many: []}
     delays: list[float] = []
     cpu: list[float] = []
     failures: list[str] = []
@@ -44,9 +55,12 @@ def run(rounds: int, many: int = 8) -> dict[str, Any]:
         for round_ in range(rounds):
             for count in ((1, many) if round_ % 2 == 0 else (many, 1)):
                 devices = bed.inventory.select(names[:count])
-                started = time.monotonic()
+                started, cpu_before = time.monotonic(), time.process_time()
+                busy_before = machine_busy_s()
                 results = launcher.launch(devices)
                 wall = time.monotonic() - started
+                own_cpu[count].append(time.process_time() - cpu_before)
+                busy[count].append((machine_busy_s() - busy_before) / (wall * (os.cpu_count() or 1)))
                 failures += [f"{r.device}: {r.reason}" for r in results if r.state != READY]
                 walls[count].append(wall)
                 delays += [r.serve_to_ready_s for r in results if r.serve_to_ready_s is not None]
@@ -59,7 +73,9 @@ def run(rounds: int, many: int = 8) -> dict[str, Any]:
         "launch_1_s": _summary(walls[1]), f"launch_{many}_s": _summary(walls[many]),
         "ratio": round(eight / one, 2),
         "serve_to_ready_s": _summary(delays),
+        "coordinator_cpu_1_s": _summary(own_cpu[1]), f"coordinator_cpu_{many}_s": _summary(own_cpu[many]),
         "worker_start_cpu_s": _summary(cpu),
+        "machine_busy_1": _summary(busy[1]), f"machine_busy_{many}": _summary(busy[many]),
         "cpu_bound_s": (round(statistics.median(cpu) * many / (os.cpu_count() or 1), 2)
                         if cpu else None),
         "failures": failures,

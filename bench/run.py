@@ -39,6 +39,10 @@ def launch_table(found: dict[str, Any]) -> list[str]:
         f"  ratio {many}/1                {found['ratio']:.2f}   (goal <= 1.5)",
         f"  serve -> READY           median {delay['median']:.3f}s  max {delay['max']:.3f}s "
         f"(goal <= 0.3)" if delay else "  serve -> READY           not measured",
+        f"  coordinator CPU          {found['coordinator_cpu_1_s']['median']:.2f}s for 1, "
+        f"{found[f'coordinator_cpu_{many}_s']['median']:.2f}s for {many}",
+        f"  cores busy during launch {found['machine_busy_1']['median']:.0%} for 1, "
+        f"{found[f'machine_busy_{many}']['median']:.0%} for {many}",
         f"  worker start CPU         median {cpu['median']:.2f}s each; {many} on "
         f"{found['cores']} cores need >= {found['cpu_bound_s']:.2f}s" if cpu else "",
         *(f"  FAILED {f}" for f in found["failures"]),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
@@ -21,6 +22,7 @@ from ops.fanout import EventCallback, on_each, quiet
 from ops.pinging import ping
 from ops.results import ALREADY_RUNNING, FAILED, READY, DeviceResult
 from ops.session import WorkerSession, referenced_variables
+from ops.tmux import Pane
 
 DEFAULT_TIMEOUT_S = 30.0
 #: a ping addressed to one node returns as soon as it replies; a short timeout only bounds the
@@ -77,16 +79,29 @@ class Launcher:
         device = session.device
         deadline = started + self.timeout
         nodename, served_at = None, None
-        while time.monotonic() < deadline:
-            if nodename is None:
-                nodename, served_at = self._announcement(device.name, fresh=owned)
-            if nodename and ping(nodename, timeout=PING_TIMEOUT_S):
-                delay = round(time.time() - served_at, 3) if owned and served_at else None
-                return DeviceResult(device.name, success, f"{nodename} answered ping",
-                                    nodename=nodename, serve_to_ready_s=delay)
-            pane = session.pane()  # no answer yet: is the worker still alive?
-            if pane is None or pane.dead:
-                return self._died(session, pane is None)
+        # "Is the worker still alive?" is a round trip to the device: it runs beside the wait
+        # for the ready record, so a record that arrives meanwhile is answered at once
+        looker = ThreadPoolExecutor(max_workers=1)
+        try:
+            look: Future[Pane | None] | None = None
+            while time.monotonic() < deadline:
+                if nodename is None:
+                    nodename, served_at = self._announcement(device.name, fresh=owned)
+                if nodename and ping(nodename, timeout=PING_TIMEOUT_S):
+                    delay = round(time.time() - served_at, 3) if owned and served_at else None
+                    return DeviceResult(device.name, success, f"{nodename} answered ping",
+                                        nodename=nodename, serve_to_ready_s=delay)
+                if look is not None and look.done():
+                    pane = look.result()
+                    if pane is None or pane.dead:
+                        return self._died(session, pane is None)
+                    look = None
+                if look is None:
+                    look = looker.submit(session.pane)
+                elif nodename:  # announced but not answering yet: do not spin on pings
+                    time.sleep(0.05)
+        finally:  # a look still under way is not waited for: its answer no longer matters
+            looker.shutdown(wait=False)
         output = session.last_lines(OUTPUT_LINES)
         if owned:
             session.kill()
