@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (about a minute)")
     parser.add_argument("--only", choices=["launch"], help="run one benchmark")
+    parser.add_argument("--rounds", type=int, help="rounds per benchmark (default 5, quick 2)")
+    parser.add_argument("--devices", type=int, default=8, help="the fleet size to compare with 1")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args(argv)
     from bench import launch
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     results["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results["quick"] = args.quick
     print("launch: starting fleets...", file=sys.stderr, flush=True)
-    results["launch"] = launch.run(rounds=2 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 5)
+    results["launch"] = launch.run(rounds, args.devices)
     print("\n".join(line for line in launch_table(results["launch"]) if line))
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten to {args.output}")
