@@ -42,9 +42,12 @@ def machine_busy_s() -> float:
 
 
 def run(rounds: int, many: int = 8) -> dict[str, Any]:
-    walls: dict[int, list[float]] = {1: [], many: []}
-    own_cpu: dict[int, list[float]] = {1: [], many: []}
-    busy: dict[int, list[float]] = {1: [], many: []}
+    """Launch 1, one per core (each device then has a core to itself) and ``many`` devices."""
+    cores = os.cpu_count() or 1
+    sizes = sorted({1, min(cores, many), many})
+    walls: dict[int, list[float]] = {n: [] for n in sizes}
+    own_cpu: dict[int, list[float]] = {n: [] for n in sizes}
+    busy: dict[int, list[float]] = {n: [] for n in sizes}
     delays: list[float] = []
     cpu: list[float] = []
     failures: list[str] = []
@@ -53,33 +56,36 @@ def run(rounds: int, many: int = 8) -> dict[str, Any]:
         stopper = Stopper(bed.inventory, broker_url=bed.broker_url, force=True)
         names = list(bed.inventory.devices)
         for round_ in range(rounds):
-            for count in ((1, many) if round_ % 2 == 0 else (many, 1)):
+            for count in (sizes if round_ % 2 == 0 else sizes[::-1]):
                 devices = bed.inventory.select(names[:count])
                 started, cpu_before = time.monotonic(), time.process_time()
                 busy_before = machine_busy_s()
                 results = launcher.launch(devices)
                 wall = time.monotonic() - started
                 own_cpu[count].append(time.process_time() - cpu_before)
-                busy[count].append((machine_busy_s() - busy_before) / (wall * (os.cpu_count() or 1)))
+                busy[count].append((machine_busy_s() - busy_before) / (wall * cores))
                 failures += [f"{r.device}: {r.reason}" for r in results if r.state != READY]
                 walls[count].append(wall)
                 delays += [r.serve_to_ready_s for r in results if r.serve_to_ready_s is not None]
                 cpu += [c for c in (_cpu_of(bed, r.nodename) for r in results) if c is not None]
                 stopper.stop(devices)
         kind = bed.kind
-    one, eight = statistics.median(walls[1]), statistics.median(walls[many])
-    return {
-        "testbed": kind, "rounds": rounds, "devices": many, "cores": os.cpu_count(),
-        "launch_1_s": _summary(walls[1]), f"launch_{many}_s": _summary(walls[many]),
-        "ratio": round(eight / one, 2),
+    one = statistics.median(walls[1])
+    found: dict[str, Any] = {"testbed": kind, "rounds": rounds, "devices": many, "cores": cores,
+                             "sizes": sizes}
+    for n in sizes:
+        found[f"launch_{n}_s"] = _summary(walls[n])
+        found[f"ratio_{n}"] = round(statistics.median(walls[n]) / one, 2)
+        found[f"coordinator_cpu_{n}_s"] = _summary(own_cpu[n])
+        found[f"machine_busy_{n}"] = _summary(busy[n])
+    found.update({
+        "ratio": found[f"ratio_{many}"],
         "serve_to_ready_s": _summary(delays),
-        "coordinator_cpu_1_s": _summary(own_cpu[1]), f"coordinator_cpu_{many}_s": _summary(own_cpu[many]),
         "worker_start_cpu_s": _summary(cpu),
-        "machine_busy_1": _summary(busy[1]), f"machine_busy_{many}": _summary(busy[many]),
-        "cpu_bound_s": (round(statistics.median(cpu) * many / (os.cpu_count() or 1), 2)
-                        if cpu else None),
+        "cpu_bound_s": round(statistics.median(cpu) * many / cores, 2) if cpu else None,
         "failures": failures,
-    }
+    })
+    return found
 
 
 def _cpu_of(bed: Bed, nodename: str | None) -> float | None:

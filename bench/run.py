@@ -26,27 +26,26 @@ def machine() -> dict[str, Any]:
 
 
 def launch_table(found: dict[str, Any]) -> list[str]:
-    many = found["devices"]
-    one, lots = found["launch_1_s"], found[f"launch_{many}_s"]
+    many, cores = found["devices"], found["cores"]
+    sizes = found.get("sizes", [1, many])
     delay, cpu = found["serve_to_ready_s"], found["worker_start_cpu_s"]
-    return [
-        f"fab launch over SSH ({found['testbed']} testbed, {found['rounds']} rounds, "
-        f"{found['cores']} cores)",
-        f"  launch 1 device          median {one['median']:.2f}s  (min {one['min']:.2f}, "
-        f"max {one['max']:.2f})",
-        f"  launch {many} devices        median {lots['median']:.2f}s  (min {lots['min']:.2f}, "
-        f"max {lots['max']:.2f})",
-        f"  ratio {many}/1                {found['ratio']:.2f}   (goal <= 1.5)",
-        f"  serve -> READY           median {delay['median']:.3f}s  max {delay['max']:.3f}s "
-        f"(goal <= 0.3)" if delay else "  serve -> READY           not measured",
-        f"  coordinator CPU          {found['coordinator_cpu_1_s']['median']:.2f}s for 1, "
-        f"{found[f'coordinator_cpu_{many}_s']['median']:.2f}s for {many}",
-        f"  cores busy during launch {found['machine_busy_1']['median']:.0%} for 1, "
-        f"{found[f'machine_busy_{many}']['median']:.0%} for {many}",
-        f"  worker start CPU         median {cpu['median']:.2f}s each; {many} on "
-        f"{found['cores']} cores need >= {found['cpu_bound_s']:.2f}s" if cpu else "",
-        *(f"  FAILED {f}" for f in found["failures"]),
-    ]
+    lines = [f"fab launch over SSH ({found['testbed']} testbed, {found['rounds']} rounds, "
+             f"{cores} cores)"]
+    for n in sizes:
+        wall, busy = found[f"launch_{n}_s"], found[f"machine_busy_{n}"]
+        label = f"launch {n} device{'s' * (n > 1)}"
+        lines.append(f"  {label:<24} median {wall['median']:.2f}s  (min {wall['min']:.2f}, "
+                     f"max {wall['max']:.2f})  ratio {found[f'ratio_{n}']:.2f}  cores busy "
+                     f"{busy['median']:.0%}  coordinator CPU "
+                     f"{found[f'coordinator_cpu_{n}_s']['median']:.2f}s")
+    lines.append(f"  {f'ratio {many}/1':<24} {found['ratio']:.2f}   (goal <= 1.5)")
+    lines.append(f"  serve -> READY           median {delay['median']:.3f}s  max "
+                 f"{delay['max']:.3f}s (goal <= 0.3)" if delay else "  serve -> READY  not measured")
+    if cpu:
+        lines.append(f"  worker start CPU         median {cpu['median']:.2f}s each; {many} on "
+                     f"{cores} cores need >= {found['cpu_bound_s']:.2f}s")
+    lines += [f"  FAILED {f}" for f in found["failures"]]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

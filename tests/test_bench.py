@@ -34,20 +34,26 @@ def test_launch_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert found["serve_to_ready_s"]["n"] == 3  # every fresh start measured
     assert found["worker_start_cpu_s"]["n"] == 3
     assert found["testbed"] in ("netns", "loopback")
-    assert "ratio 2/1" in done.stdout
+    assert "ratio 2/1" in done.stdout and "launch 2 devices" in done.stdout
 
 
 def test_bench_cli_writes_results(tmp_path: Path, capsys, monkeypatch) -> None:
     summary = {"median": 1.0, "min": 1.0, "max": 1.0, "n": 1}
-    monkeypatch.setattr(launch, "run", lambda rounds, many: {
-        "testbed": "netns", "rounds": rounds, "devices": many, "cores": 2,
-        "launch_1_s": summary, f"launch_{many}_s": {**summary, "median": 2.0}, "ratio": 2.0,
-        "serve_to_ready_s": summary, "worker_start_cpu_s": summary, "coordinator_cpu_1_s": summary,
-        f"coordinator_cpu_{many}_s": summary, "machine_busy_1": summary,
-        f"machine_busy_{many}": summary, "cpu_bound_s": 1.6, "failures": []})
+
+    def fake_run(rounds: int, many: int) -> dict:
+        found: dict = {"testbed": "netns", "rounds": rounds, "devices": many, "cores": 2,
+                       "sizes": [1, 2, many], "ratio": 2.0, "serve_to_ready_s": summary,
+                       "worker_start_cpu_s": summary, "cpu_bound_s": 1.6, "failures": []}
+        for n in (1, 2, many):
+            found.update({f"launch_{n}_s": summary, f"ratio_{n}": 1.0,
+                          f"coordinator_cpu_{n}_s": summary, f"machine_busy_{n}": summary})
+        return found
+
+    monkeypatch.setattr(launch, "run", fake_run)
     out = tmp_path / "results.json"
     assert main(["--quick", "--output", str(out)]) == 0
     written = json.loads(out.read_text())
     assert written["quick"] is True and written["launch"]["rounds"] == 2
     assert written["machine"]["cores"]
-    assert "ratio 8/1                2.00" in capsys.readouterr().out
+    ratio = next(ln for ln in capsys.readouterr().out.splitlines() if "ratio 8/1" in ln)
+    assert ratio.split()[2:4] == ["2.00", "(goal"]
