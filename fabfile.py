@@ -1,4 +1,4 @@
-"""CatDog's commands: ``fab launch|stop|restart|status|logs|deploy|doctor`` (run ``fab --list``).
+"""CatDog's commands: ``fab launch|stop|restart|status|logs|deploy|doctor|killswitch`` (run ``fab --list``).
 
 A thin shell: each command is implemented in :mod:`ops.commands` and only its exit status is
 handled here. Every command takes ``--inventory PATH`` (else $CATDOG_INVENTORY, else ./catdog.yaml).
@@ -16,6 +16,10 @@ HELP = {
     "force": "kill workers instead of a warm shutdown",
     "lines": "how many of the last lines to show",
     "follow": "keep streaming new lines until Ctrl-C (one device)",
+    "on": "stop the whole fleet from starting tasks (needs --reason)",
+    "off": "let the fleet start tasks again",
+    "reason": "why the switch is on (shown to whoever looks)",
+    "hard": "with --on: also terminate running tasks and re-queue them (prefork pool)",
 }
 
 
@@ -86,3 +90,12 @@ def doctor(c: Context, inventory: str = "", devices: str = "", json: bool = Fals
     from ops import commands
 
     _done(commands.doctor(inventory or None, devices or None, json))
+
+
+@task(help=_help("inventory", "on", "off", "reason", "hard", "json"))
+def killswitch(c: Context, inventory: str = "", on: bool = False, off: bool = False,
+               reason: str = "", hard: bool = False, json: bool = False) -> None:
+    """Kill switch: --on --reason TEXT pauses the whole fleet, --off resumes, no flag shows it."""
+    from ops import commands
+
+    _done(commands.killswitch(inventory or None, on, off, reason, hard, json))

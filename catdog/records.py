@@ -4,6 +4,7 @@
   the launcher blocks on it (no polling, no fixed sleeps) and then pings the node by name.
 - ``catdog:heartbeat:<device>``: the worker's latest heartbeat (JSON), refreshed every
   :data:`HEARTBEAT_INTERVAL_S` seconds and expiring after :data:`HEARTBEAT_TTL_S`.
+- ``catdog:killswitch``: the kill switch (JSON :class:`Switch`), read by every worker at start.
 """
 
 from __future__ import annotations
@@ -26,6 +27,32 @@ def heartbeat_key(device: str) -> str:
     return f"catdog:heartbeat:{device}"
 
 
+KILLSWITCH_KEY = "catdog:killswitch"
+#: the remote-control command workers answer to pause (``on``) or resume
+KILLSWITCH_COMMAND = "catdog_killswitch"
+
+
+@dataclass
+class Switch:
+    """The kill switch: who turned it on or off, when, and why."""
+
+    on: bool
+    reason: str = ""
+    by: str = ""
+    at: float = 0.0
+    hard: bool = False
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, data: str | bytes | None) -> Switch:
+        if not data:
+            return cls(on=False)
+        raw: dict[str, Any] = json.loads(data)
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+
 @dataclass
 class Heartbeat:
     device: str
@@ -38,6 +65,7 @@ class Heartbeat:
     done: int = 0
     failed: int = 0
     queues: list[str] = field(default_factory=list)
+    paused: bool = False
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -157,3 +157,36 @@ def _cell(ok: bool | None, detail: str) -> str:
     if not ok:
         return "FAIL"
     return detail.split(" ")[0] if len(detail) > 14 else detail
+
+
+@guarded
+def killswitch(inventory: str | None = None, on: bool = False, off: bool = False,
+               reason: str = "", hard: bool = False, as_json: bool = False) -> int:
+    """Turn the fleet's kill switch on or off, or show it (who, when, why, each device)."""
+    import datetime
+    import json
+
+    from catdog import killswitch as switch
+
+    if on and off:
+        raise UsageError("--on and --off together: choose one")
+    if hard and not on:
+        raise UsageError("--hard goes with --on (it terminates running tasks and re-queues them)")
+    api.load(inventory)
+    if on:
+        report = switch.engage(reason, hard=hard)
+    elif off:
+        report = switch.release()
+    else:
+        report = switch.devices_state()
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2), flush=True)
+        return 0
+    s = report.switch
+    when = (datetime.datetime.fromtimestamp(s.at).astimezone().isoformat(timespec="seconds")
+            if s.at else "never set")
+    head = (f"kill switch ON{' (hard)' if s.hard else ''} since {when} by {s.by}: {s.reason}"
+            if s.on else "kill switch off" + (f" (since {when}, by {s.by})" if s.at else ""))
+    rows = [(r["device"], r["state"], r["detail"]) for r in report.devices]
+    print(head + "\n\n" + results.table(rows, ("DEVICE", "STATE", "DETAIL")), flush=True)
+    return 0

@@ -18,7 +18,7 @@ from catdog.routing import device_queue
 from ops.session import session_name
 from ops.tmux import Tmux
 
-OFFLINE, IDLE, BUSY = "offline", "idle", "busy"
+OFFLINE, IDLE, BUSY, PAUSED = "offline", "idle", "busy", "paused"
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: one list per priority step
 
 
@@ -69,4 +69,7 @@ def _state(device: Device, beat: Heartbeat | None, age: float | None, tmux: Tmux
         return OFFLINE, "no heartbeat"
     if age > OFFLINE_AFTER_S:
         return OFFLINE, f"last heartbeat {age:.0f}s ago"
-    return (BUSY, f"running {', '.join(beat.active_names)}") if beat.active else (IDLE, "")
+    running = f"running {', '.join(beat.active_names)}" if beat.active else ""
+    if beat.paused:
+        return PAUSED, "kill switch on" + (f"; still {running}" if running else "")
+    return (BUSY, running) if beat.active else (IDLE, "")

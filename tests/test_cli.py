@@ -131,3 +131,23 @@ def test_a_failed_device_makes_launch_exit_non_zero_with_one_json_document(tmp_p
     finally:
         fab("stop", "--force", "--inventory", str(path))
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+
+
+def test_killswitch_command_on_show_off(inventory: Path) -> None:
+    assert fab("launch", "--inventory", str(inventory)).returncode == 0
+    refused = fab("killswitch", "--on", "--inventory", str(inventory))
+    assert refused.returncode == 2 and "needs a reason" in refused.stderr
+    on = fab("killswitch", "--on", "--reason", "lab maintenance", "--inventory", str(inventory),
+             "--json")
+    assert on.returncode == 0, on.stderr
+    doc = json.loads(on.stdout)
+    assert (doc["on"], doc["reason"]) == (True, "lab maintenance") and "@" in doc["by"]
+    assert [(d["device"], d["state"]) for d in doc["devices"]] == [("cam", "paused"),
+                                                                   ("probe", "paused")]
+    shown = fab("killswitch", "--inventory", str(inventory))
+    assert shown.stdout.startswith("kill switch ON since ") and "lab maintenance" in shown.stdout
+    status = json.loads(fab("status", "--inventory", str(inventory), "--json").stdout)
+    assert {r["state"] for r in status} == {"paused"}
+    off = fab("killswitch", "--off", "--inventory", str(inventory), "--json")
+    assert [d["state"] for d in json.loads(off.stdout)["devices"]] == ["resumed", "resumed"]
+    assert fab("killswitch", "--on", "--off", "--inventory", str(inventory)).returncode == 2

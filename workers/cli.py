@@ -98,13 +98,13 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO") -> int:
     from celery import signals
 
     from catdog import app
+    from workers.killswitch import register_control_command
     from workers.telemetry import Telemetry
 
     queues = worker_queues(device, declared_requirements())
     telemetry = Telemetry(device.name, app.conf.broker_url, queues)
-    signals.worker_ready.connect(
-        lambda sender, **_: telemetry.on_ready(sender.hostname, getattr(sender, "hub", None)),
-        weak=False)
+    register_control_command()
+    signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender), weak=False)
     signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
     app.worker_main(worker_argv(device, queues, loglevel))
     return 0

@@ -14,16 +14,20 @@ import time
 from typing import Any
 
 import redis
+from celery.exceptions import TaskRevokedError
 from celery.worker import state
 from celery.worker.request import Request
 
 from catdog.records import (
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_TTL_S,
+    KILLSWITCH_KEY,
     Heartbeat,
+    Switch,
     heartbeat_key,
     ready_key,
 )
+from workers.killswitch import switch
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,15 @@ class Counts:
 
 
 class CountingRequest(Request):
-    """Celery's request, counting failures for the heartbeat (in the main process)."""
+    """Celery's request, counting failures for the heartbeat, and the kill switch's last check
+    before a task starts (both in the main process, no Redis round trip)."""
+
+    def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
+        if switch.engaged:  # slipped in before the consumers were cancelled: back, unstarted
+            self.reject(requeue=True)
+            state.task_ready(self)
+            raise TaskRevokedError(f"{self.id} not started: the kill switch is on")
+        return super().execute_using_pool(pool, **kwargs)
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> Any:
@@ -59,20 +71,30 @@ class Telemetry:
         self.redis = redis.Redis.from_url(broker_url, socket_timeout=5, health_check_interval=30)
         self.nodename = ""
         self.started = time.time()
+        self.hub: Any = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
 
-    def on_ready(self, nodename: str, hub: Any = None) -> None:
-        """Announce the worker once its event loop has run one tick.
+    def on_ready(self, consumer: Any) -> None:
+        """At ``worker_ready``: honour the kill switch now, then announce after one loop tick.
 
-        Celery signals ``worker_ready`` before the loop starts, and the Redis transport sends
-        the SUBSCRIBE of the control (pidbox) channel from the loop's first tick: a ping sent
-        before that is lost, and the launcher would wait out a ping timeout. A callback queued
-        now runs at the start of the first iteration, and the timer it sets fires in the next
-        one, after that tick.
+        Celery signals ``worker_ready`` before the event loop starts, so before any task is
+        fetched: a switch that is on cancels the task queues here. The Redis transport sends the
+        SUBSCRIBE of the control (pidbox) channel from the loop's first tick: a ping sent before
+        that is lost, and the launcher would wait out a ping timeout. A callback queued now runs
+        at the start of the first iteration, and the timer it sets fires in the next one, after
+        that tick.
         """
-        if hub is None:  # no event loop (a green pool): the control channel listens already
+        self.hub = getattr(consumer, "hub", None)
+        switch.attach(consumer, self.queues)
+        switch.on_change = self._wake.set
+        if Switch.loads(self.redis.get(KILLSWITCH_KEY)).on:
+            switch.apply(True)
+        nodename = consumer.hostname
+        if self.hub is None:  # no event loop (a green pool): the control channel listens already
             self._announce(nodename)
             return
+        hub = self.hub
         hub.call_soon(lambda: hub.call_later(ANNOUNCE_AFTER_TICK_S, self._announce, nodename))
 
     def _announce(self, nodename: str) -> None:
@@ -82,7 +104,10 @@ class Telemetry:
         pipe.set(heartbeat_key(self.device), beat.dumps(), ex=HEARTBEAT_TTL_S)
         pipe.rpush(ready_key(self.device), beat.dumps())
         pipe.expire(ready_key(self.device), 120)
-        pipe.execute()
+        pipe.get(KILLSWITCH_KEY)
+        # the switch again, now that the control channel listens: one turned on between the
+        # first read and the subscription reached no broadcast to this worker
+        self._follow(Switch.loads(pipe.execute()[-1]))
         threading.Thread(target=self._beat, name="catdog-heartbeat", daemon=True).start()
 
     def heartbeat(self) -> Heartbeat:
@@ -91,18 +116,33 @@ class Telemetry:
             device=self.device, nodename=self.nodename, pid=os.getpid(), time=time.time(),
             started=self.started, active=len(active),
             active_names=sorted({r.name for r in active}), done=Counts.done(),
-            failed=Counts.failed, queues=self.queues,
+            failed=Counts.failed, queues=self.queues, paused=switch.engaged,
         )
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         with contextlib.suppress(redis.RedisError):
             self.redis.delete(heartbeat_key(self.device))
 
     def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+        while True:
+            self._wake.wait(HEARTBEAT_INTERVAL_S)  # or at once, when the switch changed
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
-                self.redis.set(heartbeat_key(self.device), self.heartbeat().dumps(),
-                               ex=HEARTBEAT_TTL_S)
+                pipe = self.redis.pipeline()
+                pipe.set(heartbeat_key(self.device), self.heartbeat().dumps(), ex=HEARTBEAT_TTL_S)
+                pipe.get(KILLSWITCH_KEY)
+                wanted = Switch.loads(pipe.execute()[-1])
             except redis.RedisError as exc:  # the broker is down: keep trying
                 log.warning("heartbeat not recorded: %s", exc)
+                continue
+            if wanted.on != switch.engaged and self.hub is not None:
+                self.hub.call_soon(self._follow, wanted)  # a missed broadcast: catch up
+
+    def _follow(self, wanted: Switch) -> None:
+        """Bring the switch to ``wanted`` (in the event-loop thread)."""
+        if wanted.on != switch.engaged:
+            switch.apply(wanted.on)

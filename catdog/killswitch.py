@@ -1,0 +1,142 @@
+"""The kill switch from Python: stop the whole fleet from starting tasks, and let it go again.
+
+``engage`` records the switch in Redis (so a worker started or restarted while it is on stays
+paused) and then broadcasts it with Celery's remote control to the live workers, which cancel
+their task queues and answer; it returns once they have. Tasks already running finish (``hard``:
+they are terminated and their messages re-queued); queued tasks stay queued. ``release`` undoes
+it the same way. ``current`` says whether it is on, who pulled it, when and why::
+
+    from catdog import killswitch
+    killswitch.engage("camera firmware update")
+    killswitch.current()        # Switch(on=True, reason='camera firmware update', by='ana@lab', ...)
+    killswitch.release()
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from catdog.errors import UsageError
+from catdog.records import (
+    KILLSWITCH_COMMAND,
+    KILLSWITCH_KEY,
+    OFFLINE_AFTER_S,
+    Switch,
+    heartbeat_key,
+)
+
+#: how long to wait for the live workers' answers
+REPLY_TIMEOUT_S = 1.5
+
+
+@dataclass
+class Report:
+    switch: Switch
+    #: one row per inventory device: device, state (paused, resumed, offline, no answer), detail
+    devices: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.switch.__dict__, "devices": self.devices}
+
+
+def who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _client() -> redis.Redis:
+    from catdog import app
+
+    return redis.Redis.from_url(app.conf.broker_url, socket_timeout=5)
+
+
+def current() -> Switch:
+    """The switch as recorded in Redis (off if never set)."""
+    return Switch.loads(_client().get(KILLSWITCH_KEY))
+
+
+def engage(reason: str, *, hard: bool = False, by: str | None = None,
+           timeout: float = REPLY_TIMEOUT_S) -> Report:
+    """Turn the switch on: no device starts a task until :func:`release`."""
+    if not reason.strip():
+        raise UsageError("the kill switch needs a reason: --reason TEXT (who reads it later "
+                         "will want to know why the fleet stopped)")
+    return _set(Switch(on=True, reason=reason.strip(), by=by or who(), at=time.time(), hard=hard),
+                timeout)
+
+
+def release(*, by: str | None = None, timeout: float = REPLY_TIMEOUT_S) -> Report:
+    """Turn the switch off: devices consume again."""
+    return _set(Switch(on=False, by=by or who(), at=time.time()), timeout)
+
+
+def devices_state() -> Report:
+    """The switch, and whether each live device reports itself paused (from heartbeats)."""
+    switch = current()
+    return Report(switch, [{"device": name, "state": _reported(beat, switch.on), "detail": ""}
+                           for name, beat in _heartbeats().items()])
+
+
+def _set(switch: Switch, timeout: float) -> Report:
+    from catdog import app
+
+    client = _client()
+    client.set(KILLSWITCH_KEY, switch.dumps())  # first: a worker starting now reads it
+    beats = _heartbeats(client)
+    now = time.time()
+    live = {name: beat["nodename"] for name, beat in beats.items()
+            if beat and now - beat["time"] <= OFFLINE_AFTER_S}
+    replies: dict[str, Any] = {}
+    if live:
+        answers = app.control.broadcast(
+            KILLSWITCH_COMMAND, arguments={"on": switch.on, "hard": switch.hard},
+            destination=list(live.values()), reply=True, timeout=timeout) or []
+        replies = {node: reply for answer in answers for node, reply in answer.items()}
+    rows = []
+    for name in beats:
+        node = live.get(name)
+        reply = replies.get(node) if node else None
+        if node is None:
+            rows.append({"device": name, "state": "offline",
+                         "detail": "reads the switch when it starts"})
+        elif not isinstance(reply, dict):
+            rows.append({"device": name, "state": "no answer",
+                         "detail": f"no reply within {timeout:g}s; its heartbeat brings the "
+                                   f"switch within a few seconds"})
+        else:
+            rows.append({"device": name, "state": "paused" if switch.on else "resumed",
+                         "detail": _detail(reply)})
+    return Report(switch, rows)
+
+
+def _detail(reply: dict[str, Any]) -> str:
+    parts = []
+    if reply.get("terminated"):
+        parts.append(f"{reply['terminated']} running task(s) terminated and re-queued")
+    if reply.get("left_running"):
+        parts.append(f"{reply['left_running']} running task(s) finish (solo/threads pool)")
+    elif reply.get("running") and not reply.get("terminated") and reply.get("paused"):
+        parts.append(f"{reply['running']} running task(s) finish")
+    return "; ".join(parts)
+
+
+def _heartbeats(client: redis.Redis | None = None) -> dict[str, dict[str, Any] | None]:
+    """Each inventory device's latest heartbeat (None when it has none)."""
+    from catdog.fleet import fleet
+
+    client = client or _client()
+    names = list(fleet.inventory.devices)
+    raws = client.mget([heartbeat_key(n) for n in names]) if names else []
+    return {n: json.loads(raw) if raw else None for n, raw in zip(names, raws, strict=True)}
+
+
+def _reported(beat: dict[str, Any] | None, on: bool) -> str:
+    if beat is None or time.time() - beat["time"] > OFFLINE_AFTER_S:
+        return "offline"
+    return "paused" if beat.get("paused") else "running"

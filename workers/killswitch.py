@@ -1,0 +1,91 @@
+"""The kill switch, worker side: a flag cached in the worker's main process, and its consumers.
+
+- At start (``worker_ready``, before the event loop's first tick, hence before any fetch) the
+  worker reads the switch from Redis; if it is on, the worker cancels its task queues.
+- The ``catdog_killswitch`` remote-control command pauses (cancels every task queue) or resumes
+  (consumes them again). With ``hard`` it also kills the pool processes running tasks: with late
+  acks and reject-on-worker-lost their messages go back to their queues.
+- The heartbeat carries the switch back every few seconds (in the same round trip), so a worker
+  that missed a broadcast, say while reconnecting, still converges.
+- Before each task starts, the cached flag is looked at (no Redis round trip): a task that slipped
+  in between the switch and the cancel goes back to its queue unstarted.
+
+All changes to consumers happen in the worker's event-loop thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from celery.worker import state
+
+from catdog.records import KILLSWITCH_COMMAND
+
+log = logging.getLogger(__name__)
+
+
+class KillSwitch:
+    def __init__(self) -> None:
+        self.engaged = False
+        self.queues: list[str] = []
+        self.consumer: Any = None
+        #: called after each change (the heartbeat reports the new state at once)
+        self.on_change: Callable[[], None] = lambda: None
+
+    def attach(self, consumer: Any, queues: Sequence[str]) -> None:
+        self.consumer = consumer
+        self.queues = list(queues)
+
+    def apply(self, on: bool, hard: bool = False) -> dict[str, Any]:
+        """Pause or resume this worker (call in its event-loop thread)."""
+        self.engaged = on
+        consumer = self.consumer
+        if consumer is None or consumer.task_consumer is None:
+            return {"paused": on}
+        for queue in self.queues:
+            consuming = consumer.task_consumer.consuming_from(queue)
+            if on and consuming:
+                consumer.cancel_task_queue(queue)
+            elif not on and not consuming:
+                consumer.add_task_queue(queue)
+        reply: dict[str, Any] = {"paused": on, "running": len(state.active_requests)}
+        if on and hard:
+            reply.update(self._terminate_running())
+        log.warning("kill switch %s: %s", "on" if on else "off",
+                    "no new task starts" if on else "consuming again")
+        self.on_change()
+        return reply
+
+    def _terminate_running(self) -> dict[str, int]:
+        """Kill the pool processes running tasks; their messages are re-queued by Celery."""
+        killed = left = 0
+        for request in list(state.active_requests):
+            pid = getattr(request, "worker_pid", None)
+            if pid and pid != os.getpid():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            else:  # solo and threads pools run tasks in this process: they cannot be cut short
+                left += 1
+        return {"terminated": killed, "left_running": left}
+
+
+#: the worker's switch (one worker per process)
+switch = KillSwitch()
+
+
+def register_control_command() -> None:
+    """Teach this worker the ``catdog_killswitch`` remote-control command."""
+    from celery.worker.control import control_command
+
+    @control_command(name=KILLSWITCH_COMMAND, args=[("on", bool), ("hard", bool)],
+                     signature="<on> [hard]")
+    def catdog_killswitch(panel: Any, on: bool = True, hard: bool = False) -> dict[str, Any]:
+        """Pause (``on``) or resume this worker's task consumers."""
+        return switch.apply(bool(on), bool(hard))
