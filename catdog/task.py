@@ -12,8 +12,10 @@ from typing import Any
 from celery import Task, group
 from celery.canvas import Signature
 
+from catdog.errors import UsageError
 from catdog.fleet import fleet
 from catdog.routing import plan
+from catdog.windows import Window
 
 
 class FleetTask(Task):
@@ -24,6 +26,7 @@ class FleetTask(Task):
     #: name of a fleet-wide rate limit from the inventory's ``limits:``
     limit: str | None = None
     #: minutes of each hour (``":05-:55"``) or of each day (``"08:00-18:00"``) it may start in
+    #: (``apply_async(window=..., limit=...)`` sets either for one call)
     window: str | None = None
     #: the first positional argument is the target (``run_on("pi4", "uname -a")``)
     target_arg: bool = False
@@ -39,6 +42,10 @@ class FleetTask(Task):
 
     def apply_async(self, args: Sequence[Any] | None = None,
                     kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        self._check_controls(options.get("window"), options.get("limit"))
+        headers = {f"catdog_{k}": options.pop(k) for k in ("window", "limit") if options.get(k)}
+        if headers:  # per call, they travel with the message
+            options["headers"] = {**(options.get("headers") or {}), **headers}
         if self.target_arg and "queue" not in options:
             self._check_arguments(args, kwargs)
             target = args[0] if args else (kwargs or {}).get("target")
@@ -48,6 +55,17 @@ class FleetTask(Task):
                 return group(members).apply_async()
             options["queue"] = route.queue
         return super().apply_async(args, kwargs, **options)
+
+    def _check_controls(self, window: str | None = None, limit: str | None = None) -> None:
+        """A limit the inventory does not define, or a malformed window, is refused at the call."""
+        window, limit = window or self.window, limit or self.limit
+        if window:
+            Window.parse(window)
+        if limit and limit not in fleet.inventory.limits:
+            known = ", ".join(sorted(fleet.inventory.limits)) or "none"
+            raise UsageError(f"task {self.name!r} uses limit {limit!r}, which "
+                             f"{fleet.inventory.path.name} does not define under limits: "
+                             f"(defined: {known})")
 
     def _check_arguments(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
                          ) -> None:

@@ -7,12 +7,12 @@ terminates a running task and re-queues it.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -25,49 +25,20 @@ from ops.results import READY
 from ops.status import queue_keys, status
 
 from .conftest import FleetUnderTest, device_spec
+from .probe import starts, write_probe
 
 pytestmark = pytest.mark.slow
 
-PROBE = '''
-import os, socket, time
-import redis
-from catdog import app
-from catdog.fleet import fleet
-
-_client = None
-
-@app.task(name="{module}.record")
-def record(n, seconds):
-    global _client
-    _client = _client or redis.Redis.from_url(os.environ["CATDOG_BROKER_URL"])
-    _client.rpush("{module}:starts", f"{{n}} {{time.time()}} {{fleet.device.name}}")
-    time.sleep(seconds)
-    return n
-'''
-
-
 @pytest.fixture
-def probe(tmp_path: Path) -> Iterator[tuple[str, object]]:
-    """A task module the workers import (``imports:``) that records each start in Redis."""
-    module = f"ks_probe_{tmp_path.name[-6:].replace('-', '_')}"
-    (tmp_path / f"{module}.py").write_text(PROBE.format(module=module))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        yield module, importlib.import_module(module)
-    finally:
-        sys.path.remove(str(tmp_path))
+def probe(tmp_path: Path) -> tuple[str, Any]:
+    module = f"ks_probe_{uuid.uuid4().hex[:8]}"
+    return module, write_probe([tmp_path], module)
 
 
 def make(make_fleet, tmp_path: Path, module: str, devices: dict) -> FleetUnderTest:
     fleet = make_fleet(devices, imports=[module])
-    for py in tmp_path.glob("ks_probe_*.py"):  # local workers run in the inventory's folder
-        (fleet.folder / py.name).write_text(py.read_text())
+    write_probe([fleet.folder], module)  # local workers run in the inventory's folder
     return fleet
-
-
-def starts(client: redis.Redis, module: str) -> list[tuple[int, float, str]]:
-    rows = [raw.decode().split() for raw in client.lrange(f"{module}:starts", 0, -1)]
-    return [(int(n), float(t), d) for n, t, d in rows]
 
 
 def backlog(client: redis.Redis) -> int:

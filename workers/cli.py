@@ -98,12 +98,14 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO") -> int:
     from celery import signals
 
     from catdog import app
+    from workers.gate import gate
     from workers.killswitch import register_control_command
     from workers.telemetry import Telemetry
 
     queues = worker_queues(device, declared_requirements())
     telemetry = Telemetry(device.name, app.conf.broker_url, queues)
     register_control_command()
+    gate.install(telemetry.redis, inventory)
     signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender), weak=False)
     signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
     app.worker_main(worker_argv(device, queues, loglevel))

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import redis
-from celery.exceptions import TaskRevokedError
 from celery.worker import state
 from celery.worker.request import Request
 
@@ -27,6 +26,7 @@ from catdog.records import (
     heartbeat_key,
     ready_key,
 )
+from workers.gate import gate
 from workers.killswitch import switch
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,13 @@ class Counts:
 
 
 class CountingRequest(Request):
-    """Celery's request, counting failures for the heartbeat, and the kill switch's last check
-    before a task starts (both in the main process, no Redis round trip)."""
+    """Celery's request, counting failures for the heartbeat and asking the gate before a task
+    starts (both in the worker's main process)."""
 
-    def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
-        if switch.engaged:  # slipped in before the consumers were cancelled: back, unstarted
-            self.reject(requeue=True)
-            state.task_ready(self)
-            raise TaskRevokedError(f"{self.id} not started: the kill switch is on")
-        return super().execute_using_pool(pool, **kwargs)
+    def revoked(self) -> bool:
+        """Celery asks this just before a task goes to the pool: revoked or expired, or held
+        back by the kill switch, its window or its rate limit (:mod:`workers.gate`)."""
+        return bool(super().revoked()) or gate.hold(self)
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> Any:

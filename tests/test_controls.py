@@ -1,0 +1,77 @@
+"""Fleet-wide rate limits and run windows on real workers, and the deferral store behind both."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import pytest
+import redis
+
+from catdog import UsageError
+from catdog.deferral import DEFERRED_KEY
+from catdog.routing import ANY_QUEUE
+from ops.results import READY
+from ops.status import queue_keys
+
+from .conftest import device_spec
+from .probe import starts, write_probe
+
+pytestmark = pytest.mark.slow
+
+
+def probe_fleet(make_fleet, devices: dict, **top) -> tuple[str, Any]:
+    module = f"ctl_probe_{uuid.uuid4().hex[:8]}"
+    fleet = make_fleet(devices, imports=[module], **top)
+    tasks = write_probe([fleet.folder], module)
+    launched = fleet.launch()
+    assert {r.state for r in launched} == {READY}, [r.as_dict() for r in launched]
+    return module, tasks
+
+
+def test_a_limit_of_4_per_second_holds_across_two_devices(make_fleet,
+                                                          redis_client: redis.Redis) -> None:
+    module, tasks = probe_fleet(make_fleet, {
+        "pa": device_spec([], concurrency=2), "pb": device_spec([], pool="threads", concurrency=2),
+    }, limits={"burst": "4/s"})
+    sent = [tasks.limited.delay(n, 0.05) for n in range(24)]  # type: ignore[attr-defined]
+    assert sorted(r.get(timeout=60) for r in sent) == list(range(24))  # none dropped
+    seen = starts(redis_client, module)
+    times = sorted(t for _, t, _ in seen)
+    assert sorted(n for n, _, _ in seen) == list(range(24))  # each started once
+    # any 5 consecutive starts span at least a second (a few ms allowed: the task records its
+    # start just after the limiter counted it)
+    tightest = min(times[i + 4] - times[i] for i in range(len(times) - 4))
+    assert tightest >= 0.97, tightest
+    assert {d for _, _, d in seen} == {"pa", "pb"}
+    assert times[-1] - times[0] < 8  # released as the limit allows, not in a long backoff
+    assert redis_client.zcard(DEFERRED_KEY) == 0
+
+
+def test_a_window_opening_next_minute_defers_without_holding_a_slot(
+        make_fleet, redis_client: redis.Redis) -> None:
+    module, tasks = probe_fleet(make_fleet, {"solo1": device_spec([], pool="solo")})
+    now = dt.datetime.now().astimezone()
+    opening = (now + dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
+    window = f"{opening:%H:%M}-{opening:%H:%M}"
+    waiting = tasks.record.apply_async((1,), window=window)  # type: ignore[attr-defined]
+    free = tasks.record.delay(2)  # type: ignore[attr-defined]
+    assert free.get(timeout=20) == 2  # the deferred task holds no slot on the one-slot device
+    assert redis_client.zcard(DEFERRED_KEY) == 1
+    assert not redis_client.hlen("unacked")  # nothing held by a worker while it waits
+    assert waiting.get(timeout=90) == 1
+    started = {n: t for n, t, _ in starts(redis_client, module)}
+    assert opening.timestamp() <= started[1] < opening.timestamp() + 3, (
+        started[1] - opening.timestamp())
+    assert redis_client.zcard(DEFERRED_KEY) == 0
+
+
+def test_unknown_limits_and_bad_windows_are_refused_at_the_call(
+        make_fleet, redis_client: redis.Redis) -> None:
+    _, tasks = probe_fleet(make_fleet, {"pa": device_spec([])})
+    with pytest.raises(UsageError, match=r"uses limit 'burst', which catdog\.yaml does not define"):
+        tasks.limited.delay(1)  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="window '25:00-26:00': expected"):
+        tasks.record.apply_async((1,), window="25:00-26:00")  # type: ignore[attr-defined]
+    assert sum(redis_client.llen(k) for k in queue_keys(ANY_QUEUE)) == 0  # nothing was sent

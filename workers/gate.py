@@ -1,0 +1,119 @@
+"""The last look before a task starts: kill switch, run window, fleet-wide rate limit.
+
+Called in the worker's main process for each request just before it goes to the pool (Celery asks
+``Request.revoked()`` there; :class:`workers.telemetry.CountingRequest` asks this gate too). A task
+that may not start is never dropped and never holds a worker slot:
+
+- kill switch on: the message goes back to the head of its queue, unstarted;
+- outside its window, or over its limit: the message is deferred (:mod:`catdog.deferral`) until
+  the window opens or the limit allows a start, and acknowledged here.
+
+The kill switch and the window cost no Redis round trip; a limit costs one (the fleet-wide count).
+A thread moves due deferred messages back to their queues.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery.worker import state
+
+from catdog.deferral import Deferrals
+from catdog.inventory import Inventory, Limit
+from catdog.limits import Limiter
+from catdog.windows import next_start
+from workers.killswitch import switch
+
+log = logging.getLogger(__name__)
+
+WINDOW_HEADER = "catdog_window"
+LIMIT_HEADER = "catdog_limit"
+MOVE_EVERY_S = 1.0
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.limits: dict[str, Limit] = {}
+        self.timezone: str | None = None
+        self.limiter: Limiter | None = None
+        self.deferrals: Deferrals | None = None
+        self._wake = threading.Event()
+
+    def install(self, client: redis.Redis, inventory: Inventory) -> None:
+        self.limits = dict(inventory.limits)
+        self.timezone = inventory.timezone
+        self.limiter = Limiter(client)
+        self.deferrals = Deferrals(client)
+        threading.Thread(target=self._mover, name="catdog-deferrals", daemon=True).start()
+
+    def hold(self, request: Any) -> bool:
+        """True when ``request`` must not start now (it has been put back or deferred)."""
+        if switch.engaged:
+            request.reject(requeue=True)
+            state.task_ready(request)
+            return True
+        if self.deferrals is None or getattr(request, "_catdog_cleared", False):
+            return False  # (a request may be asked twice: its start is counted once)
+        headers = request.request_dict
+        window = headers.get(WINDOW_HEADER) or getattr(request.task, "window", None)
+        if window:
+            opens = next_start(window, self.timezone)
+            if opens is not None:
+                self._defer(request, opens, f"outside its window {window}")
+                return True
+        name = headers.get(LIMIT_HEADER) or getattr(request.task, "limit", None)
+        limit = self.limits.get(name) if name else None
+        if name and limit is None:
+            log.error("task %s uses limit %r, which the inventory does not define: run unlimited",
+                      request.name, name)
+        if limit is not None and self.limiter is not None:
+            allowed, when = self.limiter.acquire(limit, f"{request.id}:{uuid.uuid4().hex[:8]}")
+            if not allowed:
+                self._defer(request, when, f"over its limit {limit.name} ({limit.text})")
+                return True
+        request._catdog_cleared = True
+        return False
+
+    def _defer(self, request: Any, due: float, why: str) -> None:
+        assert self.deferrals is not None
+        message = request.message
+        channel = message.channel
+        raw = message._raw  # the message as the Redis transport stored it
+        info = request.delivery_info or {}
+        exchange, routing_key = info.get("exchange") or "", info.get("routing_key") or ""
+        queues = channel._lookup(exchange, routing_key) or [routing_key]
+        priority = channel._get_message_priority(raw, reverse=False)
+        for queue in queues:
+            self.deferrals.add(channel._q_for_pri(queue, priority), json.dumps(raw), due)
+        request.acknowledge()
+        state.task_ready(request)
+        self._wake.set()
+        log.info("task %s[%s] deferred %.1fs: %s", request.name, request.id,
+                 max(0.0, due - time.time()), why)
+
+    def _mover(self) -> None:
+        timeout = MOVE_EVERY_S
+        while True:
+            self._wake.wait(timeout)  # or at once, when this worker deferred something
+            self._wake.clear()
+            try:
+                assert self.deferrals is not None
+                moved, next_due = self.deferrals.move_due()
+            except redis.RedisError as exc:
+                log.warning("deferred tasks not moved: %s", exc)
+                timeout = MOVE_EVERY_S
+                continue
+            if moved:
+                log.info("%d deferred task(s) due: back in their queues", moved)
+            timeout = MOVE_EVERY_S if next_due is None else min(
+                MOVE_EVERY_S, max(0.01, next_due - time.time()))
+
+
+#: the worker's gate (one worker per process)
+gate = Gate()
