@@ -17,6 +17,8 @@ from catdog.fleet import fleet
 from catdog.routing import plan
 from catdog.windows import Window
 
+WINDOW_CLOSE = ("finish", "stop")
+
 
 class FleetTask(Task):
     """A Celery task that knows which capabilities it needs."""
@@ -28,6 +30,9 @@ class FleetTask(Task):
     #: minutes of each hour (``":05-:55"``) or of each day (``"08:00-18:00"``) it may start in
     #: (``apply_async(window=..., limit=...)`` sets either for one call)
     window: str | None = None
+    #: a task still running when its window closes: "finish" (default) or "stop" (Celery's soft
+    #: time limit at the close, raising SoftTimeLimitExceeded in the task; killed 10 s later)
+    window_close: str = "finish"
     #: the first positional argument is the target (``run_on("pi4", "uname -a")``)
     target_arg: bool = False
     #: counts outcomes in the worker's main process (see :mod:`workers.telemetry`)
@@ -42,8 +47,10 @@ class FleetTask(Task):
 
     def apply_async(self, args: Sequence[Any] | None = None,
                     kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
-        self._check_controls(options.get("window"), options.get("limit"))
-        headers = {f"catdog_{k}": options.pop(k) for k in ("window", "limit") if options.get(k)}
+        self._check_controls(options.get("window"), options.get("limit"),
+                             options.get("window_close"))
+        headers = {f"catdog_{k}": options.pop(k) for k in ("window", "limit", "window_close")
+                   if options.get(k)}
         if headers:  # per call, they travel with the message
             options["headers"] = {**(options.get("headers") or {}), **headers}
         if self.target_arg and "queue" not in options:
@@ -56,9 +63,13 @@ class FleetTask(Task):
             options["queue"] = route.queue
         return super().apply_async(args, kwargs, **options)
 
-    def _check_controls(self, window: str | None = None, limit: str | None = None) -> None:
+    def _check_controls(self, window: str | None = None, limit: str | None = None,
+                        window_close: str | None = None) -> None:
         """A limit the inventory does not define, or a malformed window, is refused at the call."""
         window, limit = window or self.window, limit or self.limit
+        if (window_close or self.window_close) not in WINDOW_CLOSE:
+            raise UsageError(f"task {self.name!r}: window_close must be one of "
+                             f"{', '.join(WINDOW_CLOSE)}, got {window_close or self.window_close!r}")
         if window:
             Window.parse(window)
         if limit and limit not in fleet.inventory.limits:

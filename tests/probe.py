@@ -33,6 +33,17 @@ def record(n, seconds=0.0):
     return n
 
 
+@app.task(name="{module}.stoppable")
+def stoppable(n, seconds):
+    from celery.exceptions import SoftTimeLimitExceeded
+    _note(n)
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return {{"stopped_at": time.time()}}
+    return {{"finished_at": time.time()}}
+
+
 @app.task(name="{module}.limited", limit="burst")
 def limited(n, seconds=0.0):
     _note(n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from typing import Any
 
@@ -75,3 +76,20 @@ def test_unknown_limits_and_bad_windows_are_refused_at_the_call(
     with pytest.raises(UsageError, match="window '25:00-26:00': expected"):
         tasks.record.apply_async((1,), window="25:00-26:00")  # type: ignore[attr-defined]
     assert sum(redis_client.llen(k) for k in queue_keys(ANY_QUEUE)) == 0  # nothing was sent
+
+
+def test_window_close_stop_gives_a_running_task_a_soft_time_limit_at_the_close(
+        make_fleet, redis_client: redis.Redis) -> None:
+    _, tasks = probe_fleet(make_fleet, {"pa": device_spec([], concurrency=2)})  # prefork
+    if dt.datetime.now().second >= 55:  # leave the calls a few seconds inside the window
+        time.sleep(6)
+    now = dt.datetime.now().astimezone()
+    window = f":{now:%M}-:{now:%M}"  # open now, closes at the end of this minute
+    closes = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    running = tasks.stoppable.apply_async((1, 90), window=window,  # type: ignore[attr-defined]
+                                          window_close="stop")
+    finishing = tasks.stoppable.apply_async((2, 0.1), window=window)  # type: ignore[attr-defined]
+    assert "finished_at" in finishing.get(timeout=30)
+    stopped = running.get(timeout=90)
+    assert "stopped_at" in stopped, stopped
+    assert abs(stopped["stopped_at"] - closes.timestamp()) < 2.5

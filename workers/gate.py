@@ -27,13 +27,16 @@ from celery.worker import state
 from catdog.deferral import Deferrals
 from catdog.inventory import Inventory, Limit
 from catdog.limits import Limiter
-from catdog.windows import next_start
+from catdog.windows import Window, next_start, now_in
 from workers.killswitch import switch
 
 log = logging.getLogger(__name__)
 
 WINDOW_HEADER = "catdog_window"
 LIMIT_HEADER = "catdog_limit"
+CLOSE_HEADER = "catdog_window_close"
+#: with window_close="stop": seconds between the soft time limit at the close and the kill
+STOP_GRACE_S = 10.0
 MOVE_EVERY_S = 1.0
 
 
@@ -67,6 +70,11 @@ class Gate:
             if opens is not None:
                 self._defer(request, opens, f"outside its window {window}")
                 return True
+            close = headers.get(CLOSE_HEADER) or getattr(request.task, "window_close", "finish")
+            if close == "stop":  # Celery's time limits, from the window's close
+                left = max(1.0, Window.parse(window).closes_after(now_in(self.timezone))
+                           .timestamp() - time.time())
+                request.time_limits = (left + STOP_GRACE_S, left)
         name = headers.get(LIMIT_HEADER) or getattr(request.task, "limit", None)
         limit = self.limits.get(name) if name else None
         if name and limit is None:
