@@ -1,4 +1,5 @@
-"""CatDog's commands: ``fab launch|stop|restart|status|logs|deploy|doctor|killswitch`` (run ``fab --list``).
+"""CatDog's commands (run ``fab --list``): launch, stop, restart, status, logs, deploy, doctor,
+killswitch, beat.
 
 A thin shell: each command is implemented in :mod:`ops.commands` and only its exit status is
 handled here. Every command takes ``--inventory PATH`` (else $CATDOG_INVENTORY, else ./catdog.yaml).
@@ -99,3 +100,11 @@ def killswitch(c: Context, inventory: str = "", on: bool = False, off: bool = Fa
     from ops import commands
 
     _done(commands.killswitch(inventory or None, on, off, reason, hard, json))
+
+
+@task(help=_help("inventory", "json"))
+def beat(c: Context, inventory: str = "", json: bool = False) -> None:
+    """Start the scheduler (schedule:) in tmux session catdog-beat; one is active fleet-wide."""
+    from ops import commands
+
+    _done(commands.beat(inventory or None, json))

@@ -76,8 +76,8 @@ def launch(inventory: str | None = None, devices: Devices = None, *, timeout: fl
 
 def stop(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
          force: bool = False, on_event: EventCallback | None = None) -> GroupResult:
-    """Warm shutdown (then kill after ``timeout``); stopping the whole fleet also stops its
-    embedded Redis (reported as the event ``embedded Redis: stopped``)."""
+    """Warm shutdown (then kill after ``timeout``); stopping the whole fleet also stops the
+    scheduler (a ``beat`` row) and the embedded Redis (the event ``embedded Redis: stopped``)."""
     from ops.embedded_redis import EmbeddedRedis
     from ops.stop import Stopper
 
@@ -85,11 +85,26 @@ def stop(inventory: str | None = None, devices: Devices = None, *, timeout: floa
     selected = _select(inv, devices)
     found = GroupResult(Stopper(inv, broker_url=running_broker(inv), timeout=timeout, force=force,
                                 on_event=on_event).stop(selected))
+    if not devices:
+        from ops.services import BEAT, stop_service
+
+        beat = stop_service(inv, BEAT)
+        if beat is not None:
+            found[BEAT] = beat
     if not devices and broker.configured_url(inv) is None:
         stopped = EmbeddedRedis(inv.state_dir).stop()
         if on_event:
             on_event("embedded Redis", "stopped" if stopped else "was not running", "")
     return found
+
+
+def beat(inventory: str | None = None) -> GroupResult:
+    """Start the scheduler in tmux session ``catdog-beat`` (ACTIVE, or STANDBY when another
+    scheduler on the same broker is active); returns at once."""
+    from ops.services import start_beat
+
+    inv = load(inventory)
+    return GroupResult([start_beat(inv, broker.resolve(inv, start_embedded=True))])
 
 
 def restart(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,

@@ -84,6 +84,18 @@ def restart(inventory: str | None = None, devices: str | None = None, as_json: b
 
 
 @guarded
+def beat(inventory: str | None = None, as_json: bool = False) -> int:
+    """Start the scheduler in tmux; returns once it has reported (active or standby)."""
+    found = list(api.beat(inventory).values())
+    rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
+    text = results.table(rows, ("SERVICE", "STATE", "TIME", "REASON"))
+    for r in found:
+        if r.output:
+            text += "\n--- beat: last output lines ---\n" + "\n".join(r.output)
+    return _emit(found, as_json, text)
+
+
+@guarded
 def show_status(inventory: str | None = None, devices: str | None = None,
                 as_json: bool = False) -> int:
     """A row per device: state, capabilities, active, done, failed, heartbeat age, backlog."""
