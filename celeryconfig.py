@@ -21,7 +21,13 @@ worker_prefetch_multiplier = 1
 # 300 s is the "within 5 minutes" of the at-least-once guarantee: a task whose worker died runs
 # again at most 5 minutes later. A task that runs longer than this may be delivered a second time
 # while still running, so keep tasks shorter or raise this (and accept a slower recovery).
-broker_transport_options = {"visibility_timeout": 300}
+#
+# Priorities: 0 runs first, 9 last; a task sent without one gets 5. On Redis each queue is one
+# list per priority level, and a worker pops the lists of all its queues in priority order, so a
+# priority-0 task on a capability queue goes before a priority-5 task on the device's own queue.
+broker_transport_options = {"visibility_timeout": 300, "priority_steps": list(range(10)),
+                            "sep": ":", "queue_order_strategy": "priority"}
+task_default_priority = 5
 result_backend_transport_options = {"visibility_timeout": 300}
 
 # Results stay in Redis for a day, then expire.

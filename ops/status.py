@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -19,11 +19,13 @@ from ops.session import session_name
 from ops.tmux import Tmux
 
 OFFLINE, IDLE, BUSY, PAUSED = "offline", "idle", "busy", "paused"
-PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: one list per priority step
-
-
 def queue_keys(queue: str) -> list[str]:
-    return [queue] + [f"{queue}{PRIORITY_SEP}{p}" for p in (3, 6, 9)]
+    """The Redis lists of ``queue``: kombu keeps one per priority step (celeryconfig.py)."""
+    import celeryconfig
+
+    options = celeryconfig.broker_transport_options
+    sep, steps = str(options["sep"]), cast(list[int], options["priority_steps"])
+    return [queue] + [f"{queue}{sep}{p}" for p in steps if p]
 
 
 def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis,

@@ -93,3 +93,27 @@ def test_window_close_stop_gives_a_running_task_a_soft_time_limit_at_the_close(
     stopped = running.get(timeout=90)
     assert "stopped_at" in stopped, stopped
     assert abs(stopped["stopped_at"] - closes.timestamp()) < 2.5
+
+
+def test_priority_zero_runs_before_the_default_and_nine_after(
+        make_fleet, redis_client: redis.Redis) -> None:
+    from catdog import killswitch
+    from catdog.records import KILLSWITCH_KEY
+
+    module, tasks = probe_fleet(make_fleet, {"solo1": device_spec([], pool="solo")})
+    killswitch.engage("hold the queue while it fills", by="pytest")
+    try:
+        sent = [tasks.record.apply_async(  # type: ignore[attr-defined]
+            (n,), **({} if p is None else {"priority": p}))
+            for n, p in ((1, 9), (2, None), (3, 0), (4, 9), (5, None), (6, 0))]
+        pinned = tasks.record.on("solo1").clone(args=(7,)).apply_async()  # type: ignore[attr-defined]
+        urgent = tasks.record.apply_async((8,), priority=0)  # type: ignore[attr-defined]
+        sent += [pinned, urgent]
+    finally:
+        killswitch.release(by="pytest")
+        redis_client.delete(KILLSWITCH_KEY)
+    assert sorted(r.get(timeout=30) for r in sent) == list(range(1, 9))
+    order = [n for n, _, _ in starts(redis_client, module)]
+    # 0 first, the default 5 next, 9 last; FIFO within a level, across the worker's queues
+    assert [n for n in order if n != 7] == [3, 6, 8, 2, 5, 1, 4], order
+    assert order.index(8) < order.index(7) < order.index(1), order
