@@ -21,7 +21,7 @@ from catdog.records import exit_status_from, heartbeat_key, ready_key
 from ops.fanout import EventCallback, on_each, quiet
 from ops.pinging import ping
 from ops.results import ALREADY_RUNNING, FAILED, READY, DeviceResult
-from ops.session import WorkerSession, referenced_variables
+from ops.session import WorkerSession, run_env
 from ops.tmux import Pane
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -68,9 +68,8 @@ class Launcher:
 
     def _command(self, session: WorkerSession) -> list[str]:
         """The worker's command; the broker URL goes in a mode-600 file, never on a command line."""
-        env = f"CATDOG_BROKER_URL={self.broker_url}\nPYTHONUNBUFFERED=1\n"
-        env += "".join(f"{k}={v}\n" for k, v in referenced_variables(self.inventory).items())
-        env_file, inventory = session.install_run_files(env, self.inventory.path.read_text())
+        env_file, inventory = session.install_run_files(run_env(self.inventory, self.broker_url),
+                                                        self.inventory.path.read_text())
         return [session.python, "-m", "workers", "--device", session.device.name,
                 "--inventory", inventory, "--env-file", env_file]
 

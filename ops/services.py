@@ -19,7 +19,7 @@ from catdog.records import exit_status_from
 from ops.beat import node_key
 from ops.files import write_private
 from ops.results import ALREADY_RUNNING, FAILED, STOPPED, DeviceResult
-from ops.session import referenced_variables
+from ops.session import run_env
 from ops.tmux import Tmux
 
 BEAT = "beat"
@@ -43,9 +43,7 @@ def start_beat(inventory: Inventory, broker_url: str) -> DeviceResult:
         tmux.kill_session(name)
     run_dir = inventory.state_dir / "run"
     env_file = run_dir / "beat.env"
-    env = f"CATDOG_BROKER_URL={broker_url}\nPYTHONUNBUFFERED=1\n"
-    env += "".join(f"{k}={v}\n" for k, v in referenced_variables(inventory).items())
-    write_private(env_file, env)
+    write_private(env_file, run_env(inventory, broker_url))
     log = inventory.state_dir / "logs" / "beat.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     tmux.new_session(name, [sys.executable, "-m", "ops.beat", "--inventory", str(inventory.path),

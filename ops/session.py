@@ -35,6 +35,13 @@ def referenced_variables(inventory: Inventory, environ: dict[str, str] | None = 
     return {n: environ[n] for n in sorted(names) if n in environ}
 
 
+def run_env(inventory: Inventory, broker_url: str) -> str:
+    """The env file of a fleet process (worker or scheduler): the broker URL and the ``${VAR}``s
+    the inventory uses, as ``VAR=value`` lines (kept in a mode-600 file, never on a command line)."""
+    env = f"CATDOG_BROKER_URL={broker_url}\nPYTHONUNBUFFERED=1\n"
+    return env + "".join(f"{k}={v}\n" for k, v in referenced_variables(inventory).items())
+
+
 class WorkerSession:
     def __init__(self, inventory: Inventory, device: Device, host: Host) -> None:
         self.inventory = inventory
