@@ -20,6 +20,7 @@ HELP = {
     "on": "stop the whole fleet from starting tasks (needs --reason)",
     "off": "let the fleet start tasks again",
     "reason": "why the switch is on (shown to whoever looks)",
+    "watch": "redraw every second until Ctrl-C",
     "hard": "with --on: also terminate running tasks and re-queue them (prefork pool)",
 }
 
@@ -60,12 +61,13 @@ def restart(c: Context, inventory: str = "", devices: str = "", json: bool = Fal
     _done(commands.restart(inventory or None, devices or None, json, float(timeout)))
 
 
-@task(help=_help("inventory", "devices", "json"))
-def status(c: Context, inventory: str = "", devices: str = "", json: bool = False) -> None:
-    """A row per device: offline / idle / busy, tasks active, done, failed, backlog."""
+@task(help=_help("inventory", "devices", "json", "watch"))
+def status(c: Context, inventory: str = "", devices: str = "", json: bool = False,
+           watch: bool = False) -> None:
+    """A row per device: offline / idle / busy / paused, tasks, backlog, load, memory."""
     from ops import commands
 
-    _done(commands.show_status(inventory or None, devices or None, json))
+    _done(commands.show_status(inventory or None, devices or None, json, watch))
 
 
 @task(help=_help("inventory", "devices", "lines", "follow"))

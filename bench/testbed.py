@@ -66,3 +66,21 @@ def _inventory(folder: Path, devices: dict[str, dict[str, Any]], url: str) -> In
     inventory = load_inventory(path)
     fleet.use_loaded(inventory)
     return inventory
+
+
+@contextlib.contextmanager
+def local_fleet(count: int, *, pool: str = "solo") -> Iterator[Bed]:
+    """``count`` devices on this machine (``host: local``), on a private embedded Redis."""
+    from ops.embedded_redis import EmbeddedRedis
+
+    with tempfile.TemporaryDirectory(prefix="catdog-bench-") as tmp, \
+            contextlib.ExitStack() as stack:
+        folder = Path(tmp)
+        server = EmbeddedRedis(folder / "broker")
+        stack.callback(server.stop)
+        url = server.ensure_running()
+        devices: dict[str, dict[str, Any]] = {
+            f"d{i}": {"host": "local", "capabilities": ["bench"], "pool": pool,
+                      **({"allow_root": True} if os.geteuid() == 0 else {})}
+            for i in range(1, count + 1)}
+        yield Bed("local", _inventory(folder, devices, url), url)

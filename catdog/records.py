@@ -16,7 +16,7 @@ from typing import Any
 
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TTL_S = 30
-OFFLINE_AFTER_S = 10.0
+OFFLINE_AFTER_S = 8.0  # 4 heartbeats missed: offline within 8 s of dying (the contract: 10 s)
 
 
 def ready_key(device: str) -> str:
@@ -66,6 +66,11 @@ class Heartbeat:
     failed: int = 0
     queues: list[str] = field(default_factory=list)
     paused: bool = False
+    #: 1-minute load average of the device, the worker's memory (main process and pool), and
+    #: the device's available memory
+    load: float | None = None
+    rss_mb: float | None = None
+    mem_available_mb: float | None = None
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -97,21 +98,40 @@ def beat(inventory: str | None = None, as_json: bool = False) -> int:
 
 @guarded
 def show_status(inventory: str | None = None, devices: str | None = None,
-                as_json: bool = False) -> int:
-    """A row per device: state, capabilities, active, done, failed, heartbeat age, backlog."""
+                as_json: bool = False, watch: bool = False) -> int:
+    """A row per device: state, capabilities, active, done, failed, heartbeat age, backlog, load
+    and memory; ``watch`` redraws it every second until Ctrl-C."""
+    if watch and as_json:
+        raise UsageError("--watch redraws a table for people; scripts poll --json instead")
     inv = api.load(inventory)
     selected = inv.select(devices)
     url = broker.resolve(inv, start_embedded=True)
-    rows = status(inv, selected, redis.Redis.from_url(url, socket_timeout=5))
+    client = redis.Redis.from_url(url, socket_timeout=5)
     if as_json:
-        print(results.to_json(rows), flush=True)
+        print(results.to_json(status(inv, selected, client)), flush=True)
         return 0
-    cells = [(r["device"], r["state"], ",".join(r["capabilities"]), r["active"], r["done"],
+    while True:
+        text = status_table(status(inv, selected, client))
+        if not watch:
+            print(text, flush=True)
+            return 0
+        print(f"\x1b[H\x1b[2J{text}\n\n(every 1 s; Ctrl-C stops)", flush=True)
+        try:
+            time.sleep(1.0)
+        except KeyboardInterrupt:
+            return 0
+
+
+def status_table(rows: list[dict[str, Any]]) -> str:
+    def active(r: dict[str, Any]) -> str:
+        return f"{r['active']} {','.join(r['active_tasks'])}".strip() if r["active"] else "0"
+
+    cells = [(r["device"], r["state"], ",".join(r["capabilities"]), active(r), r["done"],
               r["failed"], "-" if r["heartbeat_age_s"] is None else r["heartbeat_age_s"],
-              r["backlog"], r["reason"]) for r in rows]
-    print(results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
-                                "HEARTBEAT_S", "BACKLOG", "REASON")))
-    return 0
+              r["backlog"], "-" if r["load"] is None else r["load"],
+              "-" if r["rss_mb"] is None else r["rss_mb"], r["reason"]) for r in rows]
+    return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
+                                 "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "REASON"))
 
 
 @guarded

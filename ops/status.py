@@ -1,7 +1,9 @@
 """``fab status``: one row per device from the workers' heartbeat records and the queues.
 
 Reads a handful of Redis keys in one pipelined round trip; asks no worker anything and opens no
-SSH connection (local devices' tmux panes are checked, to report a worker that died).
+SSH connection (local devices' tmux panes are listed in one tmux call, to report a worker that
+died). Workers refresh their heartbeat every 2 s; a device whose heartbeat is older than 8 s is
+offline (Celery's monitoring guide uses 2 minutes for its own heartbeats).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from catdog.inventory import Device, Inventory
 from catdog.records import OFFLINE_AFTER_S, Heartbeat, heartbeat_key
 from catdog.routing import device_queue
 from ops.session import session_name
-from ops.tmux import Tmux
+from ops.tmux import Pane, Tmux
 
 OFFLINE, IDLE, BUSY, PAUSED = "offline", "idle", "busy", "paused"
 def queue_keys(queue: str) -> list[str]:
@@ -38,16 +40,17 @@ def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis,
             pipe.llen(key)
     replies = pipe.execute()
     per = 1 + len(queue_keys("q"))
-    tmux = Tmux(inventory.tmux_socket)
-    return [_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, tmux)
+    panes = Tmux(inventory.tmux_socket).panes() if any(d.is_local for d in devices) else {}
+    return [_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, panes)
             for i, d in enumerate(devices)]
 
 
-def _row(device: Device, raw: bytes | None, backlog: int, now: float, tmux: Tmux
+def _row(device: Device, raw: bytes | None, backlog: int, now: float, panes: dict[str, Pane]
          ) -> dict[str, Any]:
     beat = Heartbeat.loads(raw) if raw else None
     age = round(now - beat.time, 1) if beat else None
-    state, reason = _state(device, beat, age, tmux)
+    state, reason = _state(device, beat, age, panes)
+    live = beat is not None and state != OFFLINE
     return {
         "device": device.name, "state": state, "reason": reason,
         "capabilities": list(device.capabilities),
@@ -56,13 +59,16 @@ def _row(device: Device, raw: bytes | None, backlog: int, now: float, tmux: Tmux
         "done": beat.done if beat else 0, "failed": beat.failed if beat else 0,
         "heartbeat_age_s": age, "backlog": backlog,
         "nodename": beat.nodename if beat else None,
+        "load": beat.load if live and beat else None,
+        "rss_mb": beat.rss_mb if live and beat else None,
+        "mem_available_mb": beat.mem_available_mb if live and beat else None,
     }
 
 
-def _state(device: Device, beat: Heartbeat | None, age: float | None, tmux: Tmux
+def _state(device: Device, beat: Heartbeat | None, age: float | None, panes: dict[str, Pane]
            ) -> tuple[str, str]:
     if device.is_local:
-        pane = tmux.pane(session_name(device.name))
+        pane = panes.get(session_name(device.name))
         if pane is None:
             return OFFLINE, "not launched"
         if pane.dead:

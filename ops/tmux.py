@@ -107,6 +107,19 @@ class Tmux:
         done = self.runner(self.pane_query(name))
         return parse_pane(name, done.stdout) if done.status == 0 else None
 
+    def panes(self) -> dict[str, Pane]:
+        """Every session's pane on this socket, by session name, in one tmux call."""
+        done = self.runner(self._argv("list-panes", "-a", "-F", PANE_FORMAT))
+        if done.status != 0:  # no server on this socket: no sessions
+            return {}
+        found = {}
+        for line in done.stdout.splitlines():
+            name = line.split("|", 1)[0]
+            pane = parse_pane(name, line)
+            if pane is not None:
+                found[name] = pane
+        return found
+
     def pane_query(self, name: str) -> list[str]:
         """The command whose output :func:`parse_pane` reads (to combine with other commands)."""
         return self._argv("display-message", "-p", "-t", f"={name}:", PANE_FORMAT)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def test_launch_benchmark_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "-m", "bench", "--rounds", "1", "--devices", "2",
-                           "--output", str(out)], cwd=ROOT, env=_env(), capture_output=True,
+                           "--quick", "--output", str(out)], cwd=ROOT, env=_env(), capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     found = json.loads(out.read_text())["launch"]
@@ -35,6 +35,9 @@ def test_launch_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert found["worker_start_cpu_s"]["n"] == 3
     assert found["testbed"] in ("netns", "loopback")
     assert "ratio 2/1" in done.stdout and "launch 2 devices" in done.stdout
+    timed = json.loads(out.read_text())["status"]
+    assert timed["failures"] == [] and timed["states"] == ["idle"] and timed["samples"] == 50
+    assert "fab status for 2 live devices" in done.stdout
 
 
 def test_bench_cli_writes_results(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -50,8 +53,9 @@ def test_bench_cli_writes_results(tmp_path: Path, capsys, monkeypatch) -> None:
         return found
 
     monkeypatch.setattr(launch, "run", fake_run)
+    monkeypatch.setattr("bench.run.isolated", lambda benchmark, *args: benchmark(*args))
     out = tmp_path / "results.json"
-    assert main(["--quick", "--output", str(out)]) == 0
+    assert main(["--quick", "--only", "launch", "--output", str(out)]) == 0
     written = json.loads(out.read_text())
     assert written["quick"] is True and written["launch"]["rounds"] == 2
     assert written["machine"]["cores"]

@@ -175,3 +175,32 @@ def test_launch_refuses_a_remote_fleet_without_a_safe_broker(sshd: Sshd, tmp_pat
     assert says in done.stderr
     assert not (tmp_path / "pi4").exists()  # nothing half-started: no run files on the device
     assert not (tmp_path / ".catdog").exists()  # and no embedded Redis
+
+
+def test_status_of_an_ssh_device_reports_its_memory_and_shows_it_offline_within_10_s(
+        make_fleet, sshd: Sshd, tmp_path: Path, redis_client) -> None:
+    import os
+    import signal
+
+    from ops.status import status
+
+    fleet = make_fleet({"pi": sshd.device([], tmp_path / "pi", concurrency=2)})
+    assert fleet.launch()[0].state == READY
+    devices = fleet.inventory.select(None)
+    deadline = time.monotonic() + 5
+    row = status(fleet.inventory, devices, redis_client)[0]
+    while row["rss_mb"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        row = status(fleet.inventory, devices, redis_client)[0]
+    assert row["state"] == "idle"
+    assert row["rss_mb"] > 40  # the main process and its two pool processes
+    assert row["load"] is not None and row["mem_available_mb"] > 0
+    pid = int(fleet.tmux("display-message", "-p", "-t", "=catdog-pi:", "#{pane_pid}").stdout)
+    os.killpg(pid, signal.SIGKILL)  # a power cut: the whole worker at once
+    died = time.monotonic()
+    while status(fleet.inventory, devices, redis_client)[0]["state"] != "offline":
+        assert time.monotonic() - died < 12, "still not offline"
+        time.sleep(0.1)
+    seen = time.monotonic() - died
+    assert seen <= 10.0, seen
+    print(f"offline {seen:.1f}s after the worker died")

@@ -26,6 +26,7 @@ from catdog.records import (
     heartbeat_key,
     ready_key,
 )
+from workers import usage
 from workers.gate import gate
 from workers.killswitch import switch
 
@@ -115,6 +116,8 @@ class Telemetry:
             started=self.started, active=len(active),
             active_names=sorted({r.name for r in active}), done=Counts.done(),
             failed=Counts.failed, queues=self.queues, paused=switch.engaged,
+            load=usage.load1(), rss_mb=usage.tree_rss_mb(),
+            mem_available_mb=usage.mem_available_mb(),
         )
 
     def stop(self) -> None:

@@ -1,0 +1,57 @@
+"""What a device's worker uses, read from ``/proc`` (Linux; None elsewhere): cheap enough for
+every heartbeat (a few small file reads)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
+
+
+def load1() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def mem_available_mb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE_KB
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (the pool's processes), from each process's parent id."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError), \
+                    open(f"/proc/{entry.name}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def tree_rss_mb(pid: int | None = None) -> float | None:
+    """Resident memory of ``pid`` (default: this process) and its children, in MB."""
+    pid = pid or os.getpid()
+    try:
+        total = _rss_kb(pid)
+    except OSError:
+        return None
+    for child in _children(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += _rss_kb(child)
+    return round(total / 1024, 1)
