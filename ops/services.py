@@ -18,6 +18,7 @@ from catdog.inventory import Inventory
 from catdog.records import exit_status_from
 from ops.beat import node_key
 from ops.files import write_private
+from ops.logfile import rotating_append
 from ops.results import ALREADY_RUNNING, FAILED, STOPPED, DeviceResult
 from ops.session import run_env
 from ops.tmux import Tmux
@@ -47,7 +48,8 @@ def start_beat(inventory: Inventory, broker_url: str) -> DeviceResult:
     log = inventory.state_dir / "logs" / "beat.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     tmux.new_session(name, [sys.executable, "-m", "ops.beat", "--inventory", str(inventory.path),
-                            "--env-file", str(env_file)], str(inventory.root), log=str(log))
+                            "--env-file", str(env_file)], str(inventory.root),
+                     pipe=rotating_append(str(log)))
     client = redis.Redis.from_url(broker_url, socket_timeout=5)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

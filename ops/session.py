@@ -15,6 +15,7 @@ from typing import Any
 
 from catdog.inventory import Device, Inventory
 from ops import device_probe
+from ops.logfile import rotating_append
 from ops.remote import Host, open_host
 from ops.tmux import Pane, Tmux, parse_pane
 
@@ -123,7 +124,8 @@ class WorkerSession:
         return self.tmux.pane(self.name)
 
     def start(self, command: list[str]) -> bool:
-        return self.tmux.new_session(self.name, command, self.workdir, log=self.log_path)
+        return self.tmux.new_session(self.name, command, self.workdir,
+                                     pipe=rotating_append(self.log_path))
 
     def kill(self) -> bool:
         return self.tmux.kill_session(self.name)

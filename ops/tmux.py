@@ -78,16 +78,16 @@ class Tmux:
         return done
 
     def new_session(self, name: str, command: Sequence[str], cwd: str,
-                    log: str | None = None) -> bool:
+                    pipe: str | None = None) -> bool:
         """Start ``command`` in a new detached session; False if the session already exists.
 
         The shell ``exec``s the command, so the pane's pid is the command's own pid.
 
-        ``remain-on-exit`` (and ``pipe-pane`` appending the output to ``log``) are set in the same
-        tmux command, before the server runs its event loop again, so even a command that dies
-        at once leaves its pane, and its output, behind.
+        ``remain-on-exit`` (and ``pipe-pane`` feeding the output to the shell command ``pipe``)
+        are set in the same tmux command, before the server runs its event loop again, so even a
+        command that dies at once leaves its pane, and its output, behind.
         """
-        piping = ["pipe-pane", "-t", f"={name}:", f"cat >> {shlex.quote(log)}", ";"] if log else []
+        piping = ["pipe-pane", "-t", f"={name}:", pipe, ";"] if pipe else []
         done = self._run(
             "start-server", ";",
             "set-option", "-g", "history-limit", str(HISTORY_LINES), ";",

@@ -1,0 +1,36 @@
+"""The worker's output file rotates (real tmux piping into the real awk program)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from ops.logfile import rotating_append
+from ops.tmux import Tmux
+
+
+def test_output_piped_by_tmux_rotates_and_keeps_the_newest_lines(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "dev.log"
+    log.parent.mkdir()
+    log.write_text("from an earlier run\n" * 5)  # counted: rotation looks at the existing size
+    tmux = Tmux(f"catdog-test-{uuid.uuid4().hex[:8]}")
+    try:
+        command = ["sh", "-c", "for i in $(seq 1 60); do echo \"line $i of the worker\"; done"]
+        assert tmux.new_session("w", command, str(tmp_path),
+                                pipe=rotating_append(str(log), max_bytes=400, backups=2))
+        deadline = time.monotonic() + 10
+        while "line 60 " not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, sorted(p.name for p in log.parent.iterdir())
+            time.sleep(0.05)
+    finally:
+        subprocess.run(["tmux", "-L", tmux.socket, "kill-server"], capture_output=True,
+                       check=False)
+    names = sorted(p.name for p in log.parent.iterdir())
+    assert names == ["dev.log", "dev.log.1", "dev.log.2"]  # two backups kept, older ones gone
+    assert all(p.stat().st_size <= 400 + 40 for p in log.parent.iterdir())
+    kept = (log.parent / "dev.log.2").read_text() + (log.parent / "dev.log.1").read_text() \
+        + log.read_text()
+    numbers = [int(line.split()[1]) for line in kept.splitlines() if line.startswith("line ")]
+    assert numbers == list(range(numbers[0], 61))  # the newest lines, in order, none lost between
