@@ -142,3 +142,23 @@ def _hostname() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def test_gather_shows_a_progress_bar_only_in_a_terminal(use_fleet3) -> None:
+    import io
+
+    from catdog.progress import gather
+    from tasks import run_on
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen, pipe = Terminal(), io.StringIO()
+    rows = gather(run_on.delay("all", "sleep 0.3; echo hi"), timeout=30, stream=screen)
+    assert sorted(r["device"] for r in rows) == ["garage", "garden", "kitchen"]
+    drawn = screen.getvalue()
+    assert "] 3/3 in " in drawn and drawn.endswith("\n") and "\r[" in drawn
+    assert "0/3" in drawn or "1/3" in drawn or "2/3" in drawn  # it was drawn while waiting
+    assert [r["stdout"] for r in gather(run_on.delay("all", "echo x"), stream=pipe)] == ["x\n"] * 3
+    assert pipe.getvalue() == ""  # scripts get no bar
