@@ -1,5 +1,5 @@
 """CatDog's commands (run ``fab --list``): launch, stop, restart, status, logs, deploy, doctor,
-killswitch, beat.
+killswitch, beat, metrics.
 
 A thin shell: each command is implemented in :mod:`ops.commands` and only its exit status is
 handled here. Every command takes ``--inventory PATH`` (else $CATDOG_INVENTORY, else ./catdog.yaml).
@@ -21,6 +21,7 @@ HELP = {
     "off": "let the fleet start tasks again",
     "reason": "why the switch is on (shown to whoever looks)",
     "watch": "redraw every second until Ctrl-C",
+    "since": "only the last period, like 15m, 1h or 2d (default: everything kept)",
     "hard": "with --on: also terminate running tasks and re-queue them (prefork pool)",
 }
 
@@ -110,3 +111,12 @@ def beat(c: Context, inventory: str = "", json: bool = False) -> None:
     from ops import commands
 
     _done(commands.beat(inventory or None, json))
+
+
+@task(help=_help("inventory", "devices", "since", "json"))
+def metrics(c: Context, inventory: str = "", devices: str = "", since: str = "",
+            json: bool = False) -> None:
+    """Gather every device's task metrics (InfluxDB line protocol) into metrics/."""
+    from ops import commands
+
+    _done(commands.metrics(inventory or None, devices or None, since, json))

@@ -95,7 +95,7 @@ def _set(switch: Switch, timeout: float) -> Report:
     replies: dict[str, Any] = {}
     if live:
         answers = app.control.broadcast(
-            KILLSWITCH_COMMAND, arguments={"on": switch.on, "hard": switch.hard},
+            KILLSWITCH_COMMAND, arguments={"on": switch.on, "hard": switch.hard, "at": switch.at},
             destination=list(live.values()), reply=True, timeout=timeout) or []
         replies = {node: reply for answer in answers for node, reply in answer.items()}
     rows = []

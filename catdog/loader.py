@@ -195,7 +195,7 @@ def _unknown_key(name: str, allowed: tuple[str, ...]) -> str:
     return f"unknown key {name!r}; {hint}expected one of: {', '.join(allowed)}"
 
 
-def _seconds(value: object) -> float | None:
+def parse_duration(value: object) -> float | None:
     """``value`` as a positive number of seconds (``60``, ``"30s"``, ``"1.5h"``), else None."""
     if isinstance(value, bool):
         return None
@@ -778,7 +778,7 @@ class _Checker(_Fields):
         got = self.value(node, field)
         if got is INVALID:
             return INVALID
-        seconds = _seconds(got)
+        seconds = parse_duration(got)
         return self.bad(node, field, WHAT_DURATION, got) if seconds is None else seconds
 
     def _args(self, node: Node, field: str) -> Any:

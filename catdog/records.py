@@ -27,6 +27,11 @@ def heartbeat_key(device: str) -> str:
     return f"catdog:heartbeat:{device}"
 
 
+#: remote-control command: write buffered task metrics now (``fab metrics``)
+METRICS_FLUSH_COMMAND = "catdog_metrics_flush"
+#: message header: when the caller sent the task (epoch seconds), for the queue wait
+SENT_HEADER = "catdog_sent"
+
 KILLSWITCH_KEY = "catdog:killswitch"
 #: the remote-control command workers answer to pause (``on``) or resume
 KILLSWITCH_COMMAND = "catdog_killswitch"

@@ -6,6 +6,7 @@ signature pinned to a target (a group for ``all:...``). Routing itself is :mod:`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from celery.canvas import Signature
 
 from catdog.errors import UsageError
 from catdog.fleet import fleet
+from catdog.records import SENT_HEADER
 from catdog.routing import plan
 from catdog.windows import Window
 
@@ -51,8 +53,8 @@ class FleetTask(Task):
                              options.get("window_close"))
         headers = {f"catdog_{k}": options.pop(k) for k in ("window", "limit", "window_close")
                    if options.get(k)}
-        if headers:  # per call, they travel with the message
-            options["headers"] = {**(options.get("headers") or {}), **headers}
+        headers[SENT_HEADER] = time.time()  # the worker's metrics measure the queue wait from it
+        options["headers"] = {**(options.get("headers") or {}), **headers}
         if self.target_arg and "queue" not in options:
             self._check_arguments(args, kwargs)
             target = args[0] if args else (kwargs or {}).get("target")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from catdog import broker
 from catdog.errors import BrokerError, CatDogError
@@ -147,6 +148,23 @@ def doctor(inventory: str | None = None, devices: Devices = None, *,
         fingerprint = source_fingerprint(project_root())
     return GroupResult(Doctor(inv, url, broker_problem=problem, fingerprint=fingerprint,
                               on_event=on_event).check(selected))
+
+
+def metrics(inventory: str | None = None, devices: Devices = None, *,
+            since_s: float | None = None, dest: str | None = None,
+            on_event: EventCallback | None = None) -> GroupResult:
+    """Ask live workers to write their task metrics, then gather every device's into ``dest``
+    (default ``metrics/`` beside the inventory), keeping the last ``since_s`` seconds."""
+    import redis
+
+    from ops.metrics import Gatherer, flush_live_workers
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    url = broker.resolve(inv, start_embedded=True)
+    flush_live_workers(redis.Redis.from_url(url, socket_timeout=5), selected)
+    folder = Path(dest) if dest else inv.root / "metrics"
+    return GroupResult(Gatherer(inv, folder, since_s, on_event).gather(selected))
 
 
 def running_broker(inv: Inventory) -> str | None:

@@ -222,3 +222,19 @@ def killswitch(inventory: str | None = None, on: bool = False, off: bool = False
     rows = [(r["device"], r["state"], r["detail"]) for r in report.devices]
     print(head + "\n\n" + results.table(rows, ("DEVICE", "STATE", "DETAIL")), flush=True)
     return 0
+
+
+@guarded
+def metrics(inventory: str | None = None, devices: str | None = None, since: str = "",
+            as_json: bool = False) -> int:
+    """Gather every device's task metrics (InfluxDB line protocol) into metrics/."""
+    from catdog.loader import parse_duration
+
+    since_s = None
+    if since:
+        since_s = parse_duration(since)
+        if since_s is None:
+            raise UsageError(f"--since {since!r}: expected a duration like 90s, 15m, 1h or 2d")
+    found = list(api.metrics(inventory, devices, since_s=since_s, on_event=_progress()).values())
+    rows = [(r.device, r.state, r.reason) for r in found]
+    return _emit(found, as_json, results.table(rows, ("DEVICE", "STATE", "WHAT")))

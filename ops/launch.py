@@ -71,7 +71,7 @@ class Launcher:
         env_file, inventory = session.install_run_files(run_env(self.inventory, self.broker_url),
                                                         self.inventory.path.read_text())
         return [session.python, "-m", "workers", "--device", session.device.name,
-                "--inventory", inventory, "--env-file", env_file]
+                "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir]
 
     def _await(self, session: WorkerSession, started: float, success: str, owned: bool
                ) -> DeviceResult:

@@ -30,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CatDogError as exc:
         print(f"catdog worker: {exc}", file=sys.stderr)
         return exit_status(exc)
-    return run(device, fleet.inventory, loglevel=args.loglevel)
+    state_dir = Path(args.state_dir) if args.state_dir else Path.cwd() / ".catdog"
+    return run(device, fleet.inventory, loglevel=args.loglevel, state_dir=state_dir)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", required=True, help="the inventory device this worker serves")
     p.add_argument("--inventory", help="inventory file (else $CATDOG_INVENTORY, ./catdog.yaml)")
     p.add_argument("--env-file", help="KEY=VALUE lines to add to the environment (mode 600)")
+    p.add_argument("--state-dir", help="the device's .catdog folder (metrics go in metrics/); "
+                                        "default ./.catdog")
     p.add_argument("--loglevel", default="INFO")
     return p
 
@@ -94,18 +97,23 @@ def declared_requirements() -> list[tuple[str, ...]]:
     return [tuple(r) for t in app.tasks.values() if (r := getattr(t, "requires", ()))]
 
 
-def run(device: Device, inventory: Inventory, loglevel: str = "INFO") -> int:
+def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
+        state_dir: Path | None = None) -> int:
     from celery import signals
 
     from catdog import app
     from workers.gate import gate
     from workers.killswitch import register_control_command
+    from workers.metrics import recorder
+    from workers.metrics import register_control_command as register_metrics_command
     from workers.telemetry import Telemetry
 
     queues = worker_queues(device, declared_requirements())
     telemetry = Telemetry(device.name, app.conf.broker_url, queues)
     register_control_command()
+    register_metrics_command()
     gate.install(telemetry.redis, inventory)
+    recorder.install(device.name, (state_dir or Path.cwd() / ".catdog") / "metrics")
     signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender), weak=False)
     signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
     app.worker_main(worker_argv(device, queues, loglevel))

@@ -4,7 +4,7 @@ Called in the worker's main process for each request just before it goes to the 
 ``Request.revoked()`` there; :class:`workers.telemetry.CountingRequest` asks this gate too). A task
 that may not start is never dropped and never holds a worker slot:
 
-- kill switch on: the message goes back to the head of its queue, unstarted;
+- kill switch on: the message goes back to its queue, unstarted;
 - outside its window, or over its limit: the message is deferred (:mod:`catdog.deferral`) until
   the window opens or the limit allows a start, and acknowledged here.
 

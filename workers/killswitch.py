@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 class KillSwitch:
     def __init__(self) -> None:
         self.engaged = False
+        #: when the switch this worker follows was set (a stale read never undoes a newer one)
+        self.at = 0.0
         self.queues: list[str] = []
         self.consumer: Any = None
         #: called after each change (the heartbeat reports the new state at once)
@@ -40,9 +42,10 @@ class KillSwitch:
         self.consumer = consumer
         self.queues = list(queues)
 
-    def apply(self, on: bool, hard: bool = False) -> dict[str, Any]:
+    def apply(self, on: bool, hard: bool = False, at: float = 0.0) -> dict[str, Any]:
         """Pause or resume this worker (call in its event-loop thread)."""
         self.engaged = on
+        self.at = max(self.at, at)
         consumer = self.consumer
         if consumer is None or consumer.task_consumer is None:
             return {"paused": on}
@@ -84,8 +87,9 @@ def register_control_command() -> None:
     """Teach this worker the ``catdog_killswitch`` remote-control command."""
     from celery.worker.control import control_command
 
-    @control_command(name=KILLSWITCH_COMMAND, args=[("on", bool), ("hard", bool)],
-                     signature="<on> [hard]")
-    def catdog_killswitch(panel: Any, on: bool = True, hard: bool = False) -> dict[str, Any]:
+    @control_command(name=KILLSWITCH_COMMAND, args=[("on", bool), ("hard", bool), ("at", float)],
+                     signature="<on> [hard] [at]")
+    def catdog_killswitch(panel: Any, on: bool = True, hard: bool = False,
+                          at: float = 0.0) -> dict[str, Any]:
         """Pause (``on``) or resume this worker's task consumers."""
-        return switch.apply(bool(on), bool(hard))
+        return switch.apply(bool(on), bool(hard), float(at))

@@ -29,6 +29,7 @@ from catdog.records import (
 from workers import usage
 from workers.gate import gate
 from workers.killswitch import switch
+from workers.metrics import recorder
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,12 @@ class Counts:
 class CountingRequest(Request):
     """Celery's request, counting failures for the heartbeat and asking the gate before a task
     starts (both in the worker's main process)."""
+
+    def send_event(self, type_: str, **fields: Any) -> Any:
+        """Every settled task passes here in the main process (Celery's per-task request
+        class overrides ``on_success`` but still sends its event): record its metrics."""
+        recorder.record(self, type_, fields.get("runtime"))
+        return super().send_event(type_, **fields)
 
     def revoked(self) -> bool:
         """Celery asks this just before a task goes to the pool: revoked or expired, or held
@@ -87,8 +94,9 @@ class Telemetry:
         self.hub = getattr(consumer, "hub", None)
         switch.attach(consumer, self.queues)
         switch.on_change = self._wake.set
-        if Switch.loads(self.redis.get(KILLSWITCH_KEY)).on:
-            switch.apply(True)
+        recorded = Switch.loads(self.redis.get(KILLSWITCH_KEY))
+        if recorded.on:
+            switch.apply(True, at=recorded.at)
         nodename = consumer.hostname
         if self.hub is None:  # no event loop (a green pool): the control channel listens already
             self._announce(nodename)
@@ -144,6 +152,7 @@ class Telemetry:
                 self.hub.call_soon(self._follow, wanted)  # a missed broadcast: catch up
 
     def _follow(self, wanted: Switch) -> None:
-        """Bring the switch to ``wanted`` (in the event-loop thread)."""
-        if wanted.on != switch.engaged:
-            switch.apply(wanted.on)
+        """Bring the switch to ``wanted`` (in the event-loop thread), unless the worker already
+        follows a newer one (a read from before a broadcast must not undo it)."""
+        if wanted.on != switch.engaged and wanted.at > switch.at:
+            switch.apply(wanted.on, at=wanted.at)

@@ -1,0 +1,120 @@
+"""Task metrics on the device: one line per task and one summary per minute, InfluxDB line
+protocol, buffered in memory and appended to ``.catdog/metrics/<device>.lp`` at most once a
+minute (or when ``fab metrics`` asks), bounded on disk.
+
+- ``catdog_task,device=D,task=T,state=S duration_s=..,wait_s=.. <end, ns>`` for every task that
+  succeeded, failed or was retried (``wait_s``: from the call to the start, when the caller was
+  CatDog and stamped the message);
+- ``catdog_minute,device=D succeeded=..i,failed=..i,retried=..i,mean_duration_s=..,
+  max_duration_s=.. <minute, ns>`` for every minute that had tasks.
+
+Recorded in the worker's main process, where Celery settles every request whatever the pool.
+The file is rotated at :data:`MAX_BYTES` with one older file kept, so a device never holds more
+than twice that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from catdog.lineprotocol import line
+from catdog.records import METRICS_FLUSH_COMMAND, SENT_HEADER
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY_S = 60.0
+MAX_BYTES = 5 * 1024 * 1024
+STATES = {"task-succeeded": "SUCCESS", "task-failed": "FAILURE", "task-retried": "RETRY"}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.device = ""
+        self.path: Path | None = None
+        self._lines: list[str] = []
+        self._minutes: dict[int, dict[str, Any]] = defaultdict(
+            lambda: {"SUCCESS": 0, "FAILURE": 0, "RETRY": 0, "durations": []})
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def install(self, device: str, folder: Path) -> None:
+        self.device = device
+        self.path = folder / f"{device}.lp"
+        threading.Thread(target=self._flusher, name="catdog-metrics", daemon=True).start()
+
+    def record(self, request: Any, event: str, runtime: float | None) -> None:
+        """One settled task (called from the request's event, in the main process)."""
+        state = STATES.get(event)
+        if state is None or self.path is None:
+            return
+        now = time.time()
+        started = getattr(request, "time_start", None)
+        duration = runtime if runtime is not None else (now - started if started else None)
+        sent = (request.request_dict or {}).get(SENT_HEADER)
+        wait = round(started - float(sent), 6) if started and sent else None
+        text = line("catdog_task", {"device": self.device, "task": request.name, "state": state},
+                    {"duration_s": round(duration, 6) if duration is not None else None,
+                     "wait_s": wait, "id": request.id}, int(now * 1e9))
+        with self._lock:
+            self._lines.append(text)
+            minute = self._minutes[int(now // 60)]
+            minute[state] += 1
+            if duration is not None:
+                minute["durations"].append(duration)
+
+    def flush(self, everything: bool = False) -> int:
+        """Append what is buffered (finished minutes' summaries; all of them if ``everything``)."""
+        if self.path is None:
+            return 0
+        current = int(time.time() // 60)
+        with self._lock:
+            lines, self._lines = self._lines, []
+            done = [m for m in self._minutes if everything or m < current]
+            summaries = [self._summary(m, self._minutes.pop(m)) for m in sorted(done)]
+        out = lines + summaries
+        if out:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and self.path.stat().st_size > MAX_BYTES:
+                os.replace(self.path, self.path.with_suffix(".lp.1"))
+            with self.path.open("a") as f:
+                f.write("\n".join(out) + "\n")
+        return len(out)
+
+    def _summary(self, minute: int, counts: dict[str, Any]) -> str:
+        durations = counts["durations"]
+        return line("catdog_minute", {"device": self.device}, {
+            "succeeded": counts["SUCCESS"], "failed": counts["FAILURE"],
+            "retried": counts["RETRY"],
+            "mean_duration_s": round(sum(durations) / len(durations), 6) if durations else None,
+            "max_duration_s": round(max(durations), 6) if durations else None,
+        }, minute * 60 * 10**9)
+
+    def _flusher(self) -> None:
+        while True:
+            self._wake.wait(FLUSH_EVERY_S)
+            self._wake.clear()
+            try:
+                self.flush()
+            except OSError as exc:
+                log.warning("metrics not written: %s", exc)
+
+
+#: the worker's recorder (one worker per process)
+recorder = Recorder()
+
+
+def register_control_command() -> None:
+    """``catdog_metrics_flush``: write everything buffered now (``fab metrics`` asks first)."""
+    from celery.worker.control import control_command
+
+    @control_command(name=METRICS_FLUSH_COMMAND)
+    def catdog_metrics_flush(panel: Any) -> dict[str, Any]:
+        """Write this worker's buffered task metrics to its file now."""
+        return {"written": recorder.flush(everything=True),
+                "path": str(recorder.path) if recorder.path else None}
