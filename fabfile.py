@@ -1,5 +1,5 @@
 """CatDog's commands (run ``fab --list``): launch, stop, restart, status, logs, deploy, doctor,
-killswitch, beat, metrics.
+killswitch, beat, flower, metrics.
 
 A thin shell: each command is implemented in :mod:`ops.commands` and only its exit status is
 handled here. Every command takes ``--inventory PATH`` (else $CATDOG_INVENTORY, else ./catdog.yaml).
@@ -21,6 +21,8 @@ HELP = {
     "off": "let the fleet start tasks again",
     "reason": "why the switch is on (shown to whoever looks)",
     "watch": "redraw every second until Ctrl-C",
+    "port": "Flower's port (default 5555)",
+    "address": "Flower's address (default 127.0.0.1; beyond loopback needs $CATDOG_FLOWER_AUTH)",
     "since": "only the last period, like 15m, 1h or 2d (default: everything kept)",
     "hard": "with --on: also terminate running tasks and re-queue them (prefork pool)",
 }
@@ -120,3 +122,12 @@ def metrics(c: Context, inventory: str = "", devices: str = "", since: str = "",
     from ops import commands
 
     _done(commands.metrics(inventory or None, devices or None, since, json))
+
+
+@task(help=_help("inventory", "port", "address", "json"))
+def flower(c: Context, inventory: str = "", port: int = 5555, address: str = "127.0.0.1",
+           json: bool = False) -> None:
+    """Start Flower for the fleet in tmux session catdog-flower; prints its URL."""
+    from ops import commands
+
+    _done(commands.flower(inventory or None, port, address, json))

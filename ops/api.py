@@ -78,7 +78,8 @@ def launch(inventory: str | None = None, devices: Devices = None, *, timeout: fl
 def stop(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
          force: bool = False, on_event: EventCallback | None = None) -> GroupResult:
     """Warm shutdown (then kill after ``timeout``); stopping the whole fleet also stops the
-    scheduler (a ``beat`` row) and the embedded Redis (the event ``embedded Redis: stopped``)."""
+    scheduler and Flower (``beat`` and ``flower`` rows) and the embedded Redis (the event
+    ``embedded Redis: stopped``)."""
     from ops.embedded_redis import EmbeddedRedis
     from ops.stop import Stopper
 
@@ -87,11 +88,12 @@ def stop(inventory: str | None = None, devices: Devices = None, *, timeout: floa
     found = GroupResult(Stopper(inv, broker_url=running_broker(inv), timeout=timeout, force=force,
                                 on_event=on_event).stop(selected))
     if not devices:
-        from ops.services import BEAT, stop_service
+        from ops.services import BEAT, FLOWER, stop_service
 
-        beat = stop_service(inv, BEAT)
-        if beat is not None:
-            found[BEAT] = beat
+        for service in (BEAT, FLOWER):
+            stopped_service = stop_service(inv, service)
+            if stopped_service is not None:
+                found[service] = stopped_service
     if not devices and broker.configured_url(inv) is None:
         stopped = EmbeddedRedis(inv.state_dir).stop()
         if on_event:
@@ -106,6 +108,17 @@ def beat(inventory: str | None = None) -> GroupResult:
 
     inv = load(inventory)
     return GroupResult([start_beat(inv, broker.resolve(inv, start_embedded=True))])
+
+
+def flower(inventory: str | None = None, *, port: int = 5555, address: str = "127.0.0.1"
+           ) -> GroupResult:
+    """Start Flower for the fleet in tmux session ``catdog-flower``; the row's reason is its URL.
+    Beyond loopback it needs ``$CATDOG_FLOWER_AUTH`` (``user:password``)."""
+    from ops.services import start_flower
+
+    inv = load(inventory)
+    return GroupResult([start_flower(inv, broker.resolve(inv, start_embedded=True), port,
+                                     address)])
 
 
 def restart(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,

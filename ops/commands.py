@@ -97,6 +97,19 @@ def beat(inventory: str | None = None, as_json: bool = False) -> int:
 
 
 @guarded
+def flower(inventory: str | None = None, port: int = 5555, address: str = "127.0.0.1",
+           as_json: bool = False) -> int:
+    """Start Flower for the fleet in tmux; returns once it answers, with its URL."""
+    found = list(api.flower(inventory, port=port, address=address).values())
+    rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
+    text = results.table(rows, ("SERVICE", "STATE", "TIME", "URL / REASON"))
+    for r in found:
+        if r.output:
+            text += "\n--- flower: last output lines ---\n" + "\n".join(r.output)
+    return _emit(found, as_json, text)
+
+
+@guarded
 def show_status(inventory: str | None = None, devices: str | None = None,
                 as_json: bool = False, watch: bool = False) -> int:
     """A row per device: state, capabilities, active, done, failed, heartbeat age, backlog, load
