@@ -30,6 +30,7 @@ from catdog.records import (
     OFFLINE_AFTER_S,
     Switch,
     heartbeat_key,
+    live_nodes,
 )
 
 #: how long to wait for the live workers' answers
@@ -88,10 +89,10 @@ def _set(switch: Switch, timeout: float) -> Report:
 
     client = _client()
     client.set(KILLSWITCH_KEY, switch.dumps())  # first: a worker starting now reads it
-    beats = _heartbeats(client)
-    now = time.time()
-    live = {name: beat["nodename"] for name, beat in beats.items()
-            if beat and now - beat["time"] <= OFFLINE_AFTER_S}
+    from catdog.fleet import fleet
+
+    names = list(fleet.inventory.devices)
+    live = live_nodes(client, names)
     replies: dict[str, Any] = {}
     if live:
         answers = app.control.broadcast(
@@ -99,7 +100,7 @@ def _set(switch: Switch, timeout: float) -> Report:
             destination=list(live.values()), reply=True, timeout=timeout) or []
         replies = {node: reply for answer in answers for node, reply in answer.items()}
     rows = []
-    for name in beats:
+    for name in names:
         node = live.get(name)
         reply = replies.get(node) if node else None
         if node is None:

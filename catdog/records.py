@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,3 +103,14 @@ def exit_status_from(lines: list[str]) -> int | None:
         if found:
             return int(found.group(1))
     return None
+
+
+def live_nodes(client: Any, devices: list[str], now: float | None = None) -> dict[str, str]:
+    """The Celery node name of each device whose heartbeat is fresh (one MGET), by device."""
+    if not devices:
+        return {}
+    now = time.time() if now is None else now
+    beats = {d: Heartbeat.loads(raw)
+             for d, raw in zip(devices, client.mget([heartbeat_key(d) for d in devices]),
+                               strict=True) if raw}
+    return {d: b.nodename for d, b in beats.items() if now - b.time <= OFFLINE_AFTER_S}

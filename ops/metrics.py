@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog.inventory import Device, Inventory
-from catdog.records import METRICS_FLUSH_COMMAND, OFFLINE_AFTER_S, Heartbeat, heartbeat_key
+from catdog.records import METRICS_FLUSH_COMMAND, live_nodes
 from ops.fanout import EventCallback, on_each, quiet
 from ops.results import GATHERED, DeviceResult
 from ops.session import WorkerSession
@@ -23,10 +23,7 @@ def flush_live_workers(client: Any, devices: Sequence[Device]) -> int:
     """Ask the live workers among ``devices`` to write their metrics now; how many answered."""
     from catdog import app
 
-    now = time.time()
-    beats = [Heartbeat.loads(raw) for raw in client.mget([heartbeat_key(d.name) for d in devices])
-             if raw]
-    live = [b.nodename for b in beats if now - b.time <= OFFLINE_AFTER_S]
+    live = list(live_nodes(client, [d.name for d in devices]).values())
     if not live:
         return 0
     replies = app.control.broadcast(METRICS_FLUSH_COMMAND, destination=live, reply=True,
