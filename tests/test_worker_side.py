@@ -28,3 +28,23 @@ def test_device_env_and_allow_lists_apply_on_the_worker(make_fleet) -> None:
     with pytest.raises(Exception, match="run_on is disabled on this device"):
         run_on.delay("closed", "true").get(timeout=20)
     assert run_on.delay("listed", ["true"]).get(timeout=20)["exit_code"] == 0
+
+
+def test_a_pickled_message_is_never_executed_and_the_worker_keeps_serving(
+        make_fleet, tmp_path) -> None:
+    from catdog import app
+    from ops.results import READY
+    from tasks import run_on
+
+    from .conftest import device_spec
+
+    fleet = make_fleet({"pi": device_spec([])})
+    assert fleet.launch()[0].state == READY
+    marker = tmp_path / "pickled-ran"
+    app.send_task("tasks.run_on", args=("pi", f"touch {marker}"), queue="catdog.device.pi",
+                  serializer="pickle")
+    served = run_on.delay("pi", "echo still serving").get(timeout=20)
+    assert served["stdout"] == "still serving\n"
+    assert not marker.exists()  # refused by the worker: JSON only
+    log = (fleet.folder / ".catdog" / "logs" / "pi.log").read_text()
+    assert "pickle" in log.lower()  # and it says why
