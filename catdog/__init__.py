@@ -16,6 +16,7 @@ from catdog.errors import (
     NoRoute,
     Problem,
     TargetError,
+    TooLarge,
     UsageError,
     WorkerRefused,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Problem",
     "Target",
     "TargetError",
+    "TooLarge",
     "UsageError",
     "WorkerRefused",
     "__version__",

@@ -92,6 +92,10 @@ class CommandError(CatDogError):
         )
 
 
+class TooLarge(CatDogError, ValueError):
+    """A task's arguments or result exceed the size limit (see :mod:`catdog.task`)."""
+
+
 class BuildError(CatDogError):
     """The coordinator could not build what ``fab deploy`` ships (CatDog's wheel)."""
 

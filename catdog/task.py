@@ -6,6 +6,7 @@ signature pinned to a target (a group for ``all:...``). Routing itself is :mod:`
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,13 +14,25 @@ from typing import Any
 from celery import Task, group
 from celery.canvas import Signature
 
-from catdog.errors import UsageError
+from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
 from catdog.records import SENT_HEADER
 from catdog.routing import plan
 from catdog.windows import Window
 
 WINDOW_CLOSE = ("finish", "stop")
+#: a task's arguments, and its result, as JSON: at most this many bytes. Messages and results live
+#: in the broker's memory, and a Pi Zero has 512 MB: move bulk data as files, pass their paths.
+MAX_ARGS_BYTES = 1024 * 1024
+MAX_RESULT_BYTES = 1024 * 1024
+
+
+def json_size(value: Any) -> int | None:
+    """Bytes of ``value`` as JSON, or None when it is not JSON (Celery then says so itself)."""
+    try:
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    except (TypeError, ValueError):
+        return None
 
 
 class FleetTask(Task):
@@ -51,6 +64,10 @@ class FleetTask(Task):
                     kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
         self._check_controls(options.get("window"), options.get("limit"),
                              options.get("window_close"))
+        size = json_size([args or (), kwargs or {}])
+        if size is not None and size > MAX_ARGS_BYTES:
+            raise TooLarge(f"task {self.name!r}: arguments of {size} bytes as JSON, over the "
+                           f"{MAX_ARGS_BYTES}-byte limit; pass a path or URL to the data instead")
         headers = {f"catdog_{k}": options.pop(k) for k in ("window", "limit", "window_close")
                    if options.get(k)}
         headers[SENT_HEADER] = time.time()  # the worker's metrics measure the queue wait from it
@@ -64,6 +81,19 @@ class FleetTask(Task):
                 return group(members).apply_async()
             options["queue"] = route.queue
         return super().apply_async(args, kwargs, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task (in the worker); a result that is not JSON or is too large fails it with
+        a clear error instead of failing later in the result backend."""
+        result = super().__call__(*args, **kwargs)
+        size = json_size(result)
+        if size is None:
+            raise TypeError(f"task {self.name!r} returned a {type(result).__name__}, which is not "
+                            f"JSON: return dicts, lists, strings, numbers, booleans or None")
+        if size > MAX_RESULT_BYTES:
+            raise TooLarge(f"task {self.name!r} returned {size} bytes as JSON, over the "
+                           f"{MAX_RESULT_BYTES}-byte limit; write it to a file and return the path")
+        return result
 
     def _check_controls(self, window: str | None = None, limit: str | None = None,
                         window_close: str | None = None) -> None:

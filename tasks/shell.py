@@ -17,7 +17,7 @@ from catdog import app
 from catdog.errors import CatDogError
 from catdog.fleet import fleet
 
-MAX_OUTPUT = 1024 * 1024  # bytes of stdout and of stderr kept in a result
+MAX_OUTPUT = 128 * 1024  # bytes of stdout and of stderr kept: the result stays under its limit
 
 
 class CommandRefused(CatDogError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from typing import Any
@@ -104,7 +105,11 @@ def test_priority_zero_runs_before_the_default_and_nine_after(
     from catdog.records import KILLSWITCH_KEY
 
     module, tasks = probe_fleet(make_fleet, {"solo1": device_spec([], pool="solo")})
-    killswitch.engage("hold the queue while it fills", by="pytest")
+    report = killswitch.engage("hold the queue while it fills", by="pytest")
+    deadline = time.monotonic() + 5  # on a loaded machine the answer can miss the reply window
+    while not json.loads(redis_client.get("catdog:heartbeat:solo1") or b"{}").get("paused"):
+        assert time.monotonic() < deadline, report.devices
+        time.sleep(0.05)
     try:
         sent = [tasks.record.apply_async(  # type: ignore[attr-defined]
             (n,), **({} if p is None else {"priority": p}))
