@@ -151,3 +151,47 @@ def test_killswitch_command_on_show_off(inventory: Path) -> None:
     off = fab("killswitch", "--off", "--inventory", str(inventory), "--json")
     assert [d["state"] for d in json.loads(off.stdout)["devices"]] == ["resumed", "resumed"]
     assert fab("killswitch", "--on", "--off", "--inventory", str(inventory)).returncode == 2
+
+
+PRODUCER = """
+import json, sys
+from catdog import use_inventory
+from tasks.examples import sleep
+use_inventory(sys.argv[1])
+if sys.argv[2] == "send":
+    print(json.dumps([sleep.on(sys.argv[3]).delay(0).id for _ in range(int(sys.argv[4]))]))
+else:
+    from catdog import app
+    ids = json.loads(sys.stdin.read())
+    print(json.dumps([app.AsyncResult(i).get(timeout=90)["device"] for i in ids]))
+"""
+
+
+def produce(inventory: Path, *args: str, stdin: str = "") -> list:
+    done = subprocess.run([sys.executable, "-c", PRODUCER, str(inventory), *args], cwd=ROOT,
+                          env=_env(), input=stdin, capture_output=True, text=True, timeout=180,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_killed_embedded_redis_keeps_its_queued_tasks_and_workers_come_back(
+        inventory: Path) -> None:
+    import os
+    import signal
+    import time
+
+    assert fab("launch", "--inventory", str(inventory), "--devices", "cam").returncode == 0
+    queued = produce(inventory, "send", "probe", "20")  # probe is not running: they wait
+    time.sleep(1.5)  # the append-only file is synced every second
+    state = inventory.parent / ".catdog"
+    pid = int((state / "redis.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    relaunched = fab("launch", "--inventory", str(inventory), "--json", "--timeout", "60")
+    assert relaunched.returncode == 0, relaunched.stdout + relaunched.stderr
+    assert {r["device"]: r["state"] for r in json.loads(relaunched.stdout)} == {
+        "cam": "ALREADY RUNNING", "probe": "READY"}  # cam reconnected to the new Redis itself
+    assert int((state / "redis.pid").read_text()) != pid
+    assert produce(inventory, "get", stdin=json.dumps(queued)) == ["probe"] * 20  # none lost
+    after = produce(inventory, "send", "cam", "3")
+    assert produce(inventory, "get", stdin=json.dumps(after)) == ["cam"] * 3  # consuming again
