@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from bench.testbed import Bed, ssh_fleet
+from bench.testbed import ssh_fleet
 from catdog.records import heartbeat_key
 from ops.launch import Launcher
 from ops.results import READY
@@ -54,6 +54,7 @@ def run(rounds: int, many: int = 8) -> dict[str, Any]:
     with ssh_fleet(many) as bed:
         launcher = Launcher(bed.inventory, bed.broker_url, timeout=60)
         stopper = Stopper(bed.inventory, broker_url=bed.broker_url, force=True)
+        client = redis.Redis.from_url(bed.broker_url)
         names = list(bed.inventory.devices)
         for round_ in range(rounds):
             for count in (sizes if round_ % 2 == 0 else sizes[::-1]):
@@ -67,7 +68,7 @@ def run(rounds: int, many: int = 8) -> dict[str, Any]:
                 failures += [f"{r.device}: {r.reason}" for r in results if r.state != READY]
                 walls[count].append(wall)
                 delays += [r.serve_to_ready_s for r in results if r.serve_to_ready_s is not None]
-                cpu += [c for c in (_cpu_of(bed, r.nodename) for r in results) if c is not None]
+                cpu += [c for c in (_cpu_of(client, r.nodename) for r in results) if c is not None]
                 stopper.stop(devices)
         kind = bed.kind
     one = statistics.median(walls[1])
@@ -88,11 +89,11 @@ def run(rounds: int, many: int = 8) -> dict[str, Any]:
     return found
 
 
-def _cpu_of(bed: Bed, nodename: str | None) -> float | None:
+def _cpu_of(client: redis.Redis, nodename: str | None) -> float | None:
     if not nodename:
         return None
     device = nodename.split("@", 1)[0]
-    raw = redis.Redis.from_url(bed.broker_url).get(heartbeat_key(device))
+    raw = client.get(heartbeat_key(device))
     return worker_cpu_s(int(json.loads(raw)["pid"])) if raw else None
 
 

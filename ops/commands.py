@@ -87,13 +87,7 @@ def restart(inventory: str | None = None, devices: str | None = None, as_json: b
 @guarded
 def beat(inventory: str | None = None, as_json: bool = False) -> int:
     """Start the scheduler in tmux; returns once it has reported (active or standby)."""
-    found = list(api.beat(inventory).values())
-    rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
-    text = results.table(rows, ("SERVICE", "STATE", "TIME", "REASON"))
-    for r in found:
-        if r.output:
-            text += "\n--- beat: last output lines ---\n" + "\n".join(r.output)
-    return _emit(found, as_json, text)
+    return _service_report(list(api.beat(inventory).values()), as_json, "REASON")
 
 
 @guarded
@@ -101,11 +95,16 @@ def flower(inventory: str | None = None, port: int = 5555, address: str = "127.0
            as_json: bool = False) -> int:
     """Start Flower for the fleet in tmux; returns once it answers, with its URL."""
     found = list(api.flower(inventory, port=port, address=address).values())
+    return _service_report(found, as_json, "URL / REASON")
+
+
+def _service_report(found: list[DeviceResult], as_json: bool, reason_header: str) -> int:
+    """A coordinator service's row, and its last output lines when it failed to start."""
     rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
-    text = results.table(rows, ("SERVICE", "STATE", "TIME", "URL / REASON"))
+    text = results.table(rows, ("SERVICE", "STATE", "TIME", reason_header))
     for r in found:
         if r.output:
-            text += "\n--- flower: last output lines ---\n" + "\n".join(r.output)
+            text += f"\n--- {r.device}: last output lines ---\n" + "\n".join(r.output)
     return _emit(found, as_json, text)
 
 
