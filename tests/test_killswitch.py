@@ -103,7 +103,7 @@ def test_hard_kill_switch_terminates_the_running_task_and_requeues_it(
     report = killswitch.engage("hard stop", hard=True, by="pytest")
     assert report.devices[0]["state"] == "paused"
     assert "1 running task(s) terminated and re-queued" in report.devices[0]["detail"]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20  # the pool notices its lost process in its own time
     while backlog(redis_client) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert backlog(redis_client) == 1  # back in its queue, not lost
