@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from bench.stats import summary
 from bench.testbed import ssh_fleet
 from catdog.records import heartbeat_key
 from ops.launch import Launcher
@@ -75,14 +76,14 @@ def run(rounds: int, many: int = 8) -> dict[str, Any]:
     found: dict[str, Any] = {"testbed": kind, "rounds": rounds, "devices": many, "cores": cores,
                              "sizes": sizes}
     for n in sizes:
-        found[f"launch_{n}_s"] = _summary(walls[n])
+        found[f"launch_{n}_s"] = summary(walls[n])
         found[f"ratio_{n}"] = round(statistics.median(walls[n]) / one, 2)
-        found[f"coordinator_cpu_{n}_s"] = _summary(own_cpu[n])
-        found[f"machine_busy_{n}"] = _summary(busy[n])
+        found[f"coordinator_cpu_{n}_s"] = summary(own_cpu[n])
+        found[f"machine_busy_{n}"] = summary(busy[n])
     found.update({
         "ratio": found[f"ratio_{many}"],
-        "serve_to_ready_s": _summary(delays),
-        "worker_start_cpu_s": _summary(cpu),
+        "serve_to_ready_s": summary(delays),
+        "worker_start_cpu_s": summary(cpu),
         "cpu_bound_s": round(statistics.median(cpu) * many / cores, 2) if cpu else None,
         "failures": failures,
     })
@@ -96,9 +97,3 @@ def _cpu_of(client: redis.Redis, nodename: str | None) -> float | None:
     raw = client.get(heartbeat_key(device))
     return worker_cpu_s(int(json.loads(raw)["pid"])) if raw else None
 
-
-def _summary(values: list[float]) -> dict[str, float | int] | None:
-    if not values:
-        return None
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "n": len(values)}

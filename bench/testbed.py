@@ -19,6 +19,8 @@ from catdog.fleet import fleet
 from catdog.inventory import BROKER_ENV, Inventory
 from catdog.loader import load_inventory
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @dataclass
 class Bed:
@@ -58,10 +60,12 @@ def ssh_fleet(count: int, *, pool: str = "solo") -> Iterator[Bed]:
         yield Bed(kind, _inventory(folder, devices, url), url)
 
 
-def _inventory(folder: Path, devices: dict[str, dict[str, Any]], url: str) -> Inventory:
+def _inventory(folder: Path, devices: dict[str, dict[str, Any]], url: str,
+               imports: tuple[str, ...] = ()) -> Inventory:
     path = folder / "catdog.yaml"
     path.write_text(yaml.safe_dump({"tmux_socket": f"catdog-bench-{uuid.uuid4().hex[:6]}",
-                                    "broker": url, "devices": devices}))
+                                    "broker": url, "devices": devices,
+                                    **({"imports": list(imports)} if imports else {})}))
     os.environ[BROKER_ENV] = url  # this process's app talks to the bed's broker
     inventory = load_inventory(path)
     fleet.use_loaded(inventory)
@@ -69,9 +73,17 @@ def _inventory(folder: Path, devices: dict[str, dict[str, Any]], url: str) -> In
 
 
 @contextlib.contextmanager
-def local_fleet(count: int, *, pool: str = "solo") -> Iterator[Bed]:
-    """``count`` devices on this machine (``host: local``), on a private embedded Redis."""
+def local_fleet(count: int, *, pool: str = "solo", concurrency: int = 1,
+                imports: tuple[str, ...] = ()) -> Iterator[Bed]:
+    """``count`` devices on this machine (``host: local``), on a private embedded Redis.
+
+    Their workers run in the inventory's temporary folder and import this checkout (``bench``
+    is not installed), so the project root goes first on their ``PYTHONPATH``.
+    """
     from ops.embedded_redis import EmbeddedRedis
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 
     with tempfile.TemporaryDirectory(prefix="catdog-bench-") as tmp, \
             contextlib.ExitStack() as stack:
@@ -81,6 +93,7 @@ def local_fleet(count: int, *, pool: str = "solo") -> Iterator[Bed]:
         url = server.ensure_running()
         devices: dict[str, dict[str, Any]] = {
             f"d{i}": {"host": "local", "capabilities": ["bench"], "pool": pool,
+                      "concurrency": concurrency,
                       **({"allow_root": True} if os.geteuid() == 0 else {})}
             for i in range(1, count + 1)}
-        yield Bed("local", _inventory(folder, devices, url), url)
+        yield Bed("local", _inventory(folder, devices, url, imports), url)

@@ -1,0 +1,90 @@
+"""CatDog against plain Celery on the same local fleet and Redis, in one run: the two sides
+start one after the other (never together), alternating which goes first, for several rounds.
+
+Per round and side: idle memory of each worker's process tree, sequential round-trip latency,
+end-to-end throughput (two devices with capability ``bench``); and fan-out to every device of the
+fleet (all of them started for it). Ratios are CatDog / plain of the medians over rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from bench import measures
+from bench.memory import usage_mb
+from bench.sides import Side, catdog_side, plain_side
+from bench.stats import ratio, summary
+from bench.testbed import Bed, local_fleet
+from catdog.inventory import Device
+
+#: the two devices throughput, latency and memory use (the fan-out uses the whole fleet)
+PAIR = 2
+#: how long a freshly started worker idles before its memory is read
+IDLE_S = 2.0
+SIDES: dict[str, Callable[[Bed, list[Device]], AbstractContextManager[Side]]] = {
+    "catdog": catdog_side, "plain": plain_side}
+
+
+def run(pool: str, concurrency: int, rounds: int, tasks: int, calls: int) -> dict[str, Any]:
+    """Throughput, latency and idle memory for one worker profile (pool and concurrency)."""
+    found: dict[str, dict[str, list[float]]] = {name: {} for name in SIDES}
+    with local_fleet(PAIR, pool=pool, concurrency=concurrency, imports=("bench.tasks",)) as bed:
+        devices = bed.inventory.select(None)
+        for round_ in range(rounds):
+            for name in _order(round_):
+                with SIDES[name](bed, devices) as side:
+                    time.sleep(IDLE_S)
+                    _add(found[name], _memory(side))
+                    measures.warm_up(side)
+                    _add(found[name], measures.latency_ms(side, calls))
+                    _add(found[name], {"tasks_per_s": measures.throughput(side, tasks)})
+    return {"pool": pool, "concurrency": concurrency, "devices": PAIR, "rounds": rounds,
+            "tasks": tasks, "calls": calls, **_compared(found)}
+
+
+def run_fanout(rounds: int, times: int, devices: int) -> dict[str, Any]:
+    """``all:`` fan-out to ``devices`` solo workers, ``times`` per round and side."""
+    found: dict[str, dict[str, list[float]]] = {name: {} for name in SIDES}
+    messages = devices
+    with local_fleet(devices, imports=("bench.tasks",)) as bed:
+        fleet = bed.inventory.select(None)
+        for round_ in range(rounds):
+            for name in _order(round_):
+                with SIDES[name](bed, fleet) as side:
+                    measures.warm_up(side)
+                    side.gather(side.fanout())  # the first opens this side's producer channels
+                    done = measures.fanout(side, times)
+                    messages = done.pop("messages")
+                    for key, values in done.items():
+                        found[name].setdefault(key, []).extend(values)
+    return {"devices": devices, "messages": messages, "rounds": rounds, "times": times,
+            **_compared(found)}
+
+
+def _order(round_: int) -> list[str]:
+    names = list(SIDES)
+    return names if round_ % 2 == 0 else names[::-1]
+
+
+def _memory(side: Side) -> dict[str, float]:
+    """The side's idle workers, per worker (the mean of its devices' process trees)."""
+    trees = [usage_mb(pid) for pid in side.pids]
+    return {key: statistics.mean(t[key] for t in trees) for key in ("rss_mb", "pss_mb")}
+
+
+def _add(into: dict[str, list[float]], values: dict[str, float]) -> None:
+    for key, value in values.items():
+        into.setdefault(key, []).append(value)
+
+
+def _compared(found: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """Per measure: each side's summary and the ratio CatDog / plain."""
+    out: dict[str, Any] = {}
+    for key in found["catdog"]:
+        mine, theirs = summary(found["catdog"][key]), summary(found["plain"].get(key, []))
+        out[key] = {"catdog": mine, "plain": theirs, "ratio": ratio(mine, theirs)}
+    return out

@@ -1,0 +1,41 @@
+"""Memory of a worker's process tree (its main process and pool children): RSS and PSS.
+
+PSS shares each page among the processes mapping it, so a prefork pool's copy-on-write pages
+count once; RSS counts them in every process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (by the parent pid in ``/proc/<pid>/stat``)."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def usage_mb(pid: int) -> dict[str, float]:
+    """RSS and PSS of ``pid``'s tree in MB (``/proc/<pid>/smaps_rollup``), and its size."""
+    totals = {"rss_mb": 0.0, "pss_mb": 0.0}
+    processes = tree(pid)
+    for member in processes:
+        with contextlib.suppress(OSError):
+            for line in (PROC / str(member) / "smaps_rollup").read_text().splitlines():
+                field, _, rest = line.partition(":")
+                if field in ("Rss", "Pss"):
+                    totals[f"{field.lower()}_mb"] += int(rest.split()[0]) / 1024
+    return {**{k: round(v, 1) for k, v in totals.items()}, "processes": len(processes)}
