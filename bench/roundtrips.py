@@ -37,7 +37,7 @@ def counting() -> Iterator[Trips]:
             trips.writes += 1
         return original(self, packed, *args, **kwargs)
 
-    AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
+    AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign,assignment]
     try:
         yield trips
     finally:

@@ -59,15 +59,34 @@ def isolated(benchmark: Callable[..., dict[str, Any]], *args: Any) -> dict[str, 
         return pool.submit(benchmark, *args).result()
 
 
-def main(argv: list[str] | None = None) -> int:
+#: worker profiles compared: the Pi Zero one (solo, one process) and the default (prefork -c2)
+PROFILES = {"solo": ("solo", 1), "prefork": ("prefork", 2)}
+COMPARED = ("throughput", "latency", "memory")
+CHOICES = ["compare", *COMPARED, "fanout", "killswitch", "launch", "status"]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (about a minute)")
-    parser.add_argument("--only", choices=["launch", "status"], help="run one benchmark")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and tasks (a minute "
+                                                              "or two)")
+    parser.add_argument("--only", choices=CHOICES, help="run one benchmark (throughput, latency "
+                                                         "and memory are measured together)")
     parser.add_argument("--rounds", type=int, help="rounds per benchmark (default 5, quick 2)")
-    parser.add_argument("--devices", type=int, default=8, help="the fleet size to compare with 1")
+    parser.add_argument("--devices", type=int, default=8, help="the fleet size to compare with 1, "
+                                                               "and to fan out to")
+    parser.add_argument("--tasks", type=int, help="tasks per throughput run (default 5000, "
+                                                  "quick 1000)")
+    parser.add_argument("--calls", type=int, help="sequential calls per latency run (default "
+                                                  "500, quick 200)")
+    parser.add_argument("--pools", default=",".join(PROFILES),
+                        help="worker profiles to compare (solo: the Pi Zero one; prefork -c2)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
-    args = parser.parse_args(argv)
-    from bench import launch, status
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from bench import compare, killswitch, launch, report, status
 
     results: dict[str, Any] = {}
     if args.output.exists():
@@ -75,14 +94,40 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = machine()
     results["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results["quick"] = args.quick
+    rounds = args.rounds or (2 if args.quick else 5)
+    wanted = {args.only} if args.only else set(CHOICES)
+    if wanted & set(COMPARED):
+        wanted.add("compare")
     failed = False
-    if args.only in (None, "launch"):
+    if "compare" in wanted or "fanout" in wanted:
+        print("\n".join(report.header(
+            f"CatDog / plain Celery ({rounds} rounds, sides alternating; same Redis and "
+            f"celeryconfig settings: JSON, acks_late, prefetch 1)")))
+    if "compare" in wanted:
+        tasks = args.tasks or (1000 if args.quick else 5000)
+        calls = args.calls or (200 if args.quick else 500)
+        for name in args.pools.split(","):
+            pool, concurrency = PROFILES[name]
+            print(f"compare {name}: starting fleets...", file=sys.stderr, flush=True)
+            found = results[f"compare_{name}"] = isolated(compare.run, pool, concurrency, rounds,
+                                                           tasks, calls)
+            print("\n".join(report.profile_rows(found, pi_zero=pool == "solo")), flush=True)
+    if "fanout" in wanted:
+        print("fanout: starting fleets...", file=sys.stderr, flush=True)
+        found = results["fanout"] = isolated(compare.run_fanout, rounds, 10 if args.quick else 30,
+                                             args.devices)
+        print("\n".join(report.fanout_rows(found)), flush=True)
+    if "killswitch" in wanted:
+        print("killswitch: starting a local fleet...", file=sys.stderr, flush=True)
+        found = results["killswitch"] = isolated(killswitch.run, rounds)
+        print("\n".join(report.killswitch_rows(found)), flush=True)
+        failed |= bool(found["failures"])
+    if "launch" in wanted:
         print("launch: starting fleets...", file=sys.stderr, flush=True)
-        rounds = args.rounds or (2 if args.quick else 5)
         results["launch"] = isolated(launch.run, rounds, args.devices)
         print("\n".join(line for line in launch_table(results["launch"]) if line))
         failed |= bool(results["launch"]["failures"])
-    if args.only in (None, "status"):
+    if "status" in wanted:
         print("status: starting a local fleet...", file=sys.stderr, flush=True)
         found = results["status"] = isolated(status.run, 50 if args.quick else 200, args.devices)
         print(f"fab status for {found['devices']} live devices, in the process: median "

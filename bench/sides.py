@@ -138,10 +138,8 @@ def _await_pings(app: Celery, nodes: list[str], procs: Sequence[subprocess.Popen
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # pool children left behind, if any
     proc.wait()
