@@ -25,25 +25,28 @@ from catdog.inventory import Device
 PAIR = 2
 #: how long a freshly started worker idles before its memory is read
 IDLE_S = 2.0
-SIDES: dict[str, Callable[[Bed, list[Device]], AbstractContextManager[Side]]] = {
+SIDES: dict[str, Callable[[Bed, list[Device], str | None], AbstractContextManager[Side]]] = {
     "catdog": catdog_side, "plain": plain_side}
 
 
-def run(pool: str, concurrency: int, rounds: int, tasks: int, calls: int) -> dict[str, Any]:
-    """Throughput, latency and idle memory for one worker profile (pool and concurrency)."""
+def run(pool: str, concurrency: int, rounds: int, tasks: int, calls: int,
+        loglevel: str | None = None) -> dict[str, Any]:
+    """Throughput, latency and idle memory for one worker profile (pool and concurrency);
+    ``loglevel``: both sides' workers log at it (default: each side's own default)."""
     found: dict[str, dict[str, list[float]]] = {name: {} for name in SIDES}
     with local_fleet(PAIR, pool=pool, concurrency=concurrency, imports=("bench.tasks",)) as bed:
         devices = bed.inventory.select(None)
         for round_ in range(rounds):
             for name in _order(round_):
-                with SIDES[name](bed, devices) as side:
+                with SIDES[name](bed, devices, loglevel) as side:
                     time.sleep(IDLE_S)
                     _add(found[name], _memory(side))
                     measures.warm_up(side)
                     _add(found[name], measures.latency_ms(side, calls))
                     _add(found[name], {"tasks_per_s": measures.throughput(side, tasks)})
     return {"pool": pool, "concurrency": concurrency, "devices": PAIR, "rounds": rounds,
-            "tasks": tasks, "calls": calls, **_compared(found)}
+            "tasks": tasks, "calls": calls, "loglevel": loglevel or "default (CatDog INFO, "
+            "plain WARNING)", **_compared(found)}
 
 
 def run_fanout(rounds: int, times: int, devices: int) -> dict[str, Any]:
@@ -54,7 +57,7 @@ def run_fanout(rounds: int, times: int, devices: int) -> dict[str, Any]:
         fleet = bed.inventory.select(None)
         for round_ in range(rounds):
             for name in _order(round_):
-                with SIDES[name](bed, fleet) as side:
+                with SIDES[name](bed, fleet, None) as side:
                     measures.warm_up(side)
                     side.gather(side.fanout())  # the first opens this side's producer channels
                     done = measures.fanout(side, times)

@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                                                   "500, quick 200)")
     parser.add_argument("--pools", default=",".join(PROFILES),
                         help="worker profiles to compare (solo: the Pi Zero one; prefork -c2)")
+    parser.add_argument("--loglevel", help="both sides' workers log at this level (default: "
+                                           "each side's own: CatDog INFO, plain Celery WARNING)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
     return parser
 
@@ -109,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.pools.split(","):
             pool, concurrency = PROFILES[name]
             print(f"compare {name}: starting fleets...", file=sys.stderr, flush=True)
-            found = results[f"compare_{name}"] = isolated(compare.run, pool, concurrency, rounds,
-                                                           tasks, calls)
+            key = f"compare_{name}" + (f"_{args.loglevel.lower()}" if args.loglevel else "")
+            found = results[key] = isolated(compare.run, pool, concurrency, rounds, tasks, calls,
+                                            args.loglevel)
             print("\n".join(report.profile_rows(found, pi_zero=pool == "solo")), flush=True)
     if "fanout" in wanted:
         print("fanout: starting fleets...", file=sys.stderr, flush=True)

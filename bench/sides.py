@@ -75,15 +75,24 @@ class PlainSide(Side):
 
 
 @contextlib.contextmanager
-def catdog_side(bed: Bed, devices: Sequence[Device]) -> Iterator[Side]:
-    """The CatDog fleet: ``fab launch`` of ``devices``, ``fab stop --force`` after."""
+def catdog_side(bed: Bed, devices: Sequence[Device], loglevel: str | None = None
+                ) -> Iterator[Side]:
+    """The CatDog fleet: ``fab launch`` of ``devices``, ``fab stop --force`` after.
+
+    ``loglevel`` (an experiment) starts the workers at that level instead of ``fab launch``'s.
+    """
     from catdog import app
     from ops.launch import Launcher
     from ops.results import READY
     from ops.stop import Stopper
 
+    launcher = Launcher(bed.inventory, bed.broker_url, timeout=READY_TIMEOUT_S)
+    if loglevel:
+        command = launcher._command
+        launcher._command = lambda session: [  # type: ignore[method-assign]
+            *command(session), "--loglevel", loglevel]
     try:
-        launched = Launcher(bed.inventory, bed.broker_url, timeout=READY_TIMEOUT_S).launch(devices)
+        launched = launcher.launch(devices)
         failed = [f"{r.device}: {r.reason}" for r in launched if r.state != READY]
         if failed:
             raise RuntimeError("CatDog workers did not start: " + "; ".join(failed))
@@ -96,9 +105,11 @@ def catdog_side(bed: Bed, devices: Sequence[Device]) -> Iterator[Side]:
 
 
 @contextlib.contextmanager
-def plain_side(bed: Bed, devices: Sequence[Device]) -> Iterator[Side]:
-    """Plain Celery workers on the same devices' pool settings, stopped cleanly after (warm
-    shutdown, then SIGKILL of the process group)."""
+def plain_side(bed: Bed, devices: Sequence[Device], loglevel: str | None = None
+               ) -> Iterator[Side]:
+    """Plain Celery workers on the same devices' pool settings, logging at ``loglevel``
+    (default: WARNING, ``celery worker``'s own), stopped cleanly after (warm shutdown, then
+    SIGKILL of the process group)."""
     from bench.plain import BROKER_ENV, SHARED_QUEUE, app, device_queue
 
     os.environ[BROKER_ENV] = bed.broker_url
@@ -110,7 +121,7 @@ def plain_side(bed: Bed, devices: Sequence[Device]) -> Iterator[Side]:
             for device, node in zip(devices, nodes, strict=True):
                 argv = [sys.executable, "-m", "celery", "-A", "bench.plain", "worker", "-n", node,
                         "-Q", f"{device_queue(device.name)},{SHARED_QUEUE}", "-P", device.pool,
-                        "-c", str(device.concurrency), "-l", "WARNING",
+                        "-c", str(device.concurrency), "-l", loglevel or "WARNING",
                         "--without-gossip", "--without-mingle"]
                 procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log,
                                               stdin=subprocess.DEVNULL, start_new_session=True))

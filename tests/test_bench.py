@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 def test_launch_benchmark_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "-m", "bench", "--rounds", "1", "--devices", "2",
-                           "--quick", "--output", str(out)], cwd=ROOT, env=_env(), capture_output=True,
+                           "--quick", "--tasks", "40", "--calls", "10", "--pools", "solo",
+                           "--output", str(out)], cwd=ROOT, env=_env(), capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     found = json.loads(out.read_text())["launch"]
@@ -38,6 +39,28 @@ def test_launch_benchmark_runs_and_reports(tmp_path: Path) -> None:
     timed = json.loads(out.read_text())["status"]
     assert timed["failures"] == [] and timed["states"] == ["idle"] and timed["samples"] == 50
     assert "fab status for 2 live devices" in done.stdout
+    _check_comparison(json.loads(out.read_text()), done.stdout)
+
+
+def _check_comparison(found: dict, table: str) -> None:
+    """Both sides measured once, every ratio reported; the fan-out's messages left in one round
+    trip (a count, not a timing); the kill switch held tasks back and let them go."""
+    solo = found["compare_solo"]
+    assert (solo["pool"], solo["concurrency"], solo["tasks"], solo["calls"]) == ("solo", 1, 40, 10)
+    for key in ("tasks_per_s", "p50", "p95", "p99", "rss_mb", "pss_mb"):
+        assert solo[key]["catdog"]["n"] == solo[key]["plain"]["n"] == 1, key
+        assert solo[key]["ratio"] > 0, key
+    fanout = found["fanout"]
+    assert fanout["devices"] == fanout["messages"] == 2
+    assert fanout["writes"]["catdog"]["median"] == 1
+    assert fanout["writes"]["plain"]["median"] == 2  # one LPUSH per apply_async
+    assert fanout["total_ms"]["ratio"] > 0
+    switch = found["killswitch"]
+    assert switch["failures"] == [] and switch["on_to_last_start_s"]["n"] == 1
+    assert switch["off_to_first_start_s"]["n"] == 1
+    for label in ("throughput (tasks/s) solo -c1", "fan-out to 2: broker round trips",
+                  "--off returned -> first start"):
+        assert label in table
 
 
 def test_bench_cli_writes_results(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -61,3 +84,17 @@ def test_bench_cli_writes_results(tmp_path: Path, capsys, monkeypatch) -> None:
     assert written["machine"]["cores"]
     ratio = next(ln for ln in capsys.readouterr().out.splitlines() if "ratio 8/1" in ln)
     assert ratio.split()[2:4] == ["2.00", "(goal"]
+
+
+def test_comparison_rows_show_ratios_and_goals() -> None:
+    from bench.report import profile_rows
+
+    def entry(mine: float, theirs: float) -> dict:
+        return {"catdog": {"median": mine, "min": mine, "max": mine, "n": 1},
+                "plain": {"median": theirs, "min": theirs, "max": theirs, "n": 1},
+                "ratio": round(mine / theirs, 3)}
+
+    rows = profile_rows({"pool": "solo", "concurrency": 1, "tasks_per_s": entry(90, 100),
+                         "p50": entry(1.0, 2.0), "rss_mb": entry(61, 57)}, pi_zero=True)
+    assert [r.split()[-1] for r in rows] == ["MISSED", "met", "MISSED"]
+    assert "0.90" in rows[0] and "0.50" in rows[1] and "CatDog <= 60 MB" in rows[2]
