@@ -1,0 +1,59 @@
+"""Counting what a break did: tasks sent, completed, run twice, lost.
+
+Every chaos test sends probe tasks (``tests/probe.py``: each start is recorded in Redis with the
+device it ran on), breaks something real, and settles the books with :func:`settle`. The counts
+are printed and appended to ``artifacts/chaos.jsonl`` for the note.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.probe import starts
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+@dataclass
+class Tally:
+    test: str
+    sent: int
+    completed: int
+    duplicates: int
+    lost: int
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        extra = "".join(f", {k} {v}" for k, v in self.notes.items())
+        return (f"{self.test}: sent {self.sent}, completed {self.completed}, "
+                f"duplicates {self.duplicates}, lost {self.lost}{extra}")
+
+
+def settle(test: str, results: dict[int, Any], client: redis.Redis, module: str,
+           timeout: float, **notes: Any) -> Tally:
+    """Wait up to ``timeout`` seconds for every result; count the tasks that never completed
+    (lost) and the extra starts (duplicates)."""
+    deadline = time.monotonic() + timeout
+    completed = 0
+    for n, result in results.items():
+        try:
+            assert result.get(timeout=max(0.1, deadline - time.monotonic())) == n
+        except Exception:  # a task that did not complete (failed or timed out) is counted lost
+            continue
+        completed += 1
+    runs = collections.Counter(n for n, _, _ in starts(client, module))
+    tally = Tally(test, len(results), completed,
+                  sum(c - 1 for n, c in runs.items() if n in results and c > 1),
+                  len(results) - completed, notes)
+    print(tally)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / "chaos.jsonl").open("a") as f:
+        f.write(json.dumps(asdict(tally)) + "\n")
+    return tally
