@@ -2,7 +2,7 @@
 
 Every chaos test sends probe tasks (``tests/probe.py``: each start is recorded in Redis with the
 device it ran on), breaks something real, and settles the books with :func:`settle`. The counts
-are printed and appended to ``artifacts/chaos.jsonl`` for the note.
+are printed and appended to ``artifacts/chaos.jsonl`` for the note (:meth:`Tally.report`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ class Tally:
     lost: int
     notes: dict[str, Any] = field(default_factory=dict)
 
+    def report(self) -> Tally:
+        print(self)
+        ARTIFACTS.mkdir(exist_ok=True)
+        with (ARTIFACTS / "chaos.jsonl").open("a") as f:
+            f.write(json.dumps(asdict(self)) + "\n")
+        return self
+
     def __str__(self) -> str:
         extra = "".join(f", {k} {v}" for k, v in self.notes.items())
         return (f"{self.test}: sent {self.sent}, completed {self.completed}, "
@@ -49,11 +56,6 @@ def settle(test: str, results: dict[int, Any], client: redis.Redis, module: str,
             continue
         completed += 1
     runs = collections.Counter(n for n, _, _ in starts(client, module))
-    tally = Tally(test, len(results), completed,
-                  sum(c - 1 for n, c in runs.items() if n in results and c > 1),
-                  len(results) - completed, notes)
-    print(tally)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with (ARTIFACTS / "chaos.jsonl").open("a") as f:
-        f.write(json.dumps(asdict(tally)) + "\n")
-    return tally
+    return Tally(test, len(results), completed,
+                 sum(c - 1 for n, c in runs.items() if n in results and c > 1),
+                 len(results) - completed, notes)

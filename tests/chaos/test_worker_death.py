@@ -63,7 +63,7 @@ def test_a_power_cut_mid_task_reruns_its_tasks_elsewhere_and_loses_none(
 
     assert [r.state for r in fleet.launch(["pa"])] == [READY]  # pa is back: its queue drains
     tally = settle("worker power cut", results, redis_client, module, timeout=LONG_TASK_S + 60,
-                   rerun_after_s=round(max(t for _, t, _ in rerun) - cut_at, 1))
+                   rerun_after_s=round(max(t for _, t, _ in rerun) - cut_at, 1)).report()
     assert tally.lost == 0 and tally.completed == tally.sent == 23
     assert tally.duplicates == len(running_on_pa)  # exactly the two cut off mid-run
     assert [n for n, _, _ in starts(redis_client, module)].count(0) == 1  # the long task: once
