@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,45 +22,14 @@ import redis
 import yaml
 
 from ops.embedded_redis import EmbeddedRedis
-from tests.conftest import ROOT, device_spec
+from tests.conftest import device_spec
 from tests.probe import write_probe
-from tests.test_cli import _env, fab
+from tests.test_cli import fab
 
 from .ledger import Tally
+from .producer import produce
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
-
-PRODUCER = """
-import importlib, json, sys
-from catdog import use_inventory
-inventory, module, action = sys.argv[1:4]
-use_inventory(inventory)
-sys.path.insert(0, str(__import__("pathlib").Path(inventory).parent))
-record = importlib.import_module(module).record
-if action == "send":
-    device, first, count, seconds = sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
-    print(json.dumps({n: record.on(device).delay(n, seconds).id
-                      for n in range(first, first + count)}))
-else:
-    from catdog import app
-    sent = json.loads(sys.stdin.read())
-    done = {}
-    for n, task_id in sent.items():
-        try:
-            done[n] = app.AsyncResult(task_id).get(timeout=90) == int(n)
-        except Exception:
-            done[n] = False
-    print(json.dumps(done))
-"""
-
-
-def produce(inventory: Path, *args: str, stdin: str = "") -> dict:
-    done = subprocess.run([sys.executable, "-c", PRODUCER, str(inventory), *args], cwd=ROOT,
-                          env=_env(), input=stdin, capture_output=True, text=True, timeout=240,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
 
 @pytest.fixture
 def inventory(tmp_path: Path):
