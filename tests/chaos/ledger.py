@@ -43,6 +43,19 @@ class Tally:
                 f"duplicates {self.duplicates}, lost {self.lost}{extra}")
 
 
+def tally_of(test: str, done: dict[str, Any], runs: list[tuple[int, float, str]],
+             **notes: Any) -> Tally:
+    """The books from a producer's ``get`` (number -> True, or what happened instead) and the
+    recorded starts."""
+    runs_of = collections.Counter(n for n, _, _ in runs)
+    completed = sum(v is True for v in done.values())
+    failed = {n: v for n, v in done.items() if v is not True}
+    if failed:
+        notes["not_completed"] = dict(list(failed.items())[:3])
+    return Tally(test, len(done), completed, sum(c - 1 for c in runs_of.values() if c > 1),
+                 len(done) - completed, notes)
+
+
 def settle(test: str, results: dict[int, Any], client: redis.Redis, module: str,
            timeout: float, **notes: Any) -> Tally:
     """Wait up to ``timeout`` seconds for every result; count the tasks that never completed

@@ -1,5 +1,6 @@
 """The producer of the chaos tests, run as a user's script: ``send`` probe tasks to a target
-and print their ids by number; ``get`` their results (True where a task returned its number)."""
+and print their ids by number; ``get`` their results (True where a task returned its number,
+else what happened instead)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ else:
     done = {}
     for n, task_id in sent.items():
         try:
-            done[n] = app.AsyncResult(task_id).get(timeout=90) == int(n)
-        except Exception:
-            done[n] = False
+            value = app.AsyncResult(task_id).get(timeout=90)
+            done[n] = True if value == int(n) else f"returned {value!r}"
+        except Exception as exc:
+            done[n] = f"{type(exc).__name__}: {exc}"
     print(json.dumps(done))
 """
 

@@ -26,7 +26,7 @@ from tests.conftest import device_spec
 from tests.probe import write_probe
 from tests.test_cli import fab
 
-from .ledger import Tally
+from .ledger import tally_of
 from .producer import produce
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
@@ -67,14 +67,10 @@ def test_a_killed_embedded_redis_loses_no_task_and_workers_come_back(inventory) 
 
     done = produce(path, module, "get", stdin=json.dumps(sent))
     client = redis.Redis.from_url(EmbeddedRedis(state).url)
-    runs = [raw.decode().split() for raw in client.lrange(f"{module}:starts", 0, -1)]
-    counts: dict[int, int] = {}
-    for n, _, _ in runs:
-        counts[int(n)] = counts.get(int(n), 0) + 1
-    tally = Tally("embedded Redis SIGKILL", len(sent), sum(done.values()),
-                  sum(c - 1 for c in counts.values() if c > 1),
-                  len(sent) - sum(done.values()),
-                  {"back_after_s": round(min(float(t) for _, t, _ in runs if float(t) > killed_at)
-                                         - killed_at, 1)}).report()
+    runs = [(int(n), float(t), d) for n, t, d in
+            (raw.decode().split() for raw in client.lrange(f"{module}:starts", 0, -1))]
+    tally = tally_of("embedded Redis SIGKILL", done, runs,
+                     back_after_s=round(min(t for _, t, _ in runs if t > killed_at) - killed_at,
+                                        1)).report()
     assert tally.lost == 0 and tally.completed == tally.sent == 33
-    assert {int(n) for n, _, d in runs if d == "probe"} == set(range(20))
+    assert {n for n, _, d in runs if d == "probe"} == set(range(20))

@@ -24,7 +24,7 @@ from tests.probe import starts, write_probe
 from .breaks import power_cut
 from .ledger import settle
 
-pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(420)]
 
 REDELIVERY_BOUND_S = 300  # the contract: "within 5 minutes by default"
 LONG_TASK_S = 75  # longer than the visibility timeout (60 s)
