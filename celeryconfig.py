@@ -17,18 +17,20 @@ task_reject_on_worker_lost = True
 # An idle device pulls work first: each worker process reserves one message at a time.
 worker_prefetch_multiplier = 1
 
-# Redis re-delivers a message that was taken but not acknowledged after the visibility timeout.
-# 300 s is the "within 5 minutes" of the at-least-once guarantee: a task whose worker died runs
-# again at most 5 minutes later. A task that runs longer than this may be delivered a second time
-# while still running, so keep tasks shorter or raise this (and accept a slower recovery).
+# Redis re-delivers a message that was taken but not acknowledged once it has gone
+# `visibility_timeout` seconds without its worker renewing it. A live worker renews what it holds
+# with every heartbeat (workers/leases.py), so a task may run as long as it needs; a message whose
+# worker died (SIGKILL, power cut) goes back on its queue 60 s after the worker's last heartbeat,
+# found by the sweep every worker makes every `unacked_restore_interval` seconds. A worker cut off
+# from Redis for longer than 60 s may see its running task delivered again elsewhere: at least once.
 #
 # Priorities: 0 runs first, 9 last; a task sent without one gets 5. On Redis each queue is one
 # list per priority level, and a worker pops the lists of all its queues in priority order, so a
 # priority-0 task on a capability queue goes before a priority-5 task on the device's own queue.
-broker_transport_options = {"visibility_timeout": 300, "priority_steps": list(range(10)),
+broker_transport_options = {"visibility_timeout": 60, "unacked_restore_interval": 5,
+                            "unacked_restore_throttle": 1, "priority_steps": list(range(10)),
                             "sep": ":", "queue_order_strategy": "priority"}
 task_default_priority = 5
-result_backend_transport_options = {"visibility_timeout": 300}
 
 # Results stay in Redis for a day, then expire.
 result_expires = 24 * 3600

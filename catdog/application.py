@@ -26,6 +26,7 @@ def fleet_settings() -> dict[str, Any]:
         "task_routes": ("catdog.task:route_task",),
         "task_default_queue": ANY_QUEUE,
     }
+    settings.update(broker.tls_settings(url))
     if inventory.timezone:
         settings["timezone"] = inventory.timezone
     return settings

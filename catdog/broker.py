@@ -7,13 +7,15 @@ the ``coordinator`` extra); workers are handed the URL by the launcher and never
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from catdog.errors import BrokerError
 from catdog.inventory import BROKER_ENV, Inventory
-from catdog.loader import NEEDS_BROKER, check_broker_url
+from catdog.loader import NEEDS_BROKER, TLS_FILES, check_broker_url, tls_verified
 
 PORT_FILE = "redis.port"
 PASSWORD_FILE = "redis.password"
@@ -41,6 +43,20 @@ def resolve(inventory: Inventory, *, start_embedded: bool,
 
         return EmbeddedRedis(inventory.state_dir).ensure_running()
     return embedded_url(inventory.state_dir)
+
+
+def tls_settings(url: str) -> dict[str, Any]:
+    """Celery settings for a ``rediss://`` broker: the server's certificate is checked (against
+    ``?ssl_ca_certs=PATH``, else the system's CAs). Without them kombu would connect to a
+    ``rediss://`` broker without checking its certificate at all."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "rediss":
+        return {}
+    query = dict(parse_qsl(parts.query))
+    options: dict[str, Any] = {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if tls_verified(parts.query) else ssl.CERT_NONE}
+    options.update({key: query[key] for key in TLS_FILES if key in query})
+    return {"broker_use_ssl": options, "redis_backend_use_ssl": dict(options)}
 
 
 def embedded_url(state_dir: Path) -> str:

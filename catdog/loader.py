@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -124,11 +124,38 @@ def check_broker_url(url: str, insecure: bool) -> str | None:
         return f"expected {WHAT_BROKER}, got " + (f"scheme {scheme!r}" if scheme else "no scheme")
     if not host:
         return f"expected {WHAT_BROKER} with a host, like redis://:PASSWORD@HOST:6379/0"
-    if scheme == "rediss" or parts.password or insecure or _is_loopback(host):
+    problem = check_tls_options(parts.query) if scheme == "rediss" else None
+    if problem:
+        return problem
+    if (scheme == "rediss" and tls_verified(parts.query)) or parts.password or insecure \
+            or _is_loopback(host):
         return None
+    if scheme == "rediss":
+        return (f"the broker host {host} is not loopback and ssl_cert_reqs turns off the check "
+                f"of its certificate: give its CA with ?ssl_ca_certs=PATH instead, or a "
+                f"password, or set `insecure: true`")
     return (f"the broker host {host} is not loopback, so it needs a password "
             f"(redis://:PASSWORD@{host}:6379/0) or TLS (rediss://...); "
             "or set `insecure: true` to allow a broker without either")
+
+
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def check_tls_options(query: str) -> str | None:
+    """Why the TLS options of a ``rediss://`` URL's query cannot work, or None."""
+    for key, value in parse_qsl(query):
+        if key in TLS_FILES and not Path(value).is_file():
+            return (f"{key}={value}: no such file (the same path must hold it on the "
+                    f"coordinator and on every device)")
+    return None
+
+
+def tls_verified(query: str) -> bool:
+    """Whether a ``rediss://`` URL checks the server's certificate (the default; only
+    ``ssl_cert_reqs=none`` or ``optional`` turn that off)."""
+    reqs = dict(parse_qsl(query)).get("ssl_cert_reqs", "required")
+    return reqs.lower() in ("required", "cert_required")
 
 
 def _is_loopback(host: str) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from catdog.errors import NoRoute
 from catdog.inventory import Device, Inventory
@@ -72,6 +73,15 @@ def plan(inventory: Inventory, requires: Iterable[str] = (), target: Target | st
         needed |= {target.name}
     devices = _devices_having(inventory, needed, f"no device has {_names(needed)} (target {target})")
     return Route(tuple(device_queue(d.name) for d in devices), group=True)
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists of ``queue``: kombu keeps one per priority step (celeryconfig.py)."""
+    import celeryconfig
+
+    options = celeryconfig.broker_transport_options
+    sep, steps = str(options["sep"]), cast(list[int], options["priority_steps"])
+    return [queue] + [f"{queue}{sep}{p}" for p in steps if p]
 
 
 def worker_queues(device: Device, declared: Iterable[Iterable[str]] = ()) -> list[str]:

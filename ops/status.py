@@ -10,26 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from catdog.inventory import Device, Inventory
 from catdog.records import OFFLINE_AFTER_S, Heartbeat, heartbeat_key
-from catdog.routing import device_queue
+from catdog.routing import device_queue, queue_keys
 from ops.session import session_name
 from ops.tmux import Pane, Tmux
 
 OFFLINE, IDLE, BUSY, PAUSED = "offline", "idle", "busy", "paused"
-def queue_keys(queue: str) -> list[str]:
-    """The Redis lists of ``queue``: kombu keeps one per priority step (celeryconfig.py)."""
-    import celeryconfig
-
-    options = celeryconfig.broker_transport_options
-    sep, steps = str(options["sep"]), cast(list[int], options["priority_steps"])
-    return [queue] + [f"{queue}{sep}{p}" for p in steps if p]
-
-
 def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis,
            now: float | None = None) -> list[dict[str, Any]]:
     now = time.time() if now is None else now

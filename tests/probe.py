@@ -22,8 +22,15 @@ _client = None
 
 def _note(n):
     global _client
-    _client = _client or redis.Redis.from_url(os.environ["CATDOG_BROKER_URL"])
-    _client.rpush("{module}:starts", f"{{n}} {{time.time()}} {{fleet.device.name}}")
+    for attempt in (1, 2):  # a connection left dead by a long network cut: once more, anew
+        _client = _client or redis.Redis.from_url(os.environ["CATDOG_BROKER_URL"])
+        try:
+            _client.rpush("{module}:starts", f"{{n}} {{time.time()}} {{fleet.device.name}}")
+            return
+        except redis.ConnectionError:
+            _client = None
+            if attempt == 2:
+                raise
 
 
 @app.task(name="{module}.record")

@@ -9,10 +9,9 @@ import uuid
 import pytest
 
 from catdog import TooLarge
-from catdog.routing import ANY_QUEUE
+from catdog.routing import ANY_QUEUE, queue_keys
 from catdog.task import MAX_ARGS_BYTES
 from ops.results import READY
-from ops.status import queue_keys
 from tasks import run_on
 
 from .conftest import device_spec

@@ -12,9 +12,8 @@ import redis
 
 from catdog import UsageError
 from catdog.deferral import DEFERRED_KEY
-from catdog.routing import ANY_QUEUE
+from catdog.routing import ANY_QUEUE, queue_keys
 from ops.results import READY
-from ops.status import queue_keys
 
 from .conftest import device_spec
 from .probe import starts, write_probe

@@ -19,10 +19,10 @@ import redis
 
 from catdog import killswitch
 from catdog.records import KILLSWITCH_KEY
-from catdog.routing import ANY_QUEUE
+from catdog.routing import ANY_QUEUE, queue_keys
 from ops import api
 from ops.results import READY
-from ops.status import queue_keys, status
+from ops.status import status
 
 from .conftest import FleetUnderTest, device_spec
 from .probe import starts, write_probe

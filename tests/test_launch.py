@@ -177,7 +177,7 @@ def test_app_is_the_configured_celery_app(make_fleet) -> None:
     assert app.conf.accept_content == ["json"]
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
     assert app.conf.worker_prefetch_multiplier == 1
-    assert app.conf.broker_transport_options["visibility_timeout"] == 300
+    assert app.conf.broker_transport_options["visibility_timeout"] == 60
     assert app.conf.result_expires == 86400
     assert os.environ.get("CATDOG_BROKER_URL", "").startswith("redis://")
 

@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"catdog worker: {exc}", file=sys.stderr)
         return exit_status(exc)
     state_dir = Path(args.state_dir) if args.state_dir else Path.cwd() / ".catdog"
-    return run(device, fleet.inventory, loglevel=args.loglevel, state_dir=state_dir)
+    return run(device, fleet.inventory, loglevel=args.loglevel, state_dir=state_dir,
+               argv=list(sys.argv[1:] if argv is None else argv))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,7 +99,7 @@ def declared_requirements() -> list[tuple[str, ...]]:
 
 
 def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
-        state_dir: Path | None = None) -> int:
+        state_dir: Path | None = None, argv: list[str] | None = None) -> int:
     from celery import signals
 
     from catdog import app
@@ -107,15 +108,18 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     from workers.metrics import recorder
     from workers.metrics import register_control_command as register_metrics_command
     from workers.telemetry import Telemetry
+    from workers.watchdog import watchdog
 
     queues = worker_queues(device, declared_requirements())
-    telemetry = Telemetry(device.name, app.conf.broker_url, queues)
+    telemetry = Telemetry(device.name, app.conf.broker_url, queues, argv)
     register_control_command()
     register_metrics_command()
     gate.install(telemetry.redis, inventory)
     recorder.install(device.name, (state_dir or Path.cwd() / ".catdog") / "metrics")
     signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender), weak=False)
     signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
+    for taken in (signals.task_received, signals.task_unknown, signals.task_rejected):
+        taken.connect(watchdog.took, weak=False)
     app.worker_main(worker_argv(device, queues, loglevel))
     return 0
 

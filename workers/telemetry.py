@@ -26,10 +26,13 @@ from catdog.records import (
     heartbeat_key,
     ready_key,
 )
+from catdog.routing import queue_keys
 from workers import usage
 from workers.gate import gate
 from workers.killswitch import switch
+from workers.leases import leases
 from workers.metrics import recorder
+from workers.watchdog import restart_in_place, watchdog
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +72,21 @@ ANNOUNCE_AFTER_TICK_S = 0.005
 
 
 class Telemetry:
-    """Pushes the ready record and keeps the heartbeat fresh from a daemon thread."""
+    """Pushes the ready record, then from a daemon thread keeps the heartbeat fresh, renews the
+    worker's hold on its messages (:mod:`workers.leases`) and watches that it still consumes
+    (:mod:`workers.watchdog`)."""
 
-    def __init__(self, device: str, broker_url: str, queues: list[str]) -> None:
+    def __init__(self, device: str, broker_url: str, queues: list[str],
+                 argv: list[str] | None = None) -> None:
         self.device = device
         self.queues = queues
+        self.queue_keys = [key for q in queues for key in queue_keys(q)]
+        self.argv = argv or ["--device", device]
         self.redis = redis.Redis.from_url(broker_url, socket_timeout=5, health_check_interval=30)
         self.nodename = ""
         self.started = time.time()
         self.hub: Any = None
+        self.consumer: Any = None
         self._stop = threading.Event()
         self._wake = threading.Event()
 
@@ -92,6 +101,8 @@ class Telemetry:
         that tick.
         """
         self.hub = getattr(consumer, "hub", None)
+        self.consumer = consumer
+        leases.attach(consumer)
         switch.attach(consumer, self.queues)
         switch.on_change = self._wake.set
         recorded = Switch.loads(self.redis.get(KILLSWITCH_KEY))
@@ -141,15 +152,30 @@ class Telemetry:
             if self._stop.is_set():
                 return
             try:
-                pipe = self.redis.pipeline()
+                pipe = self.redis.pipeline(transaction=False)
                 pipe.set(heartbeat_key(self.device), self.heartbeat().dumps(), ex=HEARTBEAT_TTL_S)
                 pipe.get(KILLSWITCH_KEY)
-                wanted = Switch.loads(pipe.execute()[-1])
+                for key in self.queue_keys:
+                    pipe.llen(key)
+                leases.renew(pipe)
+                replies = pipe.execute()
             except redis.RedisError as exc:  # the broker is down: keep trying
                 log.warning("heartbeat not recorded: %s", exc)
                 continue
+            wanted = Switch.loads(replies[1])
             if wanted.on != switch.engaged and self.hub is not None:
                 self.hub.call_soon(self._follow, wanted)  # a missed broadcast: catch up
+            backlog = sum(replies[2:2 + len(self.queue_keys)])
+            if watchdog.check(backlog, self._has_room(), switch.engaged):
+                restart_in_place(f"{backlog} task(s) waiting on {', '.join(self.queues)} but "
+                                 f"none taken for {watchdog.stuck_after:.0f} s while able to "
+                                 f"take one (connected but not consuming)", self.argv)
+
+    def _has_room(self) -> bool:
+        """Whether the worker may take another message (its prefetch allows it)."""
+        channel = getattr(getattr(self.consumer, "task_consumer", None), "channel", None)
+        qos = getattr(channel, "qos", None)
+        return bool(qos is not None and qos.can_consume())
 
     def _follow(self, wanted: Switch) -> None:
         """Bring the switch to ``wanted`` (in the event-loop thread), unless the worker already

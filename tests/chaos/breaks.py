@@ -1,0 +1,34 @@
+"""The breaks themselves: a power cut of one device's worker (its whole process tree at once)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+from ops.session import session_name
+from tests.conftest import FleetUnderTest
+
+
+def worker_pids(fleet: FleetUnderTest, device: str) -> list[int]:
+    """Every process of the device's worker: its tmux pane's process and all it started."""
+    shown = fleet.tmux("list-panes", "-t", session_name(device), "-F", "#{pane_pid}")
+    assert shown.returncode == 0, shown.stderr
+    session = os.getsid(int(shown.stdout.split()[0]))
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry.name)) == session:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def power_cut(fleet: FleetUnderTest, device: str) -> list[int]:
+    """SIGKILL the worker's whole process tree at once, as a power cut would."""
+    pids = worker_pids(fleet, device)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids

@@ -1,0 +1,80 @@
+"""Units of the watchdog's decision and of the lease renewal (on the session's real Redis).
+
+The real breaks (a killed worker, a worker that stops consuming) are in ``tests/chaos``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import redis
+
+from workers.leases import Leases
+from workers.watchdog import Watchdog, rerun_argv
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_watchdog_fires_once_after_a_backlog_waits_with_room_and_nothing_taken() -> None:
+    clock = Clock()
+    dog = Watchdog(stuck_after=30, clock=clock)
+    assert not dog.check(backlog=5, room=True, paused=False)
+    clock.now += 29
+    assert not dog.check(backlog=5, room=True, paused=False)
+    clock.now += 2
+    assert dog.check(backlog=5, room=True, paused=False)
+    clock.now += 60
+    assert not dog.check(backlog=5, room=True, paused=False)  # once: a restart is under way
+
+
+def test_watchdog_waits_while_work_flows_or_cannot_flow() -> None:
+    clock = Clock()
+    dog = Watchdog(stuck_after=30, clock=clock)
+    for _ in range(10):  # a long backlog drained steadily: takes keep coming
+        dog.check(backlog=50, room=True, paused=False)
+        clock.now += 10
+        dog.took()
+    assert not dog.check(backlog=50, room=True, paused=False)
+    for room, paused in ((False, False), (True, True)):  # busy, or paused by the kill switch
+        dog = Watchdog(stuck_after=30, clock=clock)
+        for _ in range(10):
+            clock.now += 10
+            assert not dog.check(backlog=5, room=room, paused=paused)
+    dog = Watchdog(stuck_after=30, clock=clock)
+    for backlog in (3, 0, 3, 0, 3, 0):  # an empty queue between checks restarts the count
+        clock.now += 20
+        assert not dog.check(backlog=backlog, room=True, paused=False)
+
+
+def test_a_restart_runs_the_same_worker_without_the_env_file() -> None:
+    assert rerun_argv(["--device", "pi", "--env-file", "/x/env", "--state-dir", "s"]) == [
+        "--device", "pi", "--state-dir", "s"]
+    assert rerun_argv(["--env-file=/x/env", "--device", "pi"]) == ["--device", "pi"]
+
+
+def fake_consumer(delivered: list[str], dirty: set[str]) -> SimpleNamespace:
+    qos = SimpleNamespace(_delivered=OrderedDict.fromkeys(delivered), _dirty=dirty)
+    channel = SimpleNamespace(qos=qos, unacked_index_key="unacked_index")
+    return SimpleNamespace(task_consumer=SimpleNamespace(channel=channel))
+
+
+def test_leases_renew_only_held_messages_still_indexed(redis_client: redis.Redis) -> None:
+    redis_client.delete("unacked_index")
+    redis_client.zadd("unacked_index", {"held": 10.0, "acked-meanwhile": 10.0, "other": 10.0})
+    leases = Leases()
+    assert leases.renew(redis_client.pipeline()) == 0  # not attached yet: nothing held
+    leases.attach(fake_consumer(["held", "acked-meanwhile", "gone"], {"acked-meanwhile"}))
+    assert leases.held() == ["held", "gone"]
+    pipe = redis_client.pipeline()
+    assert leases.renew(pipe, now=500.0) == 2
+    pipe.execute()
+    assert dict(redis_client.zrange("unacked_index", 0, -1, withscores=True)) == {
+        b"held": 500.0, b"acked-meanwhile": 10.0, b"other": 10.0}  # "gone" was not brought back
+    redis_client.delete("unacked_index")

@@ -1,0 +1,99 @@
+"""The watchdog: a worker that is connected but no longer consuming restarts itself.
+
+After a broker reconnect a Celery worker can keep its connection and its heartbeat and still never
+fetch again (celery/celery#8091, #10205): a process or port check cannot see it. The symptom the
+worker itself can see is plain: its queues have a backlog, it has room for more work, it is not
+paused by the kill switch, and it has taken nothing for :data:`STUCK_AFTER_S` seconds. A healthy
+worker with room takes a waiting message within milliseconds.
+
+The cure is the one an operator would apply: restart the worker, in place (same process id,
+same tmux pane, same arguments). The restart is warm, as Celery's own SIGHUP restart: running
+tasks finish first. Held messages are safe either way (late acks).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STUCK_AFTER_S = 30.0
+#: a warm restart that has not ended the worker after this long becomes an immediate one
+WARM_RESTART_GRACE_S = 120.0
+
+
+class Watchdog:
+    """Decides, from what each heartbeat sees, whether the worker is stuck."""
+
+    def __init__(self, stuck_after: float = STUCK_AFTER_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stuck_after = stuck_after
+        self.clock = clock
+        self.last_take = clock()
+        self.waiting_since: float | None = None  # a backlog seen with room to take it, since
+        self.fired = False
+
+    def took(self, **_: Any) -> None:
+        """A message reached the worker (a task, an unknown one or a rejected one)."""
+        self.last_take = self.clock()
+        self.waiting_since = None
+
+    def check(self, backlog: int, room: bool, paused: bool) -> bool:
+        """True once, when the worker has left a backlog untouched for ``stuck_after`` seconds
+        while able to take it."""
+        now = self.clock()
+        if backlog <= 0 or not room or paused:
+            self.waiting_since = None
+            return False
+        if self.waiting_since is None:
+            self.waiting_since = now
+        idle = now - max(self.waiting_since, self.last_take)
+        if idle < self.stuck_after or self.fired:
+            return False
+        self.fired = True
+        return True
+
+
+def restart_in_place(reason: str, argv: Sequence[str]) -> None:
+    """Warm-stop the worker, then run it again in this process (``python -m workers argv``)."""
+    from celery.worker import state
+
+    log.error("catdog watchdog: %s; restarting the worker", reason)
+    print(f"catdog watchdog: {reason}; restarting the worker", file=sys.stderr, flush=True)
+    atexit.register(_exec_again, list(argv))
+    state.should_stop = 0  # the consumer loop ends at its next tick: a warm shutdown
+    timer = threading.Timer(WARM_RESTART_GRACE_S, _exec_again, (list(argv),))
+    timer.daemon = True
+    timer.start()
+
+
+def rerun_argv(argv: Sequence[str]) -> list[str]:
+    """The worker's arguments for a restart: the env file was read once and its values are in
+    the environment the new image inherits (the file itself may be gone)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--env-file":
+            skip = True
+        elif not arg.startswith("--env-file="):
+            out.append(arg)
+    return out
+
+
+def _exec_again(argv: list[str]) -> None:
+    from celery import platforms
+
+    platforms.close_open_fds([sys.__stdin__, sys.__stdout__, sys.__stderr__])
+    os.execv(sys.executable, [sys.executable, "-m", "workers", *rerun_argv(argv)])
+
+
+watchdog = Watchdog()
