@@ -13,10 +13,14 @@ from pathlib import Path
 
 from catdog.errors import CatDogError
 from catdog.inventory import Device, Inventory, inventory_path
+from catdog.routing import Route, plan
+from catdog.targets import Target
 
 COORDINATOR = "coordinator"
 WORKER = "worker"
 DEVICE_ENV = "CATDOG_DEVICE"
+#: routes kept per process (a route per requirement set and target, so a fleet's worth)
+MAX_ROUTES = 4096
 
 
 class Fleet:
@@ -25,6 +29,7 @@ class Fleet:
     def __init__(self) -> None:
         self._path: Path | None = None
         self._inventory: Inventory | None = None
+        self._routes: dict[tuple[tuple[str, ...], Target | str | None], Route] = {}
         self._lock = threading.Lock()
         self.role = COORDINATOR
         self.device_name: str | None = None
@@ -34,11 +39,13 @@ class Fleet:
         with self._lock:
             self._path = inventory_path(path)
             self._inventory = None
+            self._routes = {}
 
     def use_loaded(self, inventory: Inventory) -> None:
         """Adopt an already loaded inventory (commands load it first to report errors)."""
         with self._lock:
             self._path, self._inventory = inventory.path, inventory
+            self._routes = {}
 
     @property
     def path(self) -> Path:
@@ -53,6 +60,17 @@ class Fleet:
                 self._inventory = load_inventory(self._path or inventory_path(None))
                 self._path = self._inventory.path
             return self._inventory
+
+    def route(self, requires: tuple[str, ...] = (), target: Target | str | None = None) -> Route:
+        """Where a call goes (:func:`catdog.routing.plan`), worked out once per requirement and
+        target: the inventory does not change under a process, and every send asks."""
+        key = (requires, target)
+        found = self._routes.get(key)
+        if found is None:
+            found = plan(self.inventory, requires, target)  # NoRoute is raised, never kept
+            if len(self._routes) < MAX_ROUTES:
+                self._routes[key] = found
+        return found
 
     def become_worker(self, device: str) -> None:
         """Mark this process as the worker of ``device`` (never starts an embedded Redis)."""

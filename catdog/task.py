@@ -17,7 +17,6 @@ from celery.canvas import Signature
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
 from catdog.records import SENT_HEADER
-from catdog.routing import plan
 from catdog.windows import Window
 
 WINDOW_CLOSE = ("finish", "stop")
@@ -37,18 +36,30 @@ def json_size(value: Any) -> int | None:
 
 class FanOut(group):
     """A group whose messages reach the broker together: one pipelined round trip for all of
-    them (kombu's publish batch) instead of one per device. Each member is still an ordinary
-    message on its device's queue; result subscriptions are as Celery makes them."""
+    them (kombu's publish batch) instead of one per device, and one result subscription per
+    member (Celery's group subscribes, unsubscribes and subscribes again for each). Each member
+    is still an ordinary message on its device's queue, and the result an ordinary GroupResult."""
 
     def apply_async(self, args: Any = None, kwargs: Any = None, add_to_parent: bool = True,
                     producer: Any = None, link: Any = None, link_error: Any = None,
                     **options: Any) -> Any:
-        if self.app.conf.task_always_eager:
+        app = self.app
+        if (app.conf.task_always_eager or link is not None or link_error is not None
+                or not self.tasks or options.get("chord")):  # Celery's own path and errors
             return super().apply_async(args, kwargs, add_to_parent, producer, link, link_error,
                                        **options)
-        with self.app.producer_or_acquire(producer) as producer, producer.batch():
-            return super().apply_async(args, kwargs, add_to_parent, producer, link, link_error,
-                                       **options)
+        options, group_id, root_id = self._freeze_gid(options)
+        # Freezing makes a result object per member; dropping one after its message is sent
+        # would unsubscribe from its result, so they are dropped here, before anything is sent.
+        members = [sig for sig, _, _ in self._prepared(self.tasks, [], group_id, root_id, app)]
+        with app.producer_or_acquire(producer) as producer, producer.batch():
+            results = [sig.apply_async(producer=producer, add_to_parent=False, args=args or (),
+                                       kwargs=kwargs, **options) for sig in members]
+        result = app.GroupResult(group_id, results)
+        parent = app.current_worker_task
+        if add_to_parent and parent:
+            parent.add_trail(result)
+        return result
 
 
 class FleetTask(Task):
@@ -71,7 +82,7 @@ class FleetTask(Task):
 
     def on(self, target: str) -> Signature:
         """A signature pinned to ``target``; for ``all`` and ``all:X`` a group, one per device."""
-        route = plan(fleet.inventory, self.requires, target)
+        route = fleet.route(tuple(self.requires), target)
         if route.group:
             return FanOut([self.signature(queue=q) for q in route.queues])
         return self.signature(queue=route.queue)
@@ -80,7 +91,7 @@ class FleetTask(Task):
                     kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
         self._check_controls(options.get("window"), options.get("limit"),
                              options.get("window_close"))
-        size = json_size([args or (), kwargs or {}])
+        size = json_size([args or (), kwargs or {}]) if args or kwargs else None
         if size is not None and size > MAX_ARGS_BYTES:
             raise TooLarge(f"task {self.name!r}: arguments of {size} bytes as JSON, over the "
                            f"{MAX_ARGS_BYTES}-byte limit; pass a path or URL to the data instead")
@@ -91,17 +102,21 @@ class FleetTask(Task):
         if self.target_arg and "queue" not in options:
             self._check_arguments(args, kwargs)
             target = args[0] if args else (kwargs or {}).get("target")
-            route = plan(fleet.inventory, self.requires, target)
+            route = fleet.route(tuple(self.requires), target)
             if route.group:
                 members = [self.signature(args, kwargs, queue=q, **options) for q in route.queues]
                 return FanOut(members).apply_async()
             options["queue"] = route.queue
+        elif "queue" not in options:  # what route_task would say, without asking the router
+            options["queue"] = fleet.route(tuple(self.requires)).queue
         return super().apply_async(args, kwargs, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task (in the worker); a result that is not JSON or is too large fails it with
         a clear error instead of failing later in the result backend."""
         result = super().__call__(*args, **kwargs)
+        if result is None:
+            return result
         size = json_size(result)
         if size is None:
             raise TypeError(f"task {self.name!r} returned a {type(result).__name__}, which is not "
@@ -141,4 +156,4 @@ def route_task(name: str, args: Any, kwargs: Any, options: Mapping[str, Any],
     if options.get("queue"):
         return None
     requires = getattr(task, "requires", ()) or ()
-    return {"queue": plan(fleet.inventory, requires, None).queue}
+    return {"queue": fleet.route(tuple(requires)).queue}

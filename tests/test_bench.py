@@ -54,6 +54,7 @@ def _check_comparison(found: dict, table: str) -> None:
     assert fanout["devices"] == fanout["messages"] == 2
     assert fanout["writes"]["catdog"]["median"] == 1
     assert fanout["writes"]["plain"]["median"] == 2  # one LPUSH per apply_async
+    assert fanout["subscriptions"]["catdog"]["median"] == 2  # one per member, as apply_async
     assert fanout["total_ms"]["ratio"] > 0
     switch = found["killswitch"]
     assert switch["failures"] == [] and switch["on_to_last_start_s"]["n"] == 1

@@ -112,3 +112,21 @@ def test_every_set_a_call_can_produce_is_consumed_only_by_devices_having_it() ->
 
 def test_capability_queue_names_are_order_independent() -> None:
     assert capability_queue(["b", "a"]) == capability_queue(["a", "b", "a"])
+
+
+def test_a_process_works_out_each_route_once_and_again_for_a_new_inventory() -> None:
+    from catdog.fleet import Fleet
+
+    fleet = Fleet()
+    fleet.use_loaded(INV)
+    first = fleet.route(("camera",))
+    assert fleet.route(("camera",)) is first  # every send asks: the answer is kept
+    assert first.queue == capability_queue(["camera"])
+    assert fleet.route((), "all:gpio").queues == (device_queue("pi4"), device_queue("zero"))
+    with pytest.raises(NoRoute):
+        fleet.route(("sonar",))
+    with pytest.raises(NoRoute):  # a refusal is never kept as a route
+        fleet.route(("sonar",))
+    smaller = Inventory(path=INV.path, devices={"pi4": INV.devices["pi4"]})
+    fleet.use_loaded(smaller)
+    assert fleet.route((), "all:gpio").queues == (device_queue("pi4"),)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tasks import run_on
@@ -48,3 +50,22 @@ def test_a_pickled_message_is_never_executed_and_the_worker_keeps_serving(
     assert not marker.exists()  # refused by the worker: JSON only
     log = (fleet.folder / ".catdog" / "logs" / "pi.log").read_text()
     assert "pickle" in log.lower()  # and it says why
+
+
+def test_the_log_has_each_failure_but_not_a_line_per_successful_task(make_fleet) -> None:
+    from ops.results import READY
+
+    fleet = make_fleet({"pi": device_spec([], run_on=["echo"])})
+    assert fleet.launch()[0].state == READY
+    for n in range(5):
+        assert run_on.delay("pi", f"echo ok {n}").get(timeout=20)["exit_code"] == 0
+    with pytest.raises(Exception, match="not in this device's run_on allow-list"):
+        run_on.delay("pi", "uname").get(timeout=20)
+    path, log = fleet.folder / ".catdog" / "logs" / "pi.log", ""
+    deadline = time.monotonic() + 10  # the line is written just after the result
+    while "raised unexpected" not in log and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = path.read_text()
+    assert "raised unexpected" in log and "allow-list" in log  # the failure, with its reason
+    assert "succeeded in" not in log and "] received" not in log  # at INFO, no per-task lines
+    assert "ready" in log.lower()  # the worker's own life is still there

@@ -107,6 +107,7 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     from workers.killswitch import register_control_command
     from workers.metrics import recorder
     from workers.metrics import register_control_command as register_metrics_command
+    from workers.tasklog import on_logging_setup
     from workers.telemetry import Telemetry
     from workers.watchdog import watchdog
 
@@ -116,6 +117,7 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     register_metrics_command()
     gate.install(telemetry.redis, inventory)
     recorder.install(device.name, (state_dir or Path.cwd() / ".catdog") / "metrics")
+    signals.after_setup_logger.connect(on_logging_setup, weak=False)
     signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender), weak=False)
     signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
     for taken in (signals.task_received, signals.task_unknown, signals.task_rejected):

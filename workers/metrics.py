@@ -1,6 +1,6 @@
 """Task metrics on the device: one line per task and one summary per minute, InfluxDB line
-protocol, buffered in memory and appended to ``.catdog/metrics/<device>.lp`` at most once a
-minute (or when ``fab metrics`` asks), bounded on disk.
+protocol, buffered in memory and appended to ``.catdog/metrics/<device>.lp`` once a minute (or
+when ``fab metrics`` asks, or when :data:`MAX_BUFFERED` tasks are waiting), bounded on disk.
 
 - ``catdog_task,device=D,task=T,state=S duration_s=..,wait_s=.. <end, ns>`` for every task that
   succeeded, failed or was retried (``wait_s``: from the call to the start, when the caller was
@@ -29,6 +29,8 @@ from catdog.records import METRICS_FLUSH_COMMAND, SENT_HEADER
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 60.0
+#: tasks kept in memory before an early flush (a busy Pi Zero's buffer stays small)
+MAX_BUFFERED = 2000
 MAX_BYTES = 5 * 1024 * 1024
 STATES = {"task-succeeded": "SUCCESS", "task-failed": "FAILURE", "task-retried": "RETRY"}
 
@@ -37,7 +39,7 @@ class Recorder:
     def __init__(self) -> None:
         self.device = ""
         self.path: Path | None = None
-        self._lines: list[str] = []
+        self._tasks: list[tuple[str, str, float | None, float | None, str, float]] = []
         self._minutes: dict[int, dict[str, Any]] = defaultdict(
             lambda: {"SUCCESS": 0, "FAILURE": 0, "RETRY": 0, "durations": []})
         self._lock = threading.Lock()
@@ -49,7 +51,8 @@ class Recorder:
         threading.Thread(target=self._flusher, name="catdog-metrics", daemon=True).start()
 
     def record(self, request: Any, event: str, runtime: float | None) -> None:
-        """One settled task (called from the request's event, in the main process)."""
+        """One settled task (called from the request's event, in the main process). Only the
+        numbers are kept here; the line is written out at the flush, off the task's path."""
         state = STATES.get(event)
         if state is None or self.path is None:
             return
@@ -57,12 +60,11 @@ class Recorder:
         started = getattr(request, "time_start", None)
         duration = runtime if runtime is not None else (now - started if started else None)
         sent = (request.request_dict or {}).get(SENT_HEADER)
-        wait = round(started - float(sent), 6) if started and sent else None
-        text = line("catdog_task", {"device": self.device, "task": request.name, "state": state},
-                    {"duration_s": round(duration, 6) if duration is not None else None,
-                     "wait_s": wait, "id": request.id}, int(now * 1e9))
+        wait = started - float(sent) if started and sent else None
         with self._lock:
-            self._lines.append(text)
+            self._tasks.append((request.name, state, duration, wait, request.id, now))
+            if len(self._tasks) == MAX_BUFFERED:
+                self._wake.set()
             minute = self._minutes[int(now // 60)]
             minute[state] += 1
             if duration is not None:
@@ -74,10 +76,10 @@ class Recorder:
             return 0
         current = int(time.time() // 60)
         with self._lock:
-            lines, self._lines = self._lines, []
+            tasks, self._tasks = self._tasks, []
             done = [m for m in self._minutes if everything or m < current]
             summaries = [self._summary(m, self._minutes.pop(m)) for m in sorted(done)]
-        out = lines + summaries
+        out = [self._line(*task) for task in tasks] + summaries
         if out:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists() and self.path.stat().st_size > MAX_BYTES:
@@ -85,6 +87,13 @@ class Recorder:
             with self.path.open("a") as f:
                 f.write("\n".join(out) + "\n")
         return len(out)
+
+    def _line(self, name: str, state: str, duration: float | None, wait: float | None,
+              task_id: str, end: float) -> str:
+        return line("catdog_task", {"device": self.device, "task": name, "state": state},
+                    {"duration_s": round(duration, 6) if duration is not None else None,
+                     "wait_s": round(wait, 6) if wait is not None else None, "id": task_id},
+                    int(end * 1e9))
 
     def _summary(self, minute: int, counts: dict[str, Any]) -> str:
         durations = counts["durations"]
