@@ -14,6 +14,7 @@ HELP = {
     "devices": "comma-separated device names (default: all)",
     "json": "print one JSON document on stdout",
     "timeout": "seconds to wait per device",
+    "loglevel": "the workers' log level (default INFO; DEBUG adds Celery's line per task)",
     "force": "kill workers instead of a warm shutdown",
     "lines": "how many of the last lines to show",
     "follow": "keep streaming new lines until Ctrl-C (one device)",
@@ -37,13 +38,14 @@ def _done(status: int) -> None:
         raise Exit(code=status)
 
 
-@task(help=_help("inventory", "devices", "json", "timeout"))
+@task(help=_help("inventory", "devices", "json", "timeout", "loglevel"))
 def launch(c: Context, inventory: str = "", devices: str = "", json: bool = False,
-           timeout: int = 30) -> None:
+           timeout: int = 30, loglevel: str = "") -> None:
     """Start each device's worker in tmux; READY once it answers a ping."""
     from ops import commands
 
-    _done(commands.launch(inventory or None, devices or None, json, float(timeout)))
+    _done(commands.launch(inventory or None, devices or None, json, float(timeout),
+                          loglevel or None))
 
 
 @task(help=_help("inventory", "devices", "json", "timeout", "force"))
@@ -55,13 +57,14 @@ def stop(c: Context, inventory: str = "", devices: str = "", json: bool = False,
     _done(commands.stop(inventory or None, devices or None, json, float(timeout), force))
 
 
-@task(help=_help("inventory", "devices", "json", "timeout"))
+@task(help=_help("inventory", "devices", "json", "timeout", "loglevel"))
 def restart(c: Context, inventory: str = "", devices: str = "", json: bool = False,
-            timeout: int = 30) -> None:
+            timeout: int = 30, loglevel: str = "") -> None:
     """Stop, then launch."""
     from ops import commands
 
-    _done(commands.restart(inventory or None, devices or None, json, float(timeout)))
+    _done(commands.restart(inventory or None, devices or None, json, float(timeout),
+                           loglevel or None))
 
 
 @task(help=_help("inventory", "devices", "json", "watch"))

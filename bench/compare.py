@@ -1,13 +1,15 @@
-"""CatDog against plain Celery on the same local fleet and Redis, in one run: the two sides
-start one after the other (never together), alternating which goes first, for several rounds.
+"""CatDog against plain Celery on the same local fleet and Redis, in one run, for several
+rounds; each round starts both sides' workers on the same devices (which first alternates).
 
-Per round and side: idle memory of each worker's process tree, sequential round-trip latency,
-end-to-end throughput (two devices with capability ``bench``); and fan-out to every device of the
-fleet (all of them started for it). Ratios are CatDog / plain of the medians over rounds.
+Per round and side: idle memory of each worker's process tree, sequential round-trip latency
+(the two sides' calls interleaved), end-to-end throughput (one side at a time, the other idle;
+two devices with capability ``bench``); and fan-out to every device of the fleet (interleaved
+too). Ratios are CatDog / plain of the medians over rounds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -32,39 +34,49 @@ SIDES: dict[str, Callable[[Bed, list[Device], str | None], AbstractContextManage
 def run(pool: str, concurrency: int, rounds: int, tasks: int, calls: int,
         loglevel: str | None = None) -> dict[str, Any]:
     """Throughput, latency and idle memory for one worker profile (pool and concurrency);
-    ``loglevel``: both sides' workers log at it (default: each side's own default)."""
+    ``loglevel``: both sides' workers log at it (default: each side's own default).
+
+    Each round starts both fleets (which first alternates). Idle memory is read per side;
+    round trips alternate call by call between the sides, so both meet the same machine; the
+    throughput runs go one side at a time (the other idle), in alternating order.
+    """
     found: dict[str, dict[str, list[float]]] = {name: {} for name in SIDES}
     with local_fleet(PAIR, pool=pool, concurrency=concurrency, imports=("bench.tasks",)) as bed:
         devices = bed.inventory.select(None)
         for round_ in range(rounds):
-            for name in _order(round_):
-                with SIDES[name](bed, devices, loglevel) as side:
-                    time.sleep(IDLE_S)
-                    _add(found[name], _memory(side))
+            with contextlib.ExitStack() as stack:
+                sides = [stack.enter_context(SIDES[name](bed, devices, loglevel))
+                         for name in _order(round_)]
+                time.sleep(IDLE_S)
+                for side in sides:
+                    _add(found[side.name], _memory(side))
                     measures.warm_up(side)
-                    _add(found[name], measures.latency_ms(side, calls))
-                    _add(found[name], {"tasks_per_s": measures.throughput(side, tasks)})
+                for name, times in measures.latency_ms_alternating(sides, calls).items():
+                    _add(found[name], times)
+                for side in sides:
+                    _add(found[side.name], {"tasks_per_s": measures.throughput(side, tasks)})
     return {"pool": pool, "concurrency": concurrency, "devices": PAIR, "rounds": rounds,
             "tasks": tasks, "calls": calls, "loglevel": loglevel or "default (CatDog INFO, "
             "plain WARNING)", **_compared(found)}
 
 
 def run_fanout(rounds: int, times: int, devices: int) -> dict[str, Any]:
-    """``all:`` fan-out to ``devices`` solo workers, ``times`` per round and side."""
+    """``all:`` fan-out to ``devices`` solo workers, ``times`` per round and side; both fleets
+    up in each round, the fan-outs interleaved."""
     found: dict[str, dict[str, list[float]]] = {name: {} for name in SIDES}
-    messages = devices
     with local_fleet(devices, imports=("bench.tasks",)) as bed:
         fleet = bed.inventory.select(None)
         for round_ in range(rounds):
-            for name in _order(round_):
-                with SIDES[name](bed, fleet, None) as side:
+            with contextlib.ExitStack() as stack:
+                sides = [stack.enter_context(SIDES[name](bed, fleet, None))
+                         for name in _order(round_)]
+                for side in sides:
                     measures.warm_up(side)
                     side.gather(side.fanout())  # the first opens this side's producer channels
-                    done = measures.fanout(side, times)
-                    messages = done.pop("messages")
+                for name, done in measures.fanout_alternating(sides, times).items():
                     for key, values in done.items():
                         found[name].setdefault(key, []).extend(values)
-    return {"devices": devices, "messages": messages, "rounds": rounds, "times": times,
+    return {"devices": devices, "messages": devices, "rounds": rounds, "times": times,
             **_compared(found)}
 
 

@@ -1,10 +1,9 @@
-"""What is measured on one side of the comparison, once its workers are up: end-to-end
-throughput, sequential round trips, and fan-out to every device."""
+"""What is measured on the sides of the comparison, once their workers are up: end-to-end
+throughput (one side), sequential round trips and fan-out to every device (sides interleaved)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from bench.roundtrips import counting
 from bench.sides import Side
@@ -29,29 +28,38 @@ def throughput(side: Side, tasks: int) -> float:
     return tasks / elapsed
 
 
-def latency_ms(side: Side, calls: int) -> dict[str, float]:
-    """Sequential calls (send, wait for the result): p50, p95, p99 in milliseconds."""
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        side.gather([side.call()])
-        times.append((time.perf_counter() - started) * 1000)
-    return {f"p{q}": round(percentile(times, q / 100), 3) for q in (50, 95, 99)}
-
-
-def fanout(side: Side, times: int) -> dict[str, Any]:
-    """One no-op to every device, ``times`` times: the producer's time (until the call returns),
-    the total time (until every result is in) and the producer's Redis round trips per fan-out."""
-    producer, total, writes, subscriptions = [], [], [], []
-    for _ in range(times):
-        with counting() as trips:
+def latency_ms_alternating(sides: list[Side], calls: int) -> dict[str, dict[str, float]]:
+    """Sequential calls (send, wait for the result) of several sides, interleaved (A, B, B, A,
+    A, B, ...) so drift in the machine's state reaches every side alike: p50, p95, p99 in
+    milliseconds, per side."""
+    times: dict[str, list[float]] = {side.name: [] for side in sides}
+    for n in range(calls):
+        for side in sides if n % 2 == 0 else sides[::-1]:
             started = time.perf_counter()
-            results = side.fanout()
-            sent = time.perf_counter()
-        side.gather(results)
-        total.append((time.perf_counter() - started) * 1000)
-        producer.append((sent - started) * 1000)
-        writes.append(trips.writes)
-        subscriptions.append(trips.subscriptions)
-    return {"producer_ms": producer, "total_ms": total, "writes": writes, "subscriptions": subscriptions,
-            "messages": len(side.devices)}
+            side.gather([side.call()])
+            times[side.name].append((time.perf_counter() - started) * 1000)
+    return {name: {f"p{q}": round(percentile(found, q / 100), 3) for q in (50, 95, 99)}
+            for name, found in times.items()}
+
+
+def fanout_alternating(sides: list[Side], times: int) -> dict[str, dict[str, list[float]]]:
+    """One no-op to every device, ``times`` times per side, the sides interleaved as in
+    :func:`latency_ms_alternating`: the producer's time (until the call returns), the total
+    time (until every result is in), and the producer's Redis round trips and result
+    subscriptions per fan-out."""
+    found: dict[str, dict[str, list[float]]] = {
+        side.name: {"producer_ms": [], "total_ms": [], "writes": [], "subscriptions": []}
+        for side in sides}
+    for n in range(times):
+        for side in sides if n % 2 == 0 else sides[::-1]:
+            into = found[side.name]
+            with counting() as trips:
+                started = time.perf_counter()
+                results = side.fanout()
+                sent = time.perf_counter()
+            side.gather(results)
+            into["total_ms"].append((time.perf_counter() - started) * 1000)
+            into["producer_ms"].append((sent - started) * 1000)
+            into["writes"].append(trips.writes)
+            into["subscriptions"].append(trips.subscriptions)
+    return found

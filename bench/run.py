@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     if "compare" in wanted or "fanout" in wanted:
         print("\n".join(report.header(
-            f"CatDog / plain Celery ({rounds} rounds, sides alternating; same Redis and "
-            f"celeryconfig settings: JSON, acks_late, prefetch 1)")))
+            f"CatDog / plain Celery ({rounds} rounds, both sides up, calls interleaved; same "
+            f"Redis and celeryconfig settings: JSON, acks_late, prefetch 1)")))
     if "compare" in wanted:
         tasks = args.tasks or (1000 if args.quick else 5000)
         calls = args.calls or (200 if args.quick else 500)
@@ -116,10 +116,16 @@ def main(argv: list[str] | None = None) -> int:
                                             args.loglevel)
             print("\n".join(report.profile_rows(found, pi_zero=pool == "solo")), flush=True)
     if "fanout" in wanted:
-        print("fanout: starting fleets...", file=sys.stderr, flush=True)
-        found = results["fanout"] = isolated(compare.run_fanout, rounds, 10 if args.quick else 30,
-                                             args.devices)
-        print("\n".join(report.fanout_rows(found)), flush=True)
+        # to the fleet, and (when the fleet is larger) to one device per core: here every
+        # "device" shares this machine's cores, which a real fleet's devices do not
+        per_core = os.cpu_count() or 1
+        sizes = {"fanout": args.devices, **({"fanout_per_core": per_core}
+                                            if 1 < per_core < args.devices else {})}
+        for key, size in sizes.items():
+            print(f"fanout to {size}: starting fleets...", file=sys.stderr, flush=True)
+            found = results[key] = isolated(compare.run_fanout, rounds,
+                                            10 if args.quick else 30, size)
+            print("\n".join(report.fanout_rows(found)), flush=True)
     if "killswitch" in wanted:
         print("killswitch: starting a local fleet...", file=sys.stderr, flush=True)
         found = results["killswitch"] = isolated(killswitch.run, rounds)

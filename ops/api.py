@@ -64,15 +64,18 @@ def _select(inv: Inventory, devices: Devices) -> list[Device]:
 
 
 def launch(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
-           on_event: EventCallback | None = None) -> GroupResult:
+           on_event: EventCallback | None = None, loglevel: str | None = None) -> GroupResult:
     """Start workers in tmux (the embedded Redis first, if the fleet uses it); READY once each
-    answers a ping."""
-    from ops.launch import Launcher
+    answers a ping. ``loglevel``: the workers' (default INFO; DEBUG adds a line per task)."""
+    from ops.launch import Launcher, check_loglevel
 
     inv = load(inventory)
     selected = _select(inv, devices)
+    if loglevel:
+        check_loglevel(loglevel)  # before the broker starts
     url = broker.resolve(inv, start_embedded=True)
-    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event).launch(selected))
+    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event,
+                                loglevel=loglevel).launch(selected))
 
 
 def stop(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
@@ -122,16 +125,19 @@ def flower(inventory: str | None = None, *, port: int = 5555, address: str = "12
 
 
 def restart(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
-            on_event: EventCallback | None = None) -> GroupResult:
+            on_event: EventCallback | None = None, loglevel: str | None = None) -> GroupResult:
     """Stop, then launch (the broker stays up)."""
-    from ops.launch import Launcher
+    from ops.launch import Launcher, check_loglevel
     from ops.stop import Stopper
 
     inv = load(inventory)
     selected = _select(inv, devices)
+    if loglevel:
+        check_loglevel(loglevel)  # before anything stops
     url = broker.resolve(inv, start_embedded=True)
     Stopper(inv, broker_url=url, timeout=timeout, on_event=on_event).stop(selected)
-    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event).launch(selected))
+    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event,
+                                loglevel=loglevel).launch(selected))
 
 
 def deploy(inventory: str | None = None, devices: Devices = None, *,

@@ -60,9 +60,10 @@ def _emit(found: list[DeviceResult], as_json: bool, text: str) -> int:
 
 @guarded
 def launch(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
-           timeout: float = 30.0) -> int:
+           timeout: float = 30.0, loglevel: str | None = None) -> int:
     """Start workers in tmux; READY only when each answers a ping."""
-    found = list(api.launch(inventory, devices, timeout=timeout, on_event=_progress()).values())
+    found = list(api.launch(inventory, devices, timeout=timeout, on_event=_progress(),
+                            loglevel=loglevel).values())
     return _emit(found, as_json, results.launch_report(found))
 
 
@@ -78,9 +79,10 @@ def stop(inventory: str | None = None, devices: str | None = None, as_json: bool
 
 @guarded
 def restart(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
-            timeout: float = 30.0) -> int:
+            timeout: float = 30.0, loglevel: str | None = None) -> int:
     """Stop then launch the selected devices (the broker stays up)."""
-    found = list(api.restart(inventory, devices, timeout=timeout, on_event=_progress()).values())
+    found = list(api.restart(inventory, devices, timeout=timeout, on_event=_progress(),
+                             loglevel=loglevel).values())
     return _emit(found, as_json, results.launch_report(found))
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
+from catdog.errors import UsageError
 from catdog.inventory import Device, Inventory
 from catdog.records import exit_status_from, heartbeat_key, ready_key
 from ops.fanout import EventCallback, on_each, quiet
@@ -32,12 +33,23 @@ PING_TIMEOUT_S = 0.5
 #: worker that dies on start is seen within this; each look is a round trip to the device)
 ANNOUNCE_WAIT_S = 1.0
 OUTPUT_LINES = 30
+LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def check_loglevel(loglevel: str) -> str:
+    """A worker log level, upper-cased, or a UsageError naming the choices."""
+    if loglevel.upper() not in LOGLEVELS:
+        raise UsageError(f"--loglevel {loglevel!r} is not a log level: choose one of "
+                         f"{', '.join(LOGLEVELS)} (DEBUG adds a line per task)")
+    return loglevel.upper()
 
 
 class Launcher:
     def __init__(self, inventory: Inventory, broker_url: str, *,
-                 timeout: float = DEFAULT_TIMEOUT_S, on_event: EventCallback | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT_S, on_event: EventCallback | None = None,
+                 loglevel: str | None = None) -> None:
         self.inventory = inventory
+        self.loglevel = check_loglevel(loglevel) if loglevel else None
         self.broker_url = broker_url
         self.timeout = timeout
         self.on_event = on_event or quiet
@@ -71,7 +83,8 @@ class Launcher:
         env_file, inventory = session.install_run_files(run_env(self.inventory, self.broker_url),
                                                         self.inventory.path.read_text())
         return [session.python, "-m", "workers", "--device", session.device.name,
-                "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir]
+                "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
+                *(["--loglevel", self.loglevel] if self.loglevel else [])]
 
     def _await(self, session: WorkerSession, started: float, success: str, owned: bool
                ) -> DeviceResult:

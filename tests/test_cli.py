@@ -104,6 +104,18 @@ def test_bad_inventory_exits_2_naming_file_line_field_and_starts_nothing(tmp_pat
     assert alive.returncode != 0
 
 
+def test_launch_loglevel_reaches_the_worker_and_a_bad_one_starts_nothing(inventory: Path) -> None:
+    bad = fab("launch", "--inventory", str(inventory), "--loglevel", "loud")
+    assert bad.returncode == 2
+    assert "--loglevel 'loud' is not a log level: choose one of DEBUG, INFO" in bad.stderr
+    assert not (inventory.parent / ".catdog").exists()  # not even the broker
+    done = fab("launch", "--inventory", str(inventory), "--devices", "probe", "--loglevel",
+               "debug")
+    assert done.returncode == 0, done.stderr
+    log = inventory.parent / ".catdog" / "logs" / "probe.log"
+    assert "DEBUG/MainProcess" in log.read_text()
+
+
 def test_unknown_device_is_refused_before_anything_starts(inventory: Path) -> None:
     done = fab("launch", "--inventory", str(inventory), "--devices", "cam,nosuch")
     assert done.returncode == 2
