@@ -35,8 +35,10 @@ task_default_priority = 5
 # Results stay in Redis for a day, then expire.
 result_expires = 24 * 3600
 
-# Record STARTED so status and callers can tell queued from running.
-task_track_started = True
+# No STARTED state per task (Celery's default): it costs a write and a publish for every task,
+# and `fab status` already shows what each device is running. A task that needs it sets
+# `track_started=True` on itself.
+task_track_started = False
 
 # Keep trying to reach the broker at start-up (a device may boot before the coordinator).
 broker_connection_retry_on_startup = True
@@ -44,6 +46,8 @@ broker_connection_retry = True
 # Running tasks finish when the broker connection drops; acks_late makes that safe.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-# Workers announce themselves to monitors (Flower, `celery events`).
-worker_send_task_events = True
+# Task events (three publishes per task) only while a monitor asks for them: Flower switches
+# them on when it starts (and every few seconds after), `celery control enable_events` too.
+# Workers always send their heartbeats, so monitors see every worker.
+worker_send_task_events = False
 task_send_sent_event = False

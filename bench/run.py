@@ -59,6 +59,8 @@ def isolated(benchmark: Callable[..., dict[str, Any]], *args: Any) -> dict[str, 
         return pool.submit(benchmark, *args).result()
 
 
+PLAIN = {"defaults": "Celery's default settings",
+         "catdog": "CatDog's celeryconfig settings (only CatDog's layer differs)"}
 #: worker profiles compared: the Pi Zero one (solo, one process) and the default (prefork -c2)
 PROFILES = {"solo": ("solo", 1), "prefork": ("prefork", 2)}
 COMPARED = ("throughput", "latency", "memory")
@@ -80,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
                                                   "500, quick 200)")
     parser.add_argument("--pools", default=",".join(PROFILES),
                         help="worker profiles to compare (solo: the Pi Zero one; prefork -c2)")
+    parser.add_argument("--plain", choices=("defaults", "catdog"), default="defaults",
+                        help="the plain side's settings: Celery's defaults (default), or "
+                             "CatDog's celeryconfig (then only CatDog's layer differs)")
     parser.add_argument("--loglevel", help="both sides' workers log at this level (default: "
                                            "each side's own: CatDog INFO, plain Celery WARNING)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
@@ -97,21 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     results["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results["quick"] = args.quick
     rounds = args.rounds or (2 if args.quick else 5)
+    from bench.plain import SETTINGS_ENV
+
+    os.environ[SETTINGS_ENV] = args.plain  # the benchmarks' processes and workers inherit it
+    plain = "" if args.plain == "defaults" else "_same_settings"
     wanted = {args.only} if args.only else set(CHOICES)
     if wanted & set(COMPARED):
         wanted.add("compare")
     failed = False
     if "compare" in wanted or "fanout" in wanted:
         print("\n".join(report.header(
-            f"CatDog / plain Celery ({rounds} rounds, both sides up, calls interleaved; same "
-            f"Redis and celeryconfig settings: JSON, acks_late, prefetch 1)")))
+            f"CatDog / plain Celery ({rounds} rounds, both sides up, calls interleaved, same "
+            f"Redis; plain Celery with {PLAIN[args.plain]})")))
     if "compare" in wanted:
         tasks = args.tasks or (1000 if args.quick else 5000)
         calls = args.calls or (200 if args.quick else 500)
         for name in args.pools.split(","):
             pool, concurrency = PROFILES[name]
             print(f"compare {name}: starting fleets...", file=sys.stderr, flush=True)
-            key = f"compare_{name}" + (f"_{args.loglevel.lower()}" if args.loglevel else "")
+            key = f"compare_{name}{plain}" + (f"_{args.loglevel.lower()}" if args.loglevel else "")
             found = results[key] = isolated(compare.run, pool, concurrency, rounds, tasks, calls,
                                             args.loglevel)
             print("\n".join(report.profile_rows(found, pi_zero=pool == "solo")), flush=True)
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         # to the fleet, and (when the fleet is larger) to one device per core: here every
         # "device" shares this machine's cores, which a real fleet's devices do not
         per_core = os.cpu_count() or 1
-        sizes = {"fanout": args.devices, **({"fanout_per_core": per_core}
+        sizes = {f"fanout{plain}": args.devices, **({f"fanout_per_core{plain}": per_core}
                                             if 1 < per_core < args.devices else {})}
         for key, size in sizes.items():
             print(f"fanout to {size}: starting fleets...", file=sys.stderr, flush=True)
