@@ -88,11 +88,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--loglevel", help="both sides' workers log at this level (default: "
                                            "each side's own: CatDog INFO, plain Celery WARNING)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
+    parser.add_argument("--markdown", action="store_true", help="measure nothing: print the "
+                                                                 "results file as the README's "
+                                                                 "tables")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.markdown:
+        from bench.markdown import render
+
+        if not args.output.exists():
+            print(f"no results at {args.output}: run python -m bench first", file=sys.stderr)
+            return 2
+        print(render(json.loads(args.output.read_text())))
+        return 0
     from bench import compare, killswitch, launch, report, status
 
     results: dict[str, Any] = {}

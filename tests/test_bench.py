@@ -99,3 +99,36 @@ def test_comparison_rows_show_ratios_and_goals() -> None:
                          "p50": entry(1.0, 2.0), "rss_mb": entry(61, 57)}, pi_zero=True)
     assert [r.split()[-1] for r in rows] == ["MISSED", "met", "MISSED"]
     assert "0.90" in rows[0] and "0.50" in rows[1] and "CatDog <= 60 MB" in rows[2]
+
+
+def test_markdown_tables_come_from_the_results_file(tmp_path: Path, capsys) -> None:
+    def entry(mine: float, theirs: float) -> dict:
+        return {"catdog": {"median": mine, "min": mine, "max": mine, "n": 1},
+                "plain": {"median": theirs, "min": theirs, "max": theirs, "n": 1},
+                "ratio": round(mine / theirs, 3)}
+
+    out = tmp_path / "results.json"
+    assert main(["--markdown", "--output", str(out)]) == 2  # nothing measured yet
+    assert "run python -m bench first" in capsys.readouterr().err
+    out.write_text(json.dumps({
+        "machine": {"cpu": "Z80", "cores": 2, "python": "3.11", "system": "Linux"},
+        "when": "2026-11-24", "compare_solo": {"tasks_per_s": entry(105, 100),
+                                               "rss_mb": entry(61, 57)},
+        "compare_solo_same_settings": {"p50": entry(2.2, 2.0)},
+        "fanout": {"devices": 8, "writes": entry(1, 8)},
+        "status": {"devices": 8, "median_ms": 2.5, "p95_ms": 3.0, "max_ms": 60.0}}))
+    assert main(["--markdown", "--output", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "on Z80, 2 cores" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert "| throughput (tasks/s), solo | 105 (105-105) | 100 (100-100) | 1.05 | ratio >= 1.0 " \
+           "| met |" in rows
+    assert any(r.startswith("| idle RSS per worker (MB), solo") and r.endswith("| CatDog <= 60 MB "
+                                                                              "| **missed** |")
+               for r in rows)
+    assert any(r.startswith("| round trip p50 (ms), solo") and "| 1.10 |" in r for r in rows)
+    assert "| fan-out to 8: broker round trips | 1 (1-1) | 8 (8-8) | 0.12 | 1 round trip | met |" \
+           in rows
+    assert any(r.startswith("| `fab status`, 8 devices") and r.endswith("**missed** |")
+               for r in rows)
+    assert "only the layer differs" in table
