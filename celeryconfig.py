@@ -35,10 +35,11 @@ task_default_priority = 5
 # Results stay in Redis for a day, then expire.
 result_expires = 24 * 3600
 
-# No STARTED state per task (Celery's default): it costs a write and a publish for every task,
-# and `fab status` already shows what each device is running. A task that needs it sets
-# `track_started=True` on itself.
-task_track_started = False
+# Record STARTED so status and callers can tell queued from running. (Turning it off saves a
+# write and a publish per task, but a worker whose link drops while it runs tasks can then end up
+# holding acknowledgements it could not send, and stop taking work: tests/chaos/test_link_down.py
+# fails that way. Kept on until the worker handles a failed acknowledgement itself.)
+task_track_started = True
 
 # Keep trying to reach the broker at start-up (a device may boot before the coordinator).
 broker_connection_retry_on_startup = True
@@ -46,8 +47,9 @@ broker_connection_retry = True
 # Running tasks finish when the broker connection drops; acks_late makes that safe.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-# Task events (three publishes per task) only while a monitor asks for them: Flower switches
-# them on when it starts (and every few seconds after), `celery control enable_events` too.
-# Workers always send their heartbeats, so monitors see every worker.
-worker_send_task_events = False
+# Task events go out for every task (Flower and `celery events` show them). They also keep the
+# worker's broker connection honest: a worker whose link dropped finds out at its next publish and
+# reconnects (tests/chaos/test_link_down.py); without them an idle consumer can sit on a
+# half-dead connection. They cost three publishes per task (see README, Performance).
+worker_send_task_events = True
 task_send_sent_event = False

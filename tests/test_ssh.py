@@ -129,7 +129,7 @@ def test_logs_restart_and_follow_over_ssh(make_fleet, sshd: Sshd, tmp_path: Path
 
     old_pid = fleet.tmux("display-message", "-p", "-t", "=catdog-pi4:", "#{pane_pid}").stdout
     capsys.readouterr()
-    assert commands.restart(str(fleet.path), "pi4", as_json=True) == 0
+    assert commands.restart(str(fleet.path), "pi4", as_json=True, loglevel="DEBUG") == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["device"], r["state"]) for r in rows] == [("pi4", READY)]
     new_pid = fleet.tmux("display-message", "-p", "-t", "=catdog-pi4:", "#{pane_pid}").stdout
