@@ -47,9 +47,8 @@ broker_connection_retry = True
 # Running tasks finish when the broker connection drops; acks_late makes that safe.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-# Task events go out for every task (Flower and `celery events` show them). They also keep the
-# worker's broker connection honest: a worker whose link dropped finds out at its next publish and
-# reconnects (tests/chaos/test_link_down.py); without them an idle consumer can sit on a
-# half-dead connection. They cost three publishes per task (see README, Performance).
+# Task events go out for every task (Flower and `celery events` show them): three publishes per
+# task (see README, Performance). Flower can switch them on by itself; turning them off by
+# default waits until the chaos suite has run that way.
 worker_send_task_events = True
 task_send_sent_event = False
