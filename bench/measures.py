@@ -4,6 +4,7 @@ throughput (one side), sequential round trips and fan-out to every device (sides
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from bench.roundtrips import counting
 from bench.sides import Side
@@ -33,11 +34,10 @@ def latency_ms_alternating(sides: list[Side], calls: int) -> dict[str, dict[str,
     A, B, ...) so drift in the machine's state reaches every side alike: p50, p95, p99 in
     milliseconds, per side."""
     times: dict[str, list[float]] = {side.name: [] for side in sides}
-    for n in range(calls):
-        for side in sides if n % 2 == 0 else sides[::-1]:
-            started = time.perf_counter()
-            side.gather([side.call()])
-            times[side.name].append((time.perf_counter() - started) * 1000)
+    for side in _interleaved(sides, calls):
+        started = time.perf_counter()
+        side.gather([side.call()])
+        times[side.name].append((time.perf_counter() - started) * 1000)
     return {name: {f"p{q}": round(percentile(found, q / 100), 3) for q in (50, 95, 99)}
             for name, found in times.items()}
 
@@ -50,16 +50,21 @@ def fanout_alternating(sides: list[Side], times: int) -> dict[str, dict[str, lis
     found: dict[str, dict[str, list[float]]] = {
         side.name: {"producer_ms": [], "total_ms": [], "writes": [], "subscriptions": []}
         for side in sides}
-    for n in range(times):
-        for side in sides if n % 2 == 0 else sides[::-1]:
-            into = found[side.name]
-            with counting() as trips:
-                started = time.perf_counter()
-                results = side.fanout()
-                sent = time.perf_counter()
-            side.gather(results)
-            into["total_ms"].append((time.perf_counter() - started) * 1000)
-            into["producer_ms"].append((sent - started) * 1000)
-            into["writes"].append(trips.writes)
-            into["subscriptions"].append(trips.subscriptions)
+    for side in _interleaved(sides, times):
+        into = found[side.name]
+        with counting() as trips:
+            started = time.perf_counter()
+            results = side.fanout()
+            sent = time.perf_counter()
+        side.gather(results)
+        into["total_ms"].append((time.perf_counter() - started) * 1000)
+        into["producer_ms"].append((sent - started) * 1000)
+        into["writes"].append(trips.writes)
+        into["subscriptions"].append(trips.subscriptions)
     return found
+
+
+def _interleaved(sides: list[Side], times: int) -> Iterator[Side]:
+    """Each side ``times`` times, in the order A, B, B, A, A, B, ..."""
+    for n in range(times):
+        yield from sides if n % 2 == 0 else sides[::-1]

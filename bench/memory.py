@@ -9,22 +9,18 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from workers.usage import children
+
 PROC = Path("/proc")
 
 
 def tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (by the parent pid in ``/proc/<pid>/stat``)."""
-    children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
+    """``pid`` and all its descendants."""
     found, todo = [], [pid]
     while todo:
         current = todo.pop()
         found.append(current)
-        todo += children.get(current, [])
+        todo += children(current)
     return found
 
 

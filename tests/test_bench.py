@@ -87,35 +87,32 @@ def test_bench_cli_writes_results(tmp_path: Path, capsys, monkeypatch) -> None:
     assert ratio.split()[2:4] == ["2.00", "(goal"]
 
 
+def _entry(mine: float, theirs: float) -> dict:
+    """One compared measure, each side measured once."""
+    return {"catdog": {"median": mine, "min": mine, "max": mine, "n": 1},
+            "plain": {"median": theirs, "min": theirs, "max": theirs, "n": 1},
+            "ratio": round(mine / theirs, 3)}
+
+
 def test_comparison_rows_show_ratios_and_goals() -> None:
     from bench.report import profile_rows
 
-    def entry(mine: float, theirs: float) -> dict:
-        return {"catdog": {"median": mine, "min": mine, "max": mine, "n": 1},
-                "plain": {"median": theirs, "min": theirs, "max": theirs, "n": 1},
-                "ratio": round(mine / theirs, 3)}
-
-    rows = profile_rows({"pool": "solo", "concurrency": 1, "tasks_per_s": entry(90, 100),
-                         "p50": entry(1.0, 2.0), "rss_mb": entry(61, 57)}, pi_zero=True)
+    rows = profile_rows({"pool": "solo", "concurrency": 1, "tasks_per_s": _entry(90, 100),
+                         "p50": _entry(1.0, 2.0), "rss_mb": _entry(61, 57)}, pi_zero=True)
     assert [r.split()[-1] for r in rows] == ["MISSED", "met", "MISSED"]
     assert "0.90" in rows[0] and "0.50" in rows[1] and "CatDog <= 60 MB" in rows[2]
 
 
 def test_markdown_tables_come_from_the_results_file(tmp_path: Path, capsys) -> None:
-    def entry(mine: float, theirs: float) -> dict:
-        return {"catdog": {"median": mine, "min": mine, "max": mine, "n": 1},
-                "plain": {"median": theirs, "min": theirs, "max": theirs, "n": 1},
-                "ratio": round(mine / theirs, 3)}
-
     out = tmp_path / "results.json"
     assert main(["--markdown", "--output", str(out)]) == 2  # nothing measured yet
     assert "run python -m bench first" in capsys.readouterr().err
     out.write_text(json.dumps({
         "machine": {"cpu": "Z80", "cores": 2, "python": "3.11", "system": "Linux"},
-        "when": "2026-11-24", "compare_solo": {"tasks_per_s": entry(105, 100),
-                                               "rss_mb": entry(61, 57)},
-        "compare_solo_same_settings": {"p50": entry(2.2, 2.0)},
-        "fanout": {"devices": 8, "writes": entry(1, 8)},
+        "when": "2026-11-24", "compare_solo": {"tasks_per_s": _entry(105, 100),
+                                               "rss_mb": _entry(61, 57)},
+        "compare_solo_same_settings": {"p50": _entry(2.2, 2.0)},
+        "fanout": {"devices": 8, "writes": _entry(1, 8)},
         "status": {"devices": 8, "median_ms": 2.5, "p95_ms": 3.0, "max_ms": 60.0}}))
     assert main(["--markdown", "--output", str(out)]) == 0
     table = capsys.readouterr().out

@@ -32,7 +32,7 @@ def _rss_kb(pid: int) -> int:
         return int(f.read().split()[1]) * PAGE_KB
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     """The direct children of ``pid`` (the pool's processes), from each process's parent id."""
     found = []
     for entry in os.scandir("/proc"):
@@ -51,7 +51,7 @@ def tree_rss_mb(pid: int | None = None) -> float | None:
         total = _rss_kb(pid)
     except OSError:
         return None
-    for child in _children(pid):
+    for child in children(pid):
         with contextlib.suppress(OSError, IndexError, ValueError):
             total += _rss_kb(child)
     return round(total / 1024, 1)
