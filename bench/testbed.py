@@ -35,6 +35,7 @@ def ssh_fleet(count: int, *, pool: str = "solo") -> Iterator[Bed]:
     from ops.embedded_redis import EmbeddedRedis
     from tests.conftest import Sshd
     from tests.lan import Lan, NetnsUnavailable
+    from tests.tmuxserver import end_server
 
     with tempfile.TemporaryDirectory(prefix="catdog-bench-") as tmp, \
             contextlib.ExitStack() as stack:
@@ -57,7 +58,9 @@ def ssh_fleet(count: int, *, pool: str = "solo") -> Iterator[Bed]:
             url, kind = f"redis://:{password}@{lan.gateway}:{port}/0", "netns"
             for i in range(1, count + 1):
                 devices[f"d{i}"] = lan.device(lan.add_host(f"d{i}"), ["bench"], pool=pool)
-        yield Bed(kind, _inventory(folder, devices, url), url)
+        bed = Bed(kind, _inventory(folder, devices, url), url)
+        stack.callback(end_server, bed.inventory.tmux_socket)  # before the LAN and broker go
+        yield bed
 
 
 def _inventory(folder: Path, devices: dict[str, dict[str, Any]], url: str,
@@ -81,6 +84,7 @@ def local_fleet(count: int, *, pool: str = "solo", concurrency: int = 1,
     is not installed), so the project root goes first on their ``PYTHONPATH``.
     """
     from ops.embedded_redis import EmbeddedRedis
+    from tests.tmuxserver import end_server
 
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
@@ -96,4 +100,6 @@ def local_fleet(count: int, *, pool: str = "solo", concurrency: int = 1,
                       "concurrency": concurrency,
                       **({"allow_root": True} if os.geteuid() == 0 else {})}
             for i in range(1, count + 1)}
-        yield Bed("local", _inventory(folder, devices, url, imports), url)
+        bed = Bed("local", _inventory(folder, devices, url, imports), url)
+        stack.callback(end_server, bed.inventory.tmux_socket)  # before the broker goes
+        yield bed

@@ -20,6 +20,8 @@ from ops.results import NOT_RUNNING, STOPPED, DeviceResult
 from ops.session import WorkerSession
 
 DEFAULT_TIMEOUT_S = 30.0
+#: how long a stop waits for a killed worker to be gone
+KILL_WAIT_S = 5.0
 
 
 class Stopper:
@@ -51,17 +53,31 @@ class Stopper:
 
     def _end(self, session: WorkerSession, pid: int) -> str:
         if self.force:
-            session.signal(pid, "KILL", group=True)
+            self._kill(session, pid)
             return "killed (--force)"
         session.signal(pid, "TERM")
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
+        if self._exited(session, self.timeout):
+            return "warm shutdown (running tasks finished)"
+        self._kill(session, pid)
+        return f"killed after {self.timeout:g}s warm-shutdown timeout"
+
+    def _kill(self, session: WorkerSession, pid: int) -> None:
+        """SIGKILL the worker's process group and wait (briefly) until it is gone: a worker
+        still dying when the command returns could yet take a message sent next (Redis pops it
+        for the worker's pending BRPOP), and that message would die with it."""
+        session.signal(pid, "KILL", group=True)
+        self._exited(session, KILL_WAIT_S)
+
+    @staticmethod
+    def _exited(session: WorkerSession, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
             pane = session.pane()
             if pane is None or pane.dead:
-                return "warm shutdown (running tasks finished)"
-            time.sleep(0.1)
-        session.signal(pid, "KILL", group=True)
-        return f"killed after {self.timeout:g}s warm-shutdown timeout"
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def _forget(self, device: str) -> None:
         if self.redis is not None:

@@ -29,6 +29,8 @@ from ops.launch import Launcher
 from ops.results import DeviceResult
 from ops.stop import Stopper
 
+from .tmuxserver import end_server
+
 ROOT = Path(__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0
 
@@ -92,7 +94,7 @@ class FleetUnderTest:
         return sorted(done.stdout.split()) if done.returncode == 0 else []
 
     def close(self) -> None:
-        self.tmux("kill-server")
+        end_server(self.socket)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import yaml
 from ops.embedded_redis import alive
 
 from .conftest import ROOT, device_spec
+from .tmuxserver import end_server
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -40,7 +41,7 @@ def inventory(tmp_path: Path):
     }))
     yield path
     fab("stop", "--force", "--inventory", str(path))
-    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+    end_server(socket)
 
 
 def test_launch_status_ping_stop_on_the_embedded_redis(inventory: Path) -> None:
@@ -142,7 +143,7 @@ def test_a_failed_device_makes_launch_exit_non_zero_with_one_json_document(tmp_p
         assert "devices.nopython.python" in rows["nopython"]["reason"]
     finally:
         fab("stop", "--force", "--inventory", str(path))
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+        end_server(socket)
 
 
 def test_killswitch_command_on_show_off(inventory: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT
+from .tmuxserver import end_server
 
 pytestmark = pytest.mark.slow
 
@@ -39,4 +40,4 @@ def test_demo_launches_three_devices_runs_routed_tasks_and_says_where_to_look(tm
         subprocess.run([str(Path(sys.executable).parent / "fab"), "stop", "--force",
                         "--inventory", str(inventory)], cwd=ROOT, env=env, capture_output=True,
                        check=False)
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+        end_server(socket)

@@ -15,6 +15,7 @@ from tasks.examples import sleep
 from workers.cli import check_user
 
 from .conftest import IS_ROOT, device_spec
+from .tmuxserver import alive, pane_pids, process_tree
 
 pytestmark = pytest.mark.slow
 
@@ -149,9 +150,12 @@ def test_forced_stop_kills_at_once_and_the_task_is_not_lost(make_fleet) -> None:
     fleet.launch()
     running = sleep.on("w").delay(30)
     _wait(lambda: _active(fleet) == 1)
+    processes = [p for pane in pane_pids(fleet.socket) for p in process_tree(pane)]
+    assert len(processes) >= 2  # the worker and its pool process
     started = time.monotonic()
     result = fleet.stop(force=True)[0]
     assert result.state == STOPPED and time.monotonic() - started < 5
+    assert not [p for p in processes if alive(p)]  # gone when the command returns
     assert fleet.sessions() == []
     assert running.state in ("PENDING", "STARTED")  # not marked done: acks_late keeps it
     assert fleet.stop()[0].state == NOT_RUNNING

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
 from ops.logfile import rotating_append
 from ops.tmux import Tmux
+
+from .tmuxserver import end_server
 
 
 def test_output_piped_by_tmux_rotates_and_keeps_the_newest_lines(tmp_path: Path) -> None:
@@ -25,8 +26,7 @@ def test_output_piped_by_tmux_rotates_and_keeps_the_newest_lines(tmp_path: Path)
             assert time.monotonic() < deadline, sorted(p.name for p in log.parent.iterdir())
             time.sleep(0.05)
     finally:
-        subprocess.run(["tmux", "-L", tmux.socket, "kill-server"], capture_output=True,
-                       check=False)
+        end_server(tmux.socket)
     names = sorted(p.name for p in log.parent.iterdir())
     assert names == ["dev.log", "dev.log.1", "dev.log.2"]  # two backups kept, older ones gone
     assert all(p.stat().st_size <= 400 + 40 for p in log.parent.iterdir())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +24,7 @@ from ops.embedded_redis import EmbeddedRedis
 from tests.conftest import device_spec
 from tests.probe import write_probe
 from tests.test_cli import fab
+from tests.tmuxserver import end_server
 
 from .ledger import tally_of
 from .producer import produce
@@ -44,7 +44,7 @@ def inventory(tmp_path: Path):
     write_probe([tmp_path], module)
     yield path, module
     fab("stop", "--force", "--inventory", str(path))
-    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+    end_server(socket)
 
 
 def test_a_killed_embedded_redis_loses_no_task_and_workers_come_back(inventory) -> None:
