@@ -35,11 +35,9 @@ task_default_priority = 5
 # Results stay in Redis for a day, then expire.
 result_expires = 24 * 3600
 
-# Record STARTED so status and callers can tell queued from running. (Turning it off saves a
-# write and a publish per task, but a worker whose link drops while it runs tasks can then end up
-# holding acknowledgements it could not send, and stop taking work: tests/chaos/test_link_down.py
-# fails that way. Kept on until the worker handles a failed acknowledgement itself.)
-task_track_started = True
+# No STARTED state (Celery's default): it costs a write and a publish per task. A result is
+# PENDING until it is done; `fab status` shows what each device is running from its heartbeat.
+task_track_started = False
 
 # Keep trying to reach the broker at start-up (a device may boot before the coordinator).
 broker_connection_retry_on_startup = True
@@ -47,8 +45,7 @@ broker_connection_retry = True
 # Running tasks finish when the broker connection drops; acks_late makes that safe.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-# Task events go out for every task (Flower and `celery events` show them): three publishes per
-# task (see README, Performance). Flower can switch them on by itself; turning them off by
-# default waits until the chaos suite has run that way.
-worker_send_task_events = True
+# No task events unless someone watches (Celery's default): `fab flower` and `celery events` switch
+# them on in every worker (Celery's enable_events), three publishes per task from then on.
+worker_send_task_events = False
 task_send_sent_event = False

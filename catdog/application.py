@@ -12,8 +12,16 @@ from typing import Any
 from celery import Celery
 
 from catdog import broker
-from catdog.fleet import COORDINATOR, fleet
+from catdog.fleet import COORDINATOR, WORKER, fleet
 from catdog.routing import ANY_QUEUE
+
+#: A worker keeps a finished task's result until Redis takes it: a device cut off as a task ends
+#: stores the result and acknowledges the message once the link is back (retrying every 5 s at
+#: most), instead of failing the store and, in a threads pool, never settling the task (Celery
+#: drops a request whose tracer raised), which would hold its message and its slot for good.
+#: Callers keep Celery's default: a call on a coordinator with no Redis raises.
+WORKER_RESULT_RETRY = {"result_backend_always_retry": True,
+                       "result_backend_max_sleep_between_retries_ms": 5000}
 
 
 def fleet_settings() -> dict[str, Any]:
@@ -27,6 +35,8 @@ def fleet_settings() -> dict[str, Any]:
         "task_default_queue": ANY_QUEUE,
     }
     settings.update(broker.tls_settings(url))
+    if fleet.role == WORKER:
+        settings.update(WORKER_RESULT_RETRY)
     if inventory.timezone:
         settings["timezone"] = inventory.timezone
     return settings

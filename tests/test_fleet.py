@@ -162,3 +162,13 @@ def test_gather_shows_a_progress_bar_only_in_a_terminal(use_fleet3) -> None:
     assert "0/3" in drawn or "1/3" in drawn or "2/3" in drawn  # it was drawn while waiting
     assert [r["stdout"] for r in gather(run_on.delay("all", "echo x"), stream=pipe)] == ["x\n"] * 3
     assert pipe.getvalue() == ""  # scripts get no bar
+
+
+def test_workers_keep_a_result_until_redis_takes_it_and_callers_do_not(
+        use_fleet3: FleetUnderTest) -> None:
+    # a device cut off as its task ends stores the result once back (tests/chaos/test_link_down)
+    node = f"garden@{_hostname()}"
+    shown = app.control.inspect(destination=[node], timeout=3).conf(with_defaults=True) or {}
+    assert shown[node]["result_backend_always_retry"] is True
+    assert shown[node]["result_backend_max_sleep_between_retries_ms"] == 5000
+    assert not app.conf.result_backend_always_retry  # a coordinator with no Redis raises

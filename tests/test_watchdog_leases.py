@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from types import SimpleNamespace
+from typing import Any
 
 import redis
+from kombu import Connection, Queue
 
 from workers.leases import Leases
 from workers.watchdog import Watchdog, rerun_argv
@@ -78,3 +80,38 @@ def test_leases_renew_only_held_messages_still_indexed(redis_client: redis.Redis
     assert dict(redis_client.zrange("unacked_index", 0, -1, withscores=True)) == {
         b"held": 500.0, b"acked-meanwhile": 10.0, b"other": 10.0}  # "gone" was not brought back
     redis_client.delete("unacked_index")
+
+
+def test_an_ack_that_cannot_reach_redis_frees_the_slot_and_is_paid_later(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    redis_client.flushdb()
+    with Connection(redis_url) as conn:
+        queue = Queue("owed-test", routing_key="owed-test")
+        conn.Producer().publish({"n": 1}, routing_key="owed-test", declare=[queue])
+        channel = conn.default_channel
+        channel.basic_qos(prefetch_count=1)
+        taken: list[Any] = []
+        consumer = conn.Consumer([queue], callbacks=[lambda _body, m: taken.append(m)])
+        with consumer:
+            conn.drain_events(timeout=5)
+        message = taken[0]
+        assert not channel.qos.can_consume()  # one slot, held by the message
+        leases = Leases()
+        leases.attach(SimpleNamespace(task_consumer=SimpleNamespace(channel=channel)))
+        assert leases.held() == [message.delivery_tag]
+
+        leases.owe(message, ConnectionError("link down"))  # what the request does on failure
+        assert channel.qos.can_consume() and leases.held() == []  # the slot is free again
+        assert redis_client.hexists("unacked", message.delivery_tag)  # Redis still holds it
+        assert leases.owed == 1
+
+        owed = leases.pay(redis_client.pipeline())  # a heartbeat that fails pays nothing
+        assert leases.owed == 1
+        pipe = redis_client.pipeline()
+        owed = leases.pay(pipe)
+        pipe.execute()
+        leases.paid(owed)
+        assert leases.owed == 0
+        assert not redis_client.hexists("unacked", message.delivery_tag)
+        assert redis_client.zscore("unacked_index", message.delivery_tag) is None
+        assert redis_client.llen("owed-test") == 0  # acknowledged, not restored: it ran once

@@ -11,15 +11,34 @@ it holds (running, reserved, or waiting for an ETA) to "now". A message whose wo
 stops being renewed and the next sweep by any worker puts it back after ``visibility_timeout``
 (celeryconfig.py). A task may run for as long as it needs while its worker lives and reaches
 Redis; this also ends kombu's re-delivery loop of ETAs beyond the timeout (celery/kombu#337).
+
+An acknowledgement that cannot reach Redis (the device is cut off as its task finishes) is owed,
+not dropped. kombu's Redis transport raises before it forgets the message locally, Celery logs
+"Couldn't ack" and moves on, and the message would stay held by this worker for good: renewed
+with every heartbeat, never run again, and taking one of the worker's prefetch slots. Enough such
+finished tasks and the worker takes nothing more, even once it is back. So the message is
+forgotten here at once (the slot is free), and its ``unacked`` entry is removed by the first
+heartbeat that reaches Redis again. A cut shorter than ``visibility_timeout`` therefore runs the
+task once; a longer one may run it again elsewhere (at least once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 import time
 from typing import Any
 
+from kombu.transport import virtual
+
+log = logging.getLogger(__name__)
+
 UNACKED_INDEX_KEY = "unacked_index"  # kombu's default (Channel.unacked_index_key)
+UNACKED_KEY = "unacked"  # kombu's default (Channel.unacked_key)
+
+#: an acknowledgement not yet recorded in Redis: (index key, hash key, delivery tag)
+Owed = tuple[str, str, str]
 
 
 class Leases:
@@ -27,6 +46,8 @@ class Leases:
 
     def __init__(self) -> None:
         self.consumer: Any = None
+        self._owed: list[Owed] = []
+        self._lock = threading.Lock()
 
     def attach(self, consumer: Any) -> None:
         self.consumer = consumer
@@ -56,6 +77,37 @@ class Leases:
             stamp = time.time() if now is None else now
             pipe.zadd(self.key(), dict.fromkeys(tags, stamp), xx=True)
         return len(tags)
+
+    def owe(self, message: Any, error: BaseException) -> None:
+        """``message`` ran, but its acknowledgement did not reach Redis: forget it here (as the
+        transport would have), and owe its removal from ``unacked`` to :meth:`pay`."""
+        channel = message.channel
+        virtual.QoS.ack(channel.qos, message.delivery_tag)  # the local half of kombu's ack
+        owed = (str(getattr(channel, "unacked_index_key", UNACKED_INDEX_KEY)),
+                str(getattr(channel, "unacked_key", UNACKED_KEY)), str(message.delivery_tag))
+        with self._lock:
+            self._owed.append(owed)
+        log.warning("acknowledgement of %s did not reach Redis (%s); it is sent with the next "
+                    "heartbeat that gets through", owed[2], error)
+
+    def pay(self, pipe: Any) -> list[Owed]:
+        """Queue on ``pipe`` every owed acknowledgement (kombu's own two writes); after the
+        pipeline went through, hand the returned list to :meth:`paid`."""
+        with self._lock:
+            owed = list(self._owed)
+        for index, unacked, tag in owed:
+            pipe.zrem(index, tag)
+            pipe.hdel(unacked, tag)
+        return owed
+
+    def paid(self, owed: list[Owed]) -> None:
+        with self._lock:
+            done = set(owed)
+            self._owed = [o for o in self._owed if o not in done]
+
+    @property
+    def owed(self) -> int:
+        return len(self._owed)
 
 
 leases = Leases()
