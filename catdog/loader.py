@@ -12,7 +12,6 @@ and a ``host: local`` device ignores the SSH fields, ``python`` and ``workdir`` 
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import os
@@ -217,6 +216,8 @@ def _is_null(node: Node) -> bool:
 
 
 def _unknown_key(name: str, allowed: tuple[str, ...]) -> str:
+    import difflib  # only for a mistake: not in every worker's memory
+
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown key {name!r}; {hint}expected one of: {', '.join(allowed)}"

@@ -34,8 +34,8 @@ class Block:
             raise ImportError("coordinator-only module imported on a device: " + name)
 sys.meta_path.insert(0, Block())
 import catdog, tasks, tasks.examples, workers.cli, workers.telemetry
-from workers.cli import _parser
-_parser().format_help()
+from workers.cli import parse_args
+assert parse_args(["--device", "pi"])["device"] == "pi"
 print("device side ok")
 """
 
@@ -45,3 +45,17 @@ def test_the_worker_side_imports_nothing_from_the_coordinator_extra() -> None:
                           text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "device side ok"
+
+
+def test_the_worker_command_line_refuses_what_it_does_not_know(capsys) -> None:
+    from workers.cli import main, parse_args
+
+    assert parse_args(["--device", "pi"]) == {"device": "pi", "inventory": None,
+                                              "env_file": None, "state_dir": None,
+                                              "loglevel": "INFO"}
+    assert main(["--device", "pi", "--bogus"]) == 2
+    assert "No such option '--bogus'" in capsys.readouterr().err
+    assert main([]) == 2
+    assert "Missing option '--device'" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    assert "--state-dir" in capsys.readouterr().out
