@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ops.results import READY
+from tasks.examples import whoami
 
 from .conftest import ROOT, device_spec
 from .test_cli import _env, fab
@@ -76,6 +77,15 @@ def test_fab_flower_shows_every_device_in_the_api_and_in_a_real_browser(
     assert set(workers) == nodes
     status, text = get(f"{url}metrics")
     assert status == 200 and "flower_" in text  # Prometheus can scrape it
+
+    # workers start without task events; Flower turns them on (every 5 s) and then sees tasks
+    deadline, states = time.monotonic() + 30, set()
+    while "SUCCESS" not in states and time.monotonic() < deadline:
+        assert whoami.on("garden").delay().get(timeout=10)["device"] == "garden"
+        status, body = get(f"{url}api/tasks")
+        states = {task["state"] for task in json.loads(body).values()}
+        time.sleep(0.5)
+    assert "SUCCESS" in states, states
 
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
