@@ -10,9 +10,10 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
 import sys
+import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,39 @@ def launch_table(found: dict[str, Any]) -> list[str]:
 
 def isolated(benchmark: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """Run one benchmark in a fresh process: each builds its own fleet and broker, and a Celery
-    app's broker is fixed once per process."""
+    app's broker is fixed once per process. A run stopped meanwhile (Ctrl-C, or SIGTERM to this
+    process) stops the benchmark's process too, whose cleanups then stop its fleet and Redis."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(benchmark, *args).result()
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_run_child, args=(send, benchmark, args), daemon=False)
+    child.start()
+    send.close()
+    try:
+        outcome, value = receive.recv()
+    except EOFError:  # it died without a word (killed, or out of memory)
+        child.join()
+        outcome, value = "error", f"its process died (exit status {child.exitcode})"
+    finally:
+        if child.is_alive():
+            child.terminate()  # SIGTERM: _run_child turns it into SystemExit, cleanups run
+        child.join()
+    if outcome != "ok":
+        raise RuntimeError(f"{benchmark.__module__}.{benchmark.__name__} failed:\n{value}")
+    return dict(value)
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so ``finally`` blocks and context managers still run."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
+def _run_child(send: Any, benchmark: Callable[..., dict[str, Any]], args: tuple[Any, ...]
+               ) -> None:
+    _exit_on_sigterm()
+    try:
+        send.send(("ok", benchmark(*args)))
+    except Exception:
+        send.send(("error", traceback.format_exc()))
 
 
 PLAIN = {"defaults": "Celery's default settings",
@@ -106,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench import compare, killswitch, launch, report, status
 
+    _exit_on_sigterm()
     results: dict[str, Any] = {}
     if args.output.exists():
         results = json.loads(args.output.read_text())

@@ -7,6 +7,7 @@ fleet it builds, which must not leak into the other tests.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,20 @@ def test_markdown_tables_come_from_the_results_file(tmp_path: Path, capsys) -> N
     assert any(r.startswith("| `fab status`, 8 devices") and r.endswith("**missed** |")
                for r in rows)
     assert "only the layer differs" in table
+
+
+def _measured(n: int) -> dict[str, int]:
+    return {"n": n, "pid": os.getpid()}
+
+
+def _broken() -> dict[str, int]:
+    raise ValueError("no fleet here")
+
+
+def test_each_benchmark_runs_in_its_own_process_and_its_failure_is_reported() -> None:
+    from bench.run import isolated
+
+    found = isolated(_measured, 7)
+    assert found["n"] == 7 and found["pid"] != os.getpid()
+    with pytest.raises(RuntimeError, match=r"(?s)_broken failed:.*ValueError: no fleet here"):
+        isolated(_broken)
