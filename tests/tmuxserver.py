@@ -16,7 +16,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from ops.embedded_redis import alive
 from workers.usage import children
+
+__all__ = ["alive", "end_server", "pane_pids", "process_tree", "socket_path"]
 
 
 def socket_path(socket: str) -> Path:
@@ -30,15 +33,6 @@ def process_tree(pid: int) -> list[int]:
         found.append(todo.pop())
         todo.extend(children(found[-1]))
     return found
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for a parent that is gone too."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def pane_pids(socket: str) -> list[int]:
