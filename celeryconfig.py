@@ -45,7 +45,7 @@ broker_connection_retry = True
 # Running tasks finish when the broker connection drops; acks_late makes that safe.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-# No task events unless someone watches (Celery's default): `fab flower` and `celery events` switch
-# them on in every worker (Celery's enable_events), three publishes per task from then on.
+# No task events unless someone watches (Celery's default): `fab flower` switches them on in every
+# worker (Flower sends Celery's enable_events), three publishes per task from then on.
 worker_send_task_events = False
 task_send_sent_event = False
