@@ -9,19 +9,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from workers.usage import children
+from workers.usage import tree
 
 PROC = Path("/proc")
-
-
-def tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children(current)
-    return found
 
 
 def usage_mb(pid: int) -> dict[str, float]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ops.embedded_redis import alive
-from workers.usage import children
+from workers.usage import tree as process_tree
 
 __all__ = ["alive", "end_server", "pane_pids", "process_tree", "socket_path"]
 
@@ -25,14 +25,6 @@ __all__ = ["alive", "end_server", "pane_pids", "process_tree", "socket_path"]
 def socket_path(socket: str) -> Path:
     """Where ``tmux -L socket`` keeps its socket (tmux's own rule: $TMUX_TMPDIR, else /tmp)."""
     return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket
-
-
-def process_tree(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo.extend(children(found[-1]))
-    return found
 
 
 def pane_pids(socket: str) -> list[int]:

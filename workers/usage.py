@@ -44,6 +44,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children(found[-1])
+    return found
+
+
 def tree_rss_mb(pid: int | None = None) -> float | None:
     """Resident memory of ``pid`` (default: this process) and its children, in MB."""
     pid = pid or os.getpid()
