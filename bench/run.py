@@ -58,7 +58,7 @@ def isolated(benchmark: Callable[..., dict[str, Any]], *args: Any) -> dict[str, 
     process) stops the benchmark's process too, whose cleanups then stop its fleet and Redis."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_run_child, args=(send, benchmark, args), daemon=False)
+    child = context.Process(target=_run_child, args=(send, benchmark, args))
     child.start()
     send.close()
     try:

@@ -32,24 +32,31 @@ def _rss_kb(pid: int) -> int:
         return int(f.read().split()[1]) * PAGE_KB
 
 
-def children(pid: int) -> list[int]:
-    """The direct children of ``pid`` (the pool's processes), from each process's parent id."""
-    found = []
+def _parent_ids() -> dict[int, int]:
+    """Every process's parent id, from one pass over ``/proc``."""
+    found = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError), \
                     open(f"/proc/{entry.name}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
+                found[int(entry.name)] = int(f.read().rsplit(")", 1)[1].split()[1])
     return found
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (the pool's processes), from each process's parent id."""
+    return [child for child, parent in _parent_ids().items() if parent == pid]
+
+
 def tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
+    """``pid`` and all its descendants (one pass over ``/proc`` for the whole tree)."""
+    below: dict[int, list[int]] = {}
+    for child, parent in _parent_ids().items():
+        below.setdefault(parent, []).append(child)
     found, todo = [], [pid]
     while todo:
         found.append(todo.pop())
-        todo += children(found[-1])
+        todo += below.get(found[-1], [])
     return found
 
 
