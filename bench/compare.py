@@ -2,9 +2,9 @@
 rounds; each round starts both sides' workers on the same devices (which first alternates).
 
 Per round and side: idle memory of each worker's process tree, sequential round-trip latency
-(the two sides' calls interleaved), end-to-end throughput (one side at a time, the other idle;
-two devices with capability ``bench``); and fan-out to every device of the fleet (interleaved
-too). Ratios are CatDog / plain of the medians over rounds.
+(the two sides' calls interleaved), end-to-end throughput and the broker's commands per task
+(one side at a time, the other idle; two devices with capability ``bench``); and fan-out to
+every device of the fleet (interleaved too). Ratios are CatDog / plain of the medians over rounds.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
+
+import redis
 
 from bench import measures
 from bench.memory import usage_mb
@@ -43,6 +45,7 @@ def run(pool: str, concurrency: int, rounds: int, tasks: int, calls: int,
     found: dict[str, dict[str, list[float]]] = {name: {} for name in SIDES}
     with local_fleet(PAIR, pool=pool, concurrency=concurrency, imports=("bench.tasks",)) as bed:
         devices = bed.inventory.select(None)
+        broker = redis.Redis.from_url(bed.broker_url)
         for round_ in range(rounds):
             with contextlib.ExitStack() as stack:
                 sides = [stack.enter_context(SIDES[name](bed, devices, loglevel))
@@ -54,7 +57,7 @@ def run(pool: str, concurrency: int, rounds: int, tasks: int, calls: int,
                 for name, times in measures.latency_ms_alternating(sides, calls).items():
                     _add(found[name], times)
                 for side in sides:
-                    _add(found[side.name], {"tasks_per_s": measures.throughput(side, tasks)})
+                    _add(found[side.name], measures.throughput(side, tasks, broker))
     return {"pool": pool, "concurrency": concurrency, "devices": PAIR, "rounds": rounds,
             "tasks": tasks, "calls": calls, "loglevel": loglevel or "default (CatDog INFO, "
             "plain WARNING)", **_compared(found)}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import redis
+
 from bench.roundtrips import counting
 from bench.sides import Side
 from bench.stats import percentile
@@ -18,15 +20,24 @@ def warm_up(side: Side) -> None:
     side.gather([side.call() for _ in range(WARM_UP_CALLS)])
 
 
-def throughput(side: Side, tasks: int) -> float:
-    """Tasks per second: send ``tasks`` no-ops routed by capability, gather every result."""
+def throughput(side: Side, tasks: int, broker: redis.Redis) -> dict[str, float]:
+    """Send ``tasks`` no-ops routed by capability and gather every result: tasks per second,
+    and the commands the broker ran per task meanwhile (producer and workers, both sides'
+    background work included), from Redis's own counters."""
+    before = broker_commands(broker)
     started = time.perf_counter()
     results = [side.call() for _ in range(tasks)]
     done = side.gather(results)
     elapsed = time.perf_counter() - started
+    ran = broker_commands(broker) - before - 1  # the first INFO counts itself
     if len(done) != tasks:
         raise RuntimeError(f"{side.name}: {len(done)} results for {tasks} tasks")
-    return tasks / elapsed
+    return {"tasks_per_s": tasks / elapsed, "commands_per_task": ran / tasks}
+
+
+def broker_commands(broker: redis.Redis) -> int:
+    """How many commands the broker has run since it started (``INFO commandstats``)."""
+    return sum(int(stat["calls"]) for stat in broker.info("commandstats").values())
 
 
 def latency_ms_alternating(sides: list[Side], calls: int) -> dict[str, dict[str, float]]:

@@ -14,6 +14,7 @@ PROFILE: dict[str, tuple[str, Callable[[float], bool] | None, str]] = {
     "p99": ("round trip p99 (ms)", None, ""),
     "rss_mb": ("idle RSS per worker (MB)", None, ""),
     "pss_mb": ("idle PSS per worker (MB)", None, ""),
+    "commands_per_task": ("Redis commands per task", None, ""),
 }
 FANOUT = {"producer_ms": "producer (ms)", "total_ms": "total (ms)",
           "writes": "broker round trips", "subscriptions": "result subscriptions"}

@@ -48,7 +48,7 @@ def _check_comparison(found: dict, table: str) -> None:
     trip (a count, not a timing); the kill switch held tasks back and let them go."""
     solo = found["compare_solo"]
     assert (solo["pool"], solo["concurrency"], solo["tasks"], solo["calls"]) == ("solo", 1, 40, 10)
-    for key in ("tasks_per_s", "p50", "p95", "p99", "rss_mb", "pss_mb"):
+    for key in ("tasks_per_s", "p50", "p95", "p99", "rss_mb", "pss_mb", "commands_per_task"):
         assert solo[key]["catdog"]["n"] == solo[key]["plain"]["n"] == 1, key
         assert solo[key]["ratio"] > 0, key
     fanout = found["fanout"]
