@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import redis
 
+from bench.cpu import tree_cpu_s
 from bench.roundtrips import counting
 from bench.sides import Side
 from bench.stats import percentile
@@ -21,18 +22,27 @@ def warm_up(side: Side) -> None:
 
 
 def throughput(side: Side, tasks: int, broker: redis.Redis) -> dict[str, float]:
-    """Send ``tasks`` no-ops routed by capability and gather every result: tasks per second,
-    and the commands the broker ran per task meanwhile (producer and workers, both sides'
-    background work included), from Redis's own counters."""
-    before = broker_commands(broker)
-    started = time.perf_counter()
+    """Send ``tasks`` no-ops routed by capability and gather every result: tasks per second;
+    the CPU time per task of the side's workers (their process trees) and of this process
+    (the producer, which also gathers the results); and the commands the broker ran per task
+    meanwhile (producer and workers, both sides' background work included), from Redis's own
+    counters."""
+    commands, workers_cpu = broker_commands(broker), _cpu_s(side)
+    producer_cpu, started = time.process_time(), time.perf_counter()
     results = [side.call() for _ in range(tasks)]
     done = side.gather(results)
     elapsed = time.perf_counter() - started
-    ran = broker_commands(broker) - before - 1  # the first INFO counts itself
+    producer_cpu = time.process_time() - producer_cpu
+    workers_cpu = _cpu_s(side) - workers_cpu
+    commands = broker_commands(broker) - commands - 1  # the first INFO counts itself
     if len(done) != tasks:
         raise RuntimeError(f"{side.name}: {len(done)} results for {tasks} tasks")
-    return {"tasks_per_s": tasks / elapsed, "commands_per_task": ran / tasks}
+    return {"tasks_per_s": tasks / elapsed, "worker_cpu_us": workers_cpu / tasks * 1e6,
+            "producer_cpu_us": producer_cpu / tasks * 1e6, "commands_per_task": commands / tasks}
+
+
+def _cpu_s(side: Side) -> float:
+    return sum(tree_cpu_s(pid) for pid in side.pids)
 
 
 def broker_commands(broker: redis.Redis) -> int:

@@ -14,6 +14,8 @@ PROFILE: dict[str, tuple[str, Callable[[float], bool] | None, str]] = {
     "p99": ("round trip p99 (ms)", None, ""),
     "rss_mb": ("idle RSS per worker (MB)", None, ""),
     "pss_mb": ("idle PSS per worker (MB)", None, ""),
+    "worker_cpu_us": ("worker CPU per task (us)", None, ""),
+    "producer_cpu_us": ("producer CPU per task (us)", None, ""),
     "commands_per_task": ("Redis commands per task", None, ""),
 }
 FANOUT = {"producer_ms": "producer (ms)", "total_ms": "total (ms)",

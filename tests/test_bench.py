@@ -48,9 +48,14 @@ def _check_comparison(found: dict, table: str) -> None:
     trip (a count, not a timing); the kill switch held tasks back and let them go."""
     solo = found["compare_solo"]
     assert (solo["pool"], solo["concurrency"], solo["tasks"], solo["calls"]) == ("solo", 1, 40, 10)
-    for key in ("tasks_per_s", "p50", "p95", "p99", "rss_mb", "pss_mb", "commands_per_task"):
+    for key in ("tasks_per_s", "p50", "p95", "p99", "rss_mb", "pss_mb", "commands_per_task",
+                "producer_cpu_us"):
         assert solo[key]["catdog"]["n"] == solo[key]["plain"]["n"] == 1, key
         assert solo[key]["ratio"] > 0, key
+    # 40 tasks can take less than a clock tick (10 ms) of a worker's CPU: no ratio then
+    assert solo["worker_cpu_us"]["catdog"]["n"] == solo["worker_cpu_us"]["plain"]["n"] == 1
+    # a send, a fetch, a subscription, a result stored and an ack: a command each at least
+    assert solo["commands_per_task"]["catdog"]["median"] >= 5
     fanout = found["fanout"]
     assert fanout["devices"] == fanout["messages"] == 2
     assert fanout["writes"]["catdog"]["median"] == 1
