@@ -52,6 +52,10 @@ def launch_table(found: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: how long a benchmark's process may take to exit once it has sent its results
+CHILD_EXIT_S = 30.0
+
+
 def isolated(benchmark: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """Run one benchmark in a fresh process: each builds its own fleet and broker, and a Celery
     app's broker is fixed once per process. A run stopped meanwhile (Ctrl-C, or SIGTERM to this
@@ -63,6 +67,7 @@ def isolated(benchmark: Callable[..., dict[str, Any]], *args: Any) -> dict[str, 
     send.close()
     try:
         outcome, value = receive.recv()
+        child.join(CHILD_EXIT_S)  # its exit handlers run undisturbed (a SIGTERM in them is noise)
     except EOFError:  # it died without a word (killed, or out of memory)
         child.join()
         outcome, value = "error", f"its process died (exit status {child.exitcode})"

@@ -145,10 +145,28 @@ def _broken() -> dict[str, int]:
     raise ValueError("no fleet here")
 
 
-def test_each_benchmark_runs_in_its_own_process_and_its_failure_is_reported() -> None:
+def _slow_to_exit(marker: str) -> dict[str, int]:
+    """A benchmark whose process has exit work to do after it sent its results (as logging's
+    shutdown, or a fleet's cleanup registered with atexit)."""
+    import atexit
+    import time
+
+    def finish() -> None:
+        time.sleep(0.5)
+        Path(marker).write_text("exited cleanly")
+
+    atexit.register(finish)
+    return {"pid": os.getpid()}
+
+
+def test_each_benchmark_runs_in_its_own_process_and_its_failure_is_reported(tmp_path: Path
+                                                                             ) -> None:
     from bench.run import isolated
 
     found = isolated(_measured, 7)
     assert found["n"] == 7 and found["pid"] != os.getpid()
+    marker = tmp_path / "exit"
+    isolated(_slow_to_exit, str(marker))  # its exit is not cut short by a SIGTERM
+    assert marker.read_text() == "exited cleanly"
     with pytest.raises(RuntimeError, match=r"(?s)_broken failed:.*ValueError: no fleet here"):
         isolated(_broken)
