@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from workers.usage import tree
+from workers.usage import stat_fields, tree
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -14,8 +14,7 @@ def tree_cpu_s(pid: int) -> float:
     """User and system CPU seconds ``pid`` and its descendants have used so far."""
     ticks = 0
     for member in tree(pid):
-        with contextlib.suppress(OSError, IndexError, ValueError), \
-                open(f"/proc/{member}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat_fields(member)
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / TICKS_PER_S

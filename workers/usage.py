@@ -35,14 +35,20 @@ def _rss_kb(pid: int) -> int:
         return int(f.read().split()[1]) * PAGE_KB
 
 
+def stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (``proc(5)``'s field 3 on:
+    state, ppid, ..., utime at index 11, stime at 12); OSError when the process is gone."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def _parent_ids() -> dict[int, int]:
     """Every process's parent id, from one pass over ``/proc``."""
     found = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError), \
-                    open(f"/proc/{entry.name}/stat") as f:
-                found[int(entry.name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                found[int(entry.name)] = int(stat_fields(int(entry.name))[1])
     return found
 
 
