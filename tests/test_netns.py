@@ -22,6 +22,7 @@ from ops.results import READY
 from .conftest import device_spec
 from .lan import Lan, LanHost, NetnsUnavailable
 from .test_cli import _env, fab
+from .tmuxserver import end_server
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +106,7 @@ def test_each_device_is_its_own_host_on_the_lan(lan: Lan, hosts: dict[str, LanHo
             ("pi-a", "idle"), ("pi-b", "idle"), ("zero", "idle"), ("laptop", "idle")]
     finally:
         stopped = fab("stop", "--inventory", str(inventory), "--json", env=env)
+        end_server(yaml.safe_load(inventory.read_text())["tmux_socket"])  # and its socket file
     assert [r["state"] for r in json.loads(stopped.stdout)] == ["STOPPED"] * 4, stopped.stderr
 
 

@@ -25,6 +25,7 @@ from ops.results import READY
 from .conftest import ROOT, device_spec
 from .test_cli import _env, fab
 from .tls import Certificates, TlsProxy, make_certificates
+from .tmuxserver import end_server
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +75,7 @@ def test_a_fleet_on_a_rediss_broker_with_a_ca_file(tmp_path: Path, upstream) -> 
         assert proxy.connections >= 4 and proxy.handshake_failures == 0  # all of it over TLS
     finally:
         fab("stop", "--inventory", str(path), "--force", env=env)
+        end_server(yaml.safe_load(path.read_text())["tmux_socket"])  # and its socket file
         proxy.close()
 
 
@@ -92,6 +94,7 @@ def test_a_broker_certificate_the_ca_did_not_sign_is_refused(tmp_path: Path, ups
         assert proxy.handshake_failures >= 1 and proxy.connections == 0  # never used unchecked
     finally:
         fab("stop", "--inventory", str(path), "--force", env=env)
+        end_server(yaml.safe_load(path.read_text())["tmux_socket"])  # and its socket file
         proxy.close()
 
 
