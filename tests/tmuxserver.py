@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ops.embedded_redis import alive
+from ops.tmux import Tmux
 from workers.usage import tree as process_tree
 
 __all__ = ["alive", "end_server", "pane_pids", "process_tree", "socket_path"]
@@ -28,9 +29,8 @@ def socket_path(socket: str) -> Path:
 
 
 def pane_pids(socket: str) -> list[int]:
-    listed = subprocess.run(["tmux", "-L", socket, "list-panes", "-a", "-F", "#{pane_pid}"],
-                            capture_output=True, text=True, check=False)
-    return [int(line) for line in listed.stdout.split() if line.isdigit()]
+    """The process id of every pane on ``socket`` (none when no server runs there)."""
+    return [pane.pid for pane in Tmux(socket).panes().values() if pane.pid]
 
 
 def end_server(socket: str, timeout: float = 10.0) -> None:
