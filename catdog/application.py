@@ -1,4 +1,4 @@
-"""The Celery app, ``catdog.app``: static settings from ``celeryconfig.py``, the rest from the fleet.
+"""The Celery app, ``catdog.app``: static settings from :mod:`catdog.settings`, the rest from the fleet.
 
 Creating the app connects to nothing. The broker, the result backend and the router are added as
 lazy defaults, evaluated the first time the configuration is read (the first call that needs the
@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 
-from catdog import broker
+from catdog import broker, settings
 from catdog.fleet import COORDINATOR, WORKER, fleet
 from catdog.routing import ANY_QUEUE
 
@@ -63,7 +63,9 @@ class FleetCelery(Celery):
 
 def create_app() -> Celery:
     app = FleetCelery("catdog", task_cls="catdog.task:FleetTask", set_as_current=False)
-    app.config_from_object("celeryconfig")
+    # the module object, not a name looked up on sys.path: a celeryconfig.py of the user's own
+    # in the folder a worker runs in cannot replace CatDog's settings
+    app.config_from_object(settings)
     app.add_defaults(fleet_settings)
     return app
 

@@ -76,10 +76,10 @@ def plan(inventory: Inventory, requires: Iterable[str] = (), target: Target | st
 
 
 def queue_keys(queue: str) -> list[str]:
-    """The Redis lists of ``queue``: kombu keeps one per priority step (celeryconfig.py)."""
-    import celeryconfig
+    """The Redis lists of ``queue``: kombu keeps one per priority step (:mod:`catdog.settings`)."""
+    from catdog import settings
 
-    options = celeryconfig.broker_transport_options
+    options = settings.broker_transport_options
     sep, steps = str(options["sep"]), cast(list[int], options["priority_steps"])
     return [queue] + [f"{queue}{sep}{p}" for p in steps if p]
 

@@ -52,8 +52,8 @@ def write_inventory() -> Path:
 
 def run_tasks() -> list[tuple[str, str, str]]:
     """Send one batch of every kind of call; return (call, device, result) rows."""
+    from catdog.tasks.examples import read_temperature, render, snapshot, whoami
     from tasks import run_on
-    from tasks.examples import read_temperature, render, snapshot, whoami
 
     calls: list[tuple[str, Any]] = [
         ('run_on.delay("kitchen", "uname -sr")', run_on.delay("kitchen", "uname -sr")),

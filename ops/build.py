@@ -16,8 +16,8 @@ from pathlib import Path
 
 from catdog.errors import BuildError
 
-PACKAGES = ("catdog", "workers", "tasks", "ops")
-MODULES = ("celeryconfig.py", "fabfile.py", "pyproject.toml")
+PACKAGES = ("catdog", "workers", "ops")
+MODULES = ("pyproject.toml",)
 
 
 def project_root() -> Path:

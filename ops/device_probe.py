@@ -12,7 +12,7 @@ import socket
 import sys
 
 DEPLOYED_RECORD = "catdog-deployed.json"  # in the environment's prefix, written by fab deploy
-REQUIRED = ("catdog", "workers", "tasks", "celery", "redis", "yaml")
+REQUIRED = ("catdog", "catdog.tasks", "workers", "celery", "redis", "yaml")
 
 
 def read_env(path):

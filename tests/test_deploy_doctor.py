@@ -29,7 +29,7 @@ def checkout_copy(dest: Path) -> Path:
     for package in PACKAGES:
         shutil.copytree(root / package, dest / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md", "celeryconfig.py", "fabfile.py"):
+    for name in ("pyproject.toml", "README.md"):
         shutil.copy(root / name, dest / name)
     return dest
 
@@ -66,13 +66,13 @@ def test_deploy_makes_the_venv_installs_the_device_side_and_is_idempotent(
         UNCHANGED, f"catdog 0.1.0 ({source_fingerprint(source)[:12]}) already installed")
 
     before = source_fingerprint(source)
-    marker = source / "tasks" / "deployed_marker.py"
+    marker = source / "catdog" / "tasks" / "deployed_marker.py"
     marker.write_text('MARK = "second build"\n')
     third = Deployer(fleet.inventory, root=source).deploy(fleet.inventory.select(["pi"]))
     assert third[0].state == DEPLOYED
     assert third[0].reason == (f"updated catdog 0.1.0 ({before[:12]}) -> 0.1.0 "
                                f"({source_fingerprint(source)[:12]})")
-    assert subprocess.run([str(venv_python), "-c", "import tasks.deployed_marker as m; "
+    assert subprocess.run([str(venv_python), "-c", "import catdog.tasks.deployed_marker as m; "
                            "print(m.MARK)"], cwd=tmp_path, capture_output=True, text=True,
                           check=True).stdout == "second build\n"
 

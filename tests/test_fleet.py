@@ -10,8 +10,8 @@ from celery.result import GroupResult
 
 from catdog import NoRoute, app
 from catdog.routing import worker_queues
+from catdog.tasks.examples import read_temperature, render, sleep, snapshot, whoami
 from tasks import run_on
-from tasks.examples import read_temperature, render, sleep, snapshot, whoami
 from workers.cli import declared_requirements, import_tasks
 
 from .conftest import FleetUnderTest

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from catdog.tasks.examples import whoami
 from ops.results import READY
-from tasks.examples import whoami
 
 from .conftest import ROOT, device_spec
 from .test_cli import _env, fab

@@ -14,7 +14,7 @@ def refuse(*a, **k):
     raise AssertionError("network use at import")
 socket.socket.connect = refuse
 socket.create_connection = refuse
-import catdog, tasks, tasks.examples, workers.cli, celeryconfig
+import catdog, catdog.tasks, catdog.tasks.examples, workers.cli, celeryconfig
 from catdog import app
 assert not app.configured, "configuration was loaded at import"
 print("ok")
@@ -33,7 +33,7 @@ def test_importing_catdog_and_tasks_touches_no_broker_or_file(tmp_path: Path) ->
 RETRY = """
 import os, sys
 from catdog import app, use_inventory, InventoryError
-from tasks.examples import whoami
+from catdog.tasks.examples import whoami
 try:
     whoami.delay()
 except InventoryError as exc:

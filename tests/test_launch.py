@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from catdog import app
+from catdog.tasks.examples import sleep
 from ops.results import ALREADY_RUNNING, FAILED, NOT_RUNNING, READY, STOPPED
 from ops.status import status
-from tasks.examples import sleep
 from workers.cli import check_user
 
 from .conftest import IS_ROOT, device_spec

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from catdog.lineprotocol import line
+from catdog.tasks.examples import sleep
 from ops import api
 from ops.results import READY
-from tasks.examples import sleep
 
 from .conftest import device_spec
 

@@ -30,7 +30,7 @@ PRODUCER = """
 import json, sys
 from catdog import use_inventory
 from tasks import run_on
-from tasks.examples import read_temperature
+from catdog.tasks.examples import read_temperature
 use_inventory(sys.argv[1])
 where = run_on.delay("all", "ip -4 -o addr show scope global").get(timeout=60)
 sensors = [read_temperature.delay().get(timeout=60)["device"] for _ in range(12)]

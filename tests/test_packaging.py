@@ -33,7 +33,7 @@ class Block:
         if name.split(".")[0] in {COORDINATOR_ONLY!r}:
             raise ImportError("coordinator-only module imported on a device: " + name)
 sys.meta_path.insert(0, Block())
-import catdog, tasks, tasks.examples, workers.cli, workers.telemetry
+import catdog, catdog.tasks, catdog.tasks.examples, workers.cli, workers.telemetry
 from workers.cli import parse_args
 assert parse_args(["--device", "pi"])["device"] == "pi"
 print("device side ok")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from catdog.tasks.examples import sleep
 from ops.results import FAILED, READY, STOPPED
 from tasks import run_on
-from tasks.examples import sleep
 
 from .conftest import Sshd, device_spec
 

@@ -1,8 +1,9 @@
 """``python -m workers --device NAME``: run the Celery worker of one inventory device.
 
 The worker is named ``<device>@<hostname>``, consumes exactly the device's queues (see
-:func:`catdog.routing.worker_queues`), imports every module of ``tasks/`` and the inventory's
-``imports:``, and refuses to run as root unless the device has ``allow_root: true``.
+:func:`catdog.routing.worker_queues`), imports CatDog's built-in tasks, the project's own
+``tasks`` and the inventory's ``imports:``, and refuses to run as root unless the device has
+``allow_root: true``.
 
 Arguments are read with click, which the Celery worker loads anyway (argparse would add 0.3 MB to
 every worker, a Pi Zero's included).
@@ -103,17 +104,31 @@ def check_user(device: Device, euid: int) -> None:
 
 
 def import_tasks(inventory: Inventory) -> list[str]:
-    """Import every module of the ``tasks`` package and each module of ``imports:``."""
+    """Import CatDog's built-in tasks, the project's own ``tasks`` beside the inventory (a module
+    or a package: every module of it) and each module of ``imports:``; the names imported."""
     root = str(inventory.root)
     if root not in sys.path:
         sys.path.insert(0, root)
-    import tasks
+    import catdog.tasks
 
-    names = [m.name for m in pkgutil.walk_packages(tasks.__path__, "tasks.")]
+    names = ["catdog.tasks"] + [m.name for m in pkgutil.walk_packages(catdog.tasks.__path__,
+                                                                      "catdog.tasks.")]
+    names += project_task_modules(inventory.root)
     names += list(inventory.imports)
     for name in names:
         importlib.import_module(name)
     return names
+
+
+def project_task_modules(root: Path) -> list[str]:
+    """The project's own task modules: ``tasks.py`` beside the inventory, or every module of a
+    ``tasks/`` package there (as in Celery's tutorials); none when the project has neither."""
+    if (root / "tasks.py").is_file():
+        return ["tasks"]
+    package = root / "tasks"
+    if not (package / "__init__.py").is_file():
+        return []
+    return ["tasks"] + [m.name for m in pkgutil.walk_packages([str(package)], "tasks.")]
 
 
 def declared_requirements() -> list[tuple[str, ...]]:
