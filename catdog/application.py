@@ -7,11 +7,13 @@ broker); only then is the inventory loaded and, on the coordinator, the embedded
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery
 
 from catdog import broker, settings
+from catdog.errors import CatDogError, InventoryError, exit_status
 from catdog.fleet import COORDINATOR, WORKER, fleet
 from catdog.routing import ANY_QUEUE
 
@@ -25,7 +27,32 @@ WORKER_RESULT_RETRY = {"result_backend_always_retry": True,
 
 
 def fleet_settings() -> dict[str, Any]:
-    """Settings that depend on the inventory: where the broker is, how tasks are routed."""
+    """Settings that depend on the inventory: where the broker is, how tasks are routed.
+
+    Under Celery's own command line (``celery -A catdog ...``) an error here (no inventory, say)
+    becomes Celery's one-line ``Error: ...`` and a non-zero exit, not a traceback."""
+    try:
+        return _fleet_settings()
+    except CatDogError as exc:
+        raise for_command_line(exc) from exc
+
+
+def for_command_line(exc: CatDogError) -> Exception:
+    """``exc`` as a :class:`click.ClickException` when a click command is running (Celery's CLI:
+    click prints its message on one line and exits with its status), else ``exc`` itself."""
+    click = sys.modules.get("click")  # no click loaded: no click command is running
+    if click is None or click.get_current_context(silent=True) is None:
+        return exc
+    message = f"catdog: {exc}"
+    if isinstance(exc, InventoryError) and not fleet.path.exists():
+        message = (f"catdog: no inventory at {fleet.path}: run the command from your project's "
+                   f"folder (where catdog.yaml is), or set CATDOG_INVENTORY=/path/to/catdog.yaml")
+    error = click.ClickException(message)
+    error.exit_code = exit_status(exc)
+    return error
+
+
+def _fleet_settings() -> dict[str, Any]:
     inventory = fleet.inventory
     url = broker.resolve(inventory, start_embedded=fleet.role == COORDINATOR)
     settings: dict[str, Any] = {

@@ -106,6 +106,12 @@ class WorkerRefused(CatDogError):
     exit_status = 3
 
 
+class TaskModuleError(CatDogError):
+    """A task module (the project's ``tasks``, one of ``imports:``) failed to import."""
+
+    exit_status = 2
+
+
 def exit_status(error: BaseException) -> int:
     """The process exit status a command uses for ``error``."""
     return getattr(error, "exit_status", 1) if isinstance(error, CatDogError) else 1

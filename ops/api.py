@@ -108,8 +108,10 @@ def beat(inventory: str | None = None) -> GroupResult:
     """Start the scheduler in tmux session ``catdog-beat`` (ACTIVE, or STANDBY when another
     scheduler on the same broker is active); returns at once."""
     from ops.services import start_beat
+    from ops.tasknames import check_schedule
 
     inv = load(inventory)
+    check_schedule(inv)  # a task no worker has is refused before the broker or beat starts
     return GroupResult([start_beat(inv, broker.resolve(inv, start_embedded=True))])
 
 

@@ -2,8 +2,8 @@
 
 The worker is named ``<device>@<hostname>``, consumes exactly the device's queues (see
 :func:`catdog.routing.worker_queues`), imports CatDog's built-in tasks, the project's own
-``tasks`` and the inventory's ``imports:``, and refuses to run as root unless the device has
-``allow_root: true``.
+``tasks`` and the inventory's ``imports:`` (:mod:`catdog.taskmodules`), and refuses to run as
+root unless the device has ``allow_root: true``.
 
 Arguments are read with click, which the Celery worker loads anyway (argparse would add 0.3 MB to
 every worker, a Pi Zero's included).
@@ -11,9 +11,7 @@ every worker, a Pi Zero's included).
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +23,9 @@ from catdog.errors import CatDogError, WorkerRefused, exit_status
 from catdog.fleet import fleet
 from catdog.inventory import Device, Inventory
 from catdog.routing import worker_queues
+from catdog.taskmodules import import_tasks, project_task_modules
+
+__all__ = ["import_tasks", "main", "prepare", "project_task_modules", "run"]
 
 PROG = "python -m workers"
 
@@ -101,34 +102,6 @@ def check_user(device: Device, euid: int) -> None:
             f"device {device.name}: refusing to run the worker as root; run it as an ordinary "
             f"user, or set `allow_root: true` for this device in the inventory"
         )
-
-
-def import_tasks(inventory: Inventory) -> list[str]:
-    """Import CatDog's built-in tasks, the project's own ``tasks`` beside the inventory (a module
-    or a package: every module of it) and each module of ``imports:``; the names imported."""
-    root = str(inventory.root)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    import catdog.tasks
-
-    names = ["catdog.tasks"] + [m.name for m in pkgutil.walk_packages(catdog.tasks.__path__,
-                                                                      "catdog.tasks.")]
-    names += project_task_modules(inventory.root)
-    names += list(inventory.imports)
-    for name in names:
-        importlib.import_module(name)
-    return names
-
-
-def project_task_modules(root: Path) -> list[str]:
-    """The project's own task modules: ``tasks.py`` beside the inventory, or every module of a
-    ``tasks/`` package there (as in Celery's tutorials); none when the project has neither."""
-    if (root / "tasks.py").is_file():
-        return ["tasks"]
-    package = root / "tasks"
-    if not (package / "__init__.py").is_file():
-        return []
-    return ["tasks"] + [m.name for m in pkgutil.walk_packages([str(package)], "tasks.")]
 
 
 def declared_requirements() -> list[tuple[str, ...]]:
