@@ -101,3 +101,13 @@ def test_a_celeryconfig_py_in_the_workers_folder_does_not_replace_catdogs_settin
     assert_builtin_runs()
     assert call("probe_settings.mine", 3) == ["mine", 3]
     assert call("probe_settings.worker_settings") == catdog_settings()
+
+
+def test_a_task_module_that_fails_to_import_fails_the_launch_with_one_line(make_fleet) -> None:
+    fleet = make_fleet({"pc": device_spec([])})
+    (fleet.folder / "tasks.py").write_text("import RPi.GPIO  # only on the Pi\n")
+    [result] = fleet.launch()
+    assert result.state == "FAILED"
+    assert (f"catdog worker: task module 'tasks' (a task module of {fleet.folder}) failed to "
+            f"import at {fleet.folder / 'tasks.py'}:1: ModuleNotFoundError: No module named 'RPi'"
+            in result.reason), result.as_dict()
