@@ -78,8 +78,11 @@ def add(x: float, y: float) -> float:
 FILES = {"catdog.yaml": INVENTORY, "fabfile.py": FABFILE, f"{TASK_MODULE}.py": TASKS}
 
 
-class StarterExists(Exception):
-    """Some of the starter's files are already there (nothing was written)."""
+class StarterExists(FileExistsError):
+    """Some of the starter's files are already there (nothing was written).
+
+    Not a :class:`catdog.CatDogError`: importing :mod:`catdog` loads Celery, and ``catdog init``
+    needs only the standard library."""
 
     def __init__(self, existing: list[Path]) -> None:
         self.existing = existing

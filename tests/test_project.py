@@ -8,13 +8,16 @@ import os
 import subprocess
 import sys
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from catdog.loader import load_inventory
 from ops import build
 from ops.starter import FILES, TASK_MODULE
+from ops.tasknames import check_schedule, registered_tasks
 
 from .conftest import IS_ROOT, ROOT, device_spec
 from .test_cli import BIN, _env, fab
@@ -76,6 +79,8 @@ def schedule_project(tmp_path: Path, task: str, module_text: str = "") -> Path:
     (tmp_path / "catdog.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     (tmp_path / "labtasks.py").write_text(module_text or (
         "from catdog import app\n\n@app.task\ndef read_humidity():\n    return 50\n"))
+    (tmp_path / "tasks.py").write_text(  # the project's own, imported without `imports:`
+        "from catdog import app\n\n@app.task\ndef count_birds():\n    return 3\n")
     return tmp_path / "catdog.yaml"
 
 
@@ -83,6 +88,7 @@ def schedule_project(tmp_path: Path, task: str, module_text: str = "") -> Path:
 @pytest.mark.parametrize(("task", "nearest"), [
     ("tasks.examples.read_temprature", "tasks.examples.read_temperature"),  # catdog.tasks
     ("labtasks.read_humidty", "labtasks.read_humidity"),                    # imports:
+    ("tasks.count_bird", "tasks.count_birds"),                              # ./tasks.py
 ])
 def test_fab_beat_refuses_a_task_no_worker_has_with_the_nearest_name(
         tmp_path: Path, task: str, nearest: str) -> None:
@@ -93,6 +99,15 @@ def test_fab_beat_refuses_a_task_no_worker_has_with_the_nearest_name(
     assert f"schedule.read.task: no worker has a task {task!r}; did you mean {nearest!r}?" \
         in done.stderr
     assert not (tmp_path / ".catdog").exists()  # nothing started: no embedded Redis, no beat
+
+
+def test_the_check_knows_the_names_a_worker_registers(tmp_path: Path) -> None:
+    inventory = load_inventory(schedule_project(tmp_path, "tasks.count_birds"))
+    names = registered_tasks(inventory)
+    assert {"tasks.run_on", "tasks.examples.read_temperature", "tasks.count_birds",
+            "labtasks.read_humidity"} <= names
+    check_schedule(inventory)  # a name that exists passes
+    assert not (tmp_path / ".catdog").exists()
 
 
 @pytest.mark.slow
@@ -124,6 +139,12 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with CatDog's wheel and its coordinator extra (from the local index)."""
     where = tmp_path_factory.mktemp("wheel")
     wheel = build.build_wheel(ROOT, where / "dist")
+    with zipfile.ZipFile(wheel) as zipped:
+        names = zipped.namelist()
+        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        assert "catdog = ops.cli:main" in zipped.read(entry_points).decode()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"catdog", "workers", "ops"}  # no tasks, celeryconfig or fabfile to collide
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
