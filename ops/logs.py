@@ -26,6 +26,8 @@ def follow(inventory: Inventory, device: Device, lines: int = DEFAULT_LINES) -> 
 
 
 def _existing_log(session: WorkerSession) -> str:
+    if clash := session.clash(session.pane()):
+        raise CatDogError(clash)
     path = shlex.quote(session.log_path)
     if session.host.shell(f"test -f {path}").status != 0:
         raise CatDogError(f"{session.device.name}: no worker log at {session.log_path}; "
