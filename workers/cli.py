@@ -147,6 +147,7 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     from workers.killswitch import register_control_command
     from workers.metrics import recorder
     from workers.metrics import register_control_command as register_metrics_command
+    from workers.privileges import note_root
     from workers.tasklog import on_logging_setup
     from workers.telemetry import Telemetry
     from workers.watchdog import watchdog
@@ -158,6 +159,7 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     gate.install(telemetry.redis, inventory)
     recorder.install(device.name, (state_dir or Path.cwd() / ".catdog") / "metrics")
     signals.after_setup_logger.connect(on_logging_setup, weak=False)
+    note_root(device, os.geteuid())
     signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender), weak=False)
     signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
     # every orderly exit writes the buffered metrics: a warm shutdown (SIGTERM from `fab stop`,
