@@ -22,7 +22,7 @@ ROOT_NOTE = "device pa runs its worker as root (allow_root: true)"
 
 
 def test_logs_read_as_plain_text_and_a_root_worker_says_so_once(make_fleet) -> None:
-    fleet = make_fleet({"pa": device_spec([], pool="solo")})
+    fleet = make_fleet({"pa": device_spec([], concurrency=2)})  # prefork: said once, not per child
     assert [r.state for r in fleet.launch()] == [READY]
     log = fleet.folder / ".catdog" / "logs" / "pa.log"
     assert "\x1b[" in log.read_text()  # the worker's own colours, kept in its file
