@@ -150,8 +150,9 @@ def status_table(rows: list[dict[str, Any]]) -> str:
 
 @guarded
 def logs(inventory: str | None = None, devices: str | None = None, lines: int = 50,
-         follow: bool = False) -> int:
-    """The recent output of one device's worker; ``follow`` streams it until Ctrl-C."""
+         follow: bool = False, color: bool = False) -> int:
+    """The recent output of one device's worker; ``follow`` streams it until Ctrl-C; plain text
+    unless ``color``."""
     from ops import logs as worker_logs
 
     inv = api.load(inventory)
@@ -159,9 +160,9 @@ def logs(inventory: str | None = None, devices: str | None = None, lines: int = 
     if follow:
         if len(selected) != 1:
             raise UsageError("--follow takes exactly one device: --devices NAME")
-        return worker_logs.follow(inv, selected[0], lines)
+        return worker_logs.follow(inv, selected[0], lines, color)
     for device in selected:
-        text = worker_logs.recent(inv, device, lines)
+        text = worker_logs.recent(inv, device, lines, color)
         print(f"==> {device.name} <==\n{text}" if len(selected) > 1 else text, end="", flush=True)
     return 0
 

@@ -23,6 +23,7 @@ HELP = {
     "force": "kill workers instead of a warm shutdown",
     "lines": "how many of the last lines to show",
     "follow": "keep streaming new lines until Ctrl-C (one device)",
+    "color": "keep the worker's colour codes (default: plain text)",
     "on": "stop the whole fleet from starting tasks (needs --reason)",
     "off": "let the fleet start tasks again",
     "reason": "why the switch is on (shown to whoever looks)",
@@ -81,13 +82,13 @@ def status(c: Context, inventory: str = "", devices: str = "", json: bool = Fals
     _done(commands.show_status(inventory or None, devices or None, json, watch))
 
 
-@task(help=_help("inventory", "devices", "lines", "follow"))
+@task(help=_help("inventory", "devices", "lines", "follow", "color"))
 def logs(c: Context, inventory: str = "", devices: str = "", lines: int = 50,
-         follow: bool = False) -> None:
+         follow: bool = False, color: bool = False) -> None:
     """A worker's recent output, kept on its device; --follow streams it."""
     from ops import commands
 
-    _done(commands.logs(inventory or None, devices or None, lines, follow))
+    _done(commands.logs(inventory or None, devices or None, lines, follow, color))
 
 
 @task(help=_help("inventory", "devices", "json"))

@@ -62,6 +62,8 @@ class Launcher:
     def _launch(self, session: WorkerSession, started: float) -> DeviceResult:
         device = session.device
         pane, has_python = session.prepare()
+        if clash := session.clash(pane):
+            return DeviceResult(device.name, FAILED, clash)
         if pane is not None and not pane.dead:
             return self._await(session, started, ALREADY_RUNNING, owned=False)
         python = session.python
@@ -74,7 +76,9 @@ class Launcher:
             session.kill()
         self.redis.delete(ready_key(device.name), heartbeat_key(device.name))
         self.on_event(device.name, "starting", "")
-        if not session.start(self._command(session)):
+        if not session.start(self._command(session)):  # another command started it meanwhile
+            if clash := session.clash(session.pane()):
+                return DeviceResult(device.name, FAILED, clash)
             return self._await(session, started, ALREADY_RUNNING, owned=False)
         return self._await(session, started, READY, owned=True)
 

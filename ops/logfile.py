@@ -5,10 +5,15 @@ Python process would cost a Pi Zero ten. The program appends each line (flushed 
 ``fab logs --follow`` sees it), and when the file reaches :data:`MAX_BYTES` it becomes ``.1``
 (``.1`` becomes ``.2`` ...; :data:`BACKUPS` are kept): at most (BACKUPS + 1) x MAX_BYTES per
 device.
+
+The file keeps the worker's output as the pane's terminal gave it, colours and ``\\r\\n``
+included; :func:`plain` and :func:`plain_filter` make it plain text for ``fab logs`` (unless
+``--color``).
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 
 MAX_BYTES = 5 * 1024 * 1024
@@ -34,3 +39,22 @@ def rotating_append(path: str, max_bytes: int = MAX_BYTES, backups: int = BACKUP
     """The shell command that appends its input to ``path``, rotating it."""
     return (f"exec awk {_LINE_BY_LINE} -v f={shlex.quote(path)} -v max={int(max_bytes)} "
             f"-v keep={int(backups)} {shlex.quote(_AWK)}")
+
+
+#: a terminal escape sequence: CSI (colours, cursor: ``ESC [ 1;36m``), OSC (titles, ended by BEL
+#: or ``ESC \\``), and the short ones (``ESC ( B``, ``ESC 7``); the same in :data:`_PLAIN_AWK`
+ESCAPE_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -/]*[0-~]")
+_PLAIN_AWK = ('{ gsub(/\\033\\[[0-?]*[ -\\/]*[@-~]|\\033\\][^\\007\\033]*(\\007|\\033\\\\)|'
+              '\\033[ -\\/]*[0-~]/, ""); sub(/\\r$/, ""); print; fflush() }')
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal escape sequences, its lines ended by ``\\n`` alone (the pane's
+    terminal ends them ``\\r\\n``)."""
+    return ESCAPE_RE.sub("", text).replace("\r\n", "\n")
+
+
+def plain_filter() -> str:
+    """The shell command that copies its input as :func:`plain` would, line by line (awk, as
+    for the file itself: on every device, where ``sed -u`` is GNU's only)."""
+    return f"awk {_LINE_BY_LINE} {shlex.quote(_PLAIN_AWK)}"

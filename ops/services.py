@@ -3,7 +3,8 @@
 
 Started like a worker (``exec`` in a tmux session that stays after exit, output appended to
 ``.catdog/logs/<service>.log``, the broker URL in a mode-600 env file) and called started only once
-the service reports itself in Redis.
+the service reports itself in Redis. A session another inventory started is left alone
+(:mod:`ops.ownership`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import redis
 from catdog.errors import UsageError
 from catdog.inventory import Inventory
 from catdog.records import exit_status_from
+from ops import ownership
 from ops.beat import node_key
 from ops.files import write_private
 from ops.logfile import rotating_append
@@ -44,6 +46,8 @@ def _launch(inventory: Inventory, service: str, argv: list[str], env: str
     tmux = Tmux(inventory.tmux_socket)
     name = session_name(service)
     pane = tmux.pane(name)
+    if pane is not None and (clash := ownership.clash(inventory, tmux, name, pane)):
+        return tmux, DeviceResult(service, FAILED, f"{service}: {clash}")
     if pane is not None and not pane.dead:
         return tmux, DeviceResult(service, ALREADY_RUNNING, f"tmux session {name} (pid {pane.pid})")
     if pane is not None:
@@ -54,7 +58,8 @@ def _launch(inventory: Inventory, service: str, argv: list[str], env: str
     log.parent.mkdir(parents=True, exist_ok=True)
     tmux.new_session(name, [sys.executable, "-m", f"ops.{service}", "--inventory",
                             str(inventory.path), "--env-file", str(env_file), *argv],
-                     str(inventory.root), pipe=rotating_append(str(log)))
+                     str(inventory.root), pipe=rotating_append(str(log)),
+                     owner=ownership.record(inventory))
     return tmux, None
 
 
@@ -110,7 +115,8 @@ def start_flower(inventory: Inventory, broker_url: str, port: int, address: str,
     host = "127.0.0.1" if address in ("0.0.0.0", "::") else address
     url = f"http://{host}:{port}/"
     if already:
-        already.reason += f"; {url}"
+        if already.ok:
+            already.reason += f"; {url}"
         return already
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -131,12 +137,15 @@ def start_flower(inventory: Inventory, broker_url: str, port: int, address: str,
 
 
 def stop_service(inventory: Inventory, service: str) -> DeviceResult | None:
-    """Stop a service's tmux session (SIGTERM, then kill); None when it was not there."""
+    """Stop a service's tmux session (SIGTERM, then kill); None when it was not there, FAILED
+    (untouched) when another inventory started it."""
     tmux = Tmux(inventory.tmux_socket)
     name = session_name(service)
     pane = tmux.pane(name)
     if pane is None:
         return None
+    if clash := ownership.clash(inventory, tmux, name, pane):
+        return DeviceResult(service, FAILED, f"{service}: {clash}")
     if not pane.dead:
         tmux.runner(["kill", "-TERM", str(pane.pid)])
         deadline = time.monotonic() + STOP_TIMEOUT_S

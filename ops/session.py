@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog.inventory import Device, Inventory
-from ops import device_probe
+from ops import device_probe, ownership
 from ops.logfile import rotating_append
 from ops.remote import Host, open_host
 from ops.tmux import Pane, Tmux, parse_pane
@@ -123,9 +123,18 @@ class WorkerSession:
     def pane(self) -> Pane | None:
         return self.tmux.pane(self.name)
 
+    def clash(self, pane: Pane | None) -> str | None:
+        """Why this inventory must leave the session alone (another inventory started it), in
+        words naming that inventory and the fix; None when it is this inventory's or absent."""
+        if pane is None:
+            return None
+        why = ownership.clash(self.inventory, self.tmux, self.name, pane, self.device.is_local)
+        return f"device {self.device.name}: {why}" if why else None
+
     def start(self, command: list[str]) -> bool:
         return self.tmux.new_session(self.name, command, self.workdir,
-                                     pipe=rotating_append(self.log_path))
+                                     pipe=rotating_append(self.log_path),
+                                     owner=ownership.record(self.inventory))
 
     def kill(self) -> bool:
         return self.tmux.kill_session(self.name)

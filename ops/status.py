@@ -17,6 +17,7 @@ import redis
 from catdog.inventory import Device, Inventory
 from catdog.records import OFFLINE_AFTER_S, Heartbeat, heartbeat_key
 from catdog.routing import device_queue, queue_keys
+from ops import ownership
 from ops.session import session_name
 from ops.tmux import Pane, Tmux
 
@@ -31,16 +32,21 @@ def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis,
             pipe.llen(key)
     replies = pipe.execute()
     per = 1 + len(queue_keys("q"))
-    panes = Tmux(inventory.tmux_socket).panes() if any(d.is_local for d in devices) else {}
-    return [_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, panes)
-            for i, d in enumerate(devices)]
+    tmux = Tmux(inventory.tmux_socket)
+    panes = tmux.panes() if any(d.is_local for d in devices) else {}
+    foreign = {name: why for name, pane in panes.items()
+               if (why := ownership.clash(inventory, tmux, name, pane))}
+    return [_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, panes,
+                 foreign) for i, d in enumerate(devices)]
 
 
-def _row(device: Device, raw: bytes | None, backlog: int, now: float, panes: dict[str, Pane]
-         ) -> dict[str, Any]:
+def _row(device: Device, raw: bytes | None, backlog: int, now: float, panes: dict[str, Pane],
+         foreign: dict[str, str]) -> dict[str, Any]:
     beat = Heartbeat.loads(raw) if raw else None
     age = round(now - beat.time, 1) if beat else None
     state, reason = _state(device, beat, age, panes)
+    if device.is_local and session_name(device.name) in foreign:  # another inventory's worker
+        beat, age, state, reason = None, None, OFFLINE, foreign[session_name(device.name)]
     live = beat is not None and state != OFFLINE
     return {
         "device": device.name, "state": state, "reason": reason,

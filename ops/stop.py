@@ -1,5 +1,6 @@
 """``fab stop``: warm shutdown of workers (running tasks finish), bounded; ``force`` kills.
 
+A session another inventory started is refused (FAILED, naming it), never signalled.
 A warm stop sends SIGTERM to the worker (Celery's warm shutdown: no new task starts, running
 ones finish), waits up to ``timeout`` for it to exit, then kills its process group. The tmux
 session is removed either way. SSH devices get the same signals over SSH.
@@ -16,7 +17,7 @@ import redis
 from catdog.inventory import Device, Inventory
 from catdog.records import heartbeat_key
 from ops.fanout import EventCallback, on_each, quiet
-from ops.results import NOT_RUNNING, STOPPED, DeviceResult
+from ops.results import FAILED, NOT_RUNNING, STOPPED, DeviceResult
 from ops.session import WorkerSession
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -43,6 +44,8 @@ class Stopper:
         pane = session.pane()
         if pane is None:
             return DeviceResult(device.name, NOT_RUNNING, f"no session {session.name}")
+        if clash := session.clash(pane):
+            return DeviceResult(device.name, FAILED, clash)
         reason = "worker had already exited"
         if not pane.dead:
             self.on_event(device.name, "stopping", "")

@@ -17,6 +17,8 @@ from catdog.errors import CommandError
 
 HISTORY_LINES = 10000
 DEAD_BANNER = "Pane is dead"
+#: the session option naming the inventory that started the session (:mod:`ops.ownership`)
+OWNER_OPTION = "@catdog_inventory"
 
 
 @dataclass(frozen=True)
@@ -48,18 +50,21 @@ class Pane:
     dead: bool
     dead_status: int | None  # None while tmux has not recorded it yet
     pid: int
+    #: the session's :data:`OWNER_OPTION` ("" for a session started without it)
+    owner: str = ""
 
 
-PANE_FORMAT = "#{session_name}|#{pane_dead}|#{pane_dead_status}|#{pane_pid}"
+# the owner last: a path may hold "|"
+PANE_FORMAT = "#{session_name}|#{pane_dead}|#{pane_dead_status}|#{pane_pid}|#{@catdog_inventory}"
 
 
 def parse_pane(name: str, output: str) -> Pane | None:
     """A pane from the output of :meth:`Tmux.pane_query`; None for no such session."""
-    session, dead, status, pid = ([*output.strip().split("|"), "", "", ""])[:4]
+    session, dead, status, pid, owner = ([*output.strip("\n").split("|", 4), "", "", "", ""])[:5]
     if session != name:  # tmux 3.3 answers 0, with empty fields, for a missing target
         return None
     return Pane(dead == "1", int(status) if status.strip() else None,
-                int(pid) if pid.strip() else 0)
+                int(pid) if pid.strip() else 0, owner)
 
 
 class Tmux:
@@ -78,8 +83,11 @@ class Tmux:
         return done
 
     def new_session(self, name: str, command: Sequence[str], cwd: str,
-                    pipe: str | None = None) -> bool:
+                    pipe: str | None = None, owner: str | None = None) -> bool:
         """Start ``command`` in a new detached session; False if the session already exists.
+
+        ``owner`` is recorded in the session's :data:`OWNER_OPTION` in the same tmux command, so
+        no other command ever sees the session without it.
 
         The shell ``exec``s the command, so the pane's pid is the command's own pid.
 
@@ -88,11 +96,12 @@ class Tmux:
         command that dies at once leaves its pane, and its output, behind.
         """
         piping = ["pipe-pane", "-t", f"={name}:", pipe, ";"] if pipe else []
+        owning = ["set-option", "-t", f"={name}:", OWNER_OPTION, owner, ";"] if owner else []
         done = self._run(
             "start-server", ";",
             "set-option", "-g", "history-limit", str(HISTORY_LINES), ";",
             "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", cwd,
-            "exec " + shlex.join(command), ";", *piping,
+            "exec " + shlex.join(command), ";", *owning, *piping,
             "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on",
             check=False,
         )
@@ -123,6 +132,12 @@ class Tmux:
     def pane_query(self, name: str) -> list[str]:
         """The command whose output :func:`parse_pane` reads (to combine with other commands)."""
         return self._argv("display-message", "-p", "-t", f"={name}:", PANE_FORMAT)
+
+    def start_command(self, name: str) -> str:
+        """The command the session's pane was started with ("" for no such session)."""
+        done = self._run("display-message", "-p", "-t", f"={name}:", "#{pane_start_command}",
+                         check=False)
+        return done.stdout.strip() if done.status == 0 else ""
 
     def dead_status(self, name: str, wait_s: float = 2.0) -> int | None:
         """The exit status of a dead pane, waiting briefly for tmux to record it."""

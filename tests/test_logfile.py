@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
-from ops.logfile import rotating_append
+from ops.logfile import plain, plain_filter, rotating_append
 from ops.tmux import Tmux
 
 from .tmuxserver import end_server
@@ -34,3 +35,20 @@ def test_output_piped_by_tmux_rotates_and_keeps_the_newest_lines(tmp_path: Path)
         + log.read_text()
     numbers = [int(line.split()[1]) for line in kept.splitlines() if line.startswith("line ")]
     assert numbers == list(range(numbers[0], 61))  # the newest lines, in order, none lost between
+
+
+SAMPLE = ("\x1b[1;33m[09:00: WARNING/MainProcess] device pa runs its worker as root\x1b[0m\r\n"
+          "\x1b]0;title\x07\x1b(B\x1b[?25l -------------- pa@vm v5.7.0\r\n"
+          "plain line, [brackets] and a lone ] stay\r\n")
+PLAIN = ("[09:00: WARNING/MainProcess] device pa runs its worker as root\n"
+         " -------------- pa@vm v5.7.0\n"
+         "plain line, [brackets] and a lone ] stay\n")
+
+
+def test_plain_text_in_python_and_on_the_device_alike() -> None:
+    """``fab logs`` makes a log plain with :func:`plain` (what it read) or, for ``--follow``,
+    with the awk filter run on the device: both give the same text."""
+    assert plain(SAMPLE) == PLAIN
+    done = subprocess.run(["sh", "-c", plain_filter()], input=SAMPLE.encode(),
+                          capture_output=True, check=True)
+    assert done.stdout.decode() == PLAIN

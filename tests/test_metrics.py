@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import line_protocol_parser as lpp
 import pytest
 from hypothesis import given
@@ -74,3 +78,44 @@ def test_fab_metrics_gathers_every_task_with_failures_and_minute_summaries(make_
         assert sum(p["fields"]["failed"] for p in minutes) == 1
         assert all(p["time"] % (60 * 10**9) == 0 for p in minutes)
     assert "4 task lines" in found["pa"].reason
+
+
+def _task_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    points = [lpp.parse_line(text) for text in path.read_text().splitlines()]
+    return [p for p in points if p["measurement"] == "catdog_task"]
+
+
+@pytest.mark.slow
+def test_every_orderly_exit_writes_the_metrics_it_holds(make_fleet) -> None:
+    """A warm `fab stop` (SIGTERM), `fab restart` and Ctrl-C in the worker's pane each write
+    the tasks the worker held, whatever its pool."""
+    fleet = make_fleet({"pa": device_spec([], concurrency=2),
+                        "pb": device_spec([], pool="solo"),
+                        "pc": device_spec([], pool="threads", concurrency=2)})
+    assert [r.state for r in fleet.launch()] == [READY] * 3
+    ids: dict[str, set[str]] = {}
+    for device in ("pa", "pb", "pc"):
+        results = [sleep.on(device).delay(0.01) for _ in range(3)]
+        for r in results:
+            r.get(timeout=20)
+        ids[device] = {r.id for r in results}
+    folder = fleet.folder / ".catdog" / "metrics"
+    assert all(_task_lines(folder / f"{d}.lp") == [] for d in ids)  # still buffered
+
+    assert [r.state for r in fleet.stop(["pa"])] == ["STOPPED"]
+    assert [r.state for r in api.restart(str(fleet.path), "pb").values()] == [READY]
+    fleet.tmux("send-keys", "-t", "=catdog-pc:", "C-c")
+    deadline = time.monotonic() + 30
+    pane = ("display-message", "-p", "-t", "=catdog-pc:", "#{pane_dead}")
+    while fleet.tmux(*pane).stdout.strip() != "1":
+        assert time.monotonic() < deadline, fleet.tmux("capture-pane", "-p", "-t",
+                                                       "=catdog-pc:").stdout
+        time.sleep(0.05)
+
+    for device, sent in ids.items():
+        lines = _task_lines(folder / f"{device}.lp")
+        assert sorted(p["fields"]["id"] for p in lines) == sorted(sent), (device, lines)
+        assert {p["tags"]["state"] for p in lines} == {"SUCCESS"}
+        assert {p["tags"]["device"] for p in lines} == {device}

@@ -120,6 +120,7 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     from workers.killswitch import register_control_command
     from workers.metrics import recorder
     from workers.metrics import register_control_command as register_metrics_command
+    from workers.privileges import note_root
     from workers.tasklog import on_logging_setup
     from workers.telemetry import Telemetry
     from workers.watchdog import watchdog
@@ -131,12 +132,28 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     gate.install(telemetry.redis, inventory)
     recorder.install(device.name, (state_dir or Path.cwd() / ".catdog") / "metrics")
     signals.after_setup_logger.connect(on_logging_setup, weak=False)
+    note_root(device, os.geteuid())
     signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender), weak=False)
     signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
+    # every orderly exit writes the buffered metrics: a warm shutdown (SIGTERM from `fab stop`,
+    # Ctrl-C) sends worker_shutdown once its running tasks have settled; a cold one does not,
+    # and returns here (pool processes never do: they leave by os._exit)
+    signals.worker_shutdown.connect(lambda **_: write_metrics(recorder), weak=False)
     for taken in (signals.task_received, signals.task_unknown, signals.task_rejected):
         taken.connect(watchdog.took, weak=False)
-    app.worker_main(worker_argv(device, queues, loglevel))
+    try:
+        app.worker_main(worker_argv(device, queues, loglevel))
+    finally:
+        write_metrics(recorder)
     return 0
+
+
+def write_metrics(recorder: Any) -> None:
+    """Write everything the recorder holds (on the way out: a full disk is said, not raised)."""
+    try:
+        recorder.flush(everything=True)
+    except OSError as exc:
+        print(f"catdog worker: task metrics not written: {exc}", file=sys.stderr, flush=True)
 
 
 def worker_argv(device: Device, queues: list[str], loglevel: str) -> list[str]:
