@@ -32,7 +32,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        field = f" {self.field}:" if self.field else ""
+        field = f" {self.field}:" if self.field else ":"
         return f"{where}{field} {self.message}"
 
 
