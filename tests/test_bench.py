@@ -229,3 +229,20 @@ def test_no_benchmark_module_imports_the_tests() -> None:
             found.update({f"{module.name}: {n}": n for n in names})
     assert len(found) > 50  # the walk saw the modules' imports
     assert [k for k, n in found.items() if n.split(".")[0] in NOT_IN_THE_COORDINATOR_INSTALL] == []
+
+
+def test_offline_benchmark_cuts_a_worker_and_hears_every_monitor(tmp_path: Path) -> None:
+    """``python -m bench.offline``: one power cut of an SSH device, and each of the three
+    monitors (``fab status``, Celery's event state, Flower) counted it offline afterwards."""
+    out = tmp_path / "offline.json"
+    done = subprocess.run([sys.executable, "-m", "bench.offline", "--runs", "1", "--kinds", "ssh",
+                           "--output", str(out)], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(out.read_text())["ssh"]
+    assert found["bed"] in ("netns", "loopback") and found["runs"] == 1
+    seen = found["offline_after_kill_s"]
+    assert sorted(seen) == ["celery events", "fab status", "flower"]
+    for monitor, got in seen.items():
+        assert got["n"] == 1 and got["each"][0] > 0, monitor  # offline only after the cut
+        assert monitor in done.stdout
