@@ -69,3 +69,16 @@ def _check_picture(cell: str) -> None:
     width, height = struct.unpack(">II", data[16:24])  # IHDR, the first chunk
     assert (width, height) == (640, 480), cell
     assert f"{len(data)} bytes" in cell and "640x480 PNG" in cell, cell
+
+
+def test_the_readme_commands_table_is_one_table_with_every_fab_command() -> None:
+    """A blank line ends a Markdown table: rows after one render as a paragraph of pipes."""
+    import ops.fab
+
+    section = (ROOT / "README.md").read_text().split("\n## Commands\n", 1)[1].split("\n### ")[0]
+    lines = section.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| command |"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    named = {m[1] for ln in lines[start + 2:end] if (m := re.match(r"\| `fab (\w+)", ln))}
+    assert named == set(ops.fab.__all__)
+    assert not [ln for ln in lines[end:] if ln.startswith("| `fab")]  # none cut off below it
