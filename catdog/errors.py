@@ -23,6 +23,8 @@ class Problem:
     >>> str(Problem("catdog.yaml", 14, "devices.zero-1.capabilities",
     ...             "expected a list of names, got 'gpio'"))
     "catdog.yaml:14 devices.zero-1.capabilities: expected a list of names, got 'gpio'"
+    >>> str(Problem("catdog.yaml", None, "", "the file is empty"))
+    'catdog.yaml: the file is empty'
     """
 
     file: str

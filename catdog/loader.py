@@ -595,15 +595,15 @@ class _Checker(_Fields):
         try:
             return where.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
-            self.problem(None, "", f"does not exist; choose another inventory with "
+            self.problem(None, "", "does not exist; choose another inventory with "
                                    f"--inventory PATH or ${INVENTORY_ENV}")
         except IsADirectoryError:
-            self.problem(None, "", f"is a directory ({where}); expected an inventory file")
+            self.problem(None, "", "is a directory; expected an inventory file")
         except UnicodeDecodeError as exc:
             line = exc.object[:exc.start].count(b"\n") + 1
             self.problem(line, "", f"expected UTF-8 text, got byte {exc.object[exc.start]:#x}")
         except OSError as exc:
-            self.problem(None, "", f"cannot be read ({where}): {exc.strerror or exc}")
+            self.problem(None, "", f"cannot be read: {exc.strerror or exc}")
         return None
 
     def _syntax_problem(self, exc: yaml.YAMLError, text: str) -> None:

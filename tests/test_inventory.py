@@ -222,6 +222,12 @@ def test_a_missing_file_says_how_to_choose_another(tmp_path: Path) -> None:
     assert "--inventory PATH" in problem.message and f"${INVENTORY_ENV}" in problem.message
 
 
+def test_a_directory_is_named_once(tmp_path: Path) -> None:
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(tmp_path, {})
+    assert str(caught.value.problems[0]) == f"{tmp_path}: is a directory; expected an inventory file"
+
+
 @pytest.mark.parametrize("text", ["", "# nothing but a comment\n"])
 def test_an_empty_file_is_reported_as_path_colon_message(tmp_path: Path, text: str) -> None:
     path = write(tmp_path, text)
