@@ -1,6 +1,6 @@
 """Fleets of SSH devices for the benchmarks: a LAN of network namespaces (one host per device)
-where the machine allows it, else devices behind one sshd on loopback. Reuses the tests' real
-sshd and netns helpers; the bed's broker is handed to this process's app."""
+where the machine allows it, else devices behind one sshd on loopback (``bench.lan``,
+``bench.sshd``, which the tests use too). The bed's broker is handed to this process's app."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ class Bed:
 @contextlib.contextmanager
 def ssh_fleet(count: int, *, pool: str = "solo") -> Iterator[Bed]:
     """``count`` SSH devices named ``d1``..``dN`` and a broker they all reach."""
+    from bench.lan import Lan, NetnsUnavailable
+    from bench.sshd import Sshd
+    from bench.tmuxserver import end_server
     from ops.embedded_redis import EmbeddedRedis
-    from tests.conftest import Sshd
-    from tests.lan import Lan, NetnsUnavailable
-    from tests.tmuxserver import end_server
 
     with tempfile.TemporaryDirectory(prefix="catdog-bench-") as tmp, \
             contextlib.ExitStack() as stack:
@@ -83,8 +83,8 @@ def local_fleet(count: int, *, pool: str = "solo", concurrency: int = 1,
     Their workers run in the inventory's temporary folder and import this checkout (``bench``
     is not installed), so the project root goes first on their ``PYTHONPATH``.
     """
+    from bench.tmuxserver import end_server
     from ops.embedded_redis import EmbeddedRedis
-    from tests.tmuxserver import end_server
 
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])

@@ -23,6 +23,8 @@ class Problem:
     >>> str(Problem("catdog.yaml", 14, "devices.zero-1.capabilities",
     ...             "expected a list of names, got 'gpio'"))
     "catdog.yaml:14 devices.zero-1.capabilities: expected a list of names, got 'gpio'"
+    >>> str(Problem("catdog.yaml", None, "", "the file is empty"))
+    'catdog.yaml: the file is empty'
     """
 
     file: str
@@ -32,7 +34,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        field = f" {self.field}:" if self.field else ""
+        field = f" {self.field}:" if self.field else ":"
         return f"{where}{field} {self.message}"
 
 

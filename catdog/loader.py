@@ -211,6 +211,13 @@ def _show(value: object) -> str:
     return shorter.repr(value)
 
 
+def _tab_reason(text: str, index: int, column: int) -> str:
+    """What to say of a tab where YAML wants spaces (PyYAML: "found character '\\t' ...")."""
+    leading = not text[text.rfind("\n", 0, index) + 1:index].strip()
+    return (f"a tab at column {column + 1}; "
+            f"{'indent' if leading else 'separate values'} with spaces, not tabs")
+
+
 def _is_null(node: Node) -> bool:
     return isinstance(node, ScalarNode) and node.tag == NULL_TAG
 
@@ -588,15 +595,15 @@ class _Checker(_Fields):
         try:
             return where.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
-            self.problem(None, "", f"does not exist ({where}); choose another inventory with "
+            self.problem(None, "", "does not exist; choose another inventory with "
                                    f"--inventory PATH or ${INVENTORY_ENV}")
         except IsADirectoryError:
-            self.problem(None, "", f"is a directory ({where}); expected an inventory file")
+            self.problem(None, "", "is a directory; expected an inventory file")
         except UnicodeDecodeError as exc:
             line = exc.object[:exc.start].count(b"\n") + 1
             self.problem(line, "", f"expected UTF-8 text, got byte {exc.object[exc.start]:#x}")
         except OSError as exc:
-            self.problem(None, "", f"cannot be read ({where}): {exc.strerror or exc}")
+            self.problem(None, "", f"cannot be read: {exc.strerror or exc}")
         return None
 
     def _syntax_problem(self, exc: yaml.YAMLError, text: str) -> None:
@@ -610,6 +617,8 @@ class _Checker(_Fields):
                 reason += f" ({exc.context}{since})"
             if "<block" in reason:
                 reason += "; check the indentation"
+            if exc.problem and "'\\t'" in exc.problem and exc.problem_mark is not None:
+                reason = _tab_reason(text, exc.problem_mark.index, exc.problem_mark.column)
         elif isinstance(exc, yaml.reader.ReaderError):
             line = text.count("\n", 0, exc.position) + 1
             reason = f"unacceptable character {exc.character!r}: {exc.reason}"
@@ -733,8 +742,15 @@ class _Checker(_Fields):
             return True
         if concurrency.value is INVALID or concurrency.value == 1:
             return True
-        self.problem(key, f"{field}.pool", "pool 'solo' runs one task at a time; expected "
-                                           f"concurrency 1, got {concurrency.value!r}")
+        # at the later of the two lines (where the clash shows, reading down), naming the other
+        if (concurrency.line or 0) >= (pool.line or 0):
+            self.problem(concurrency.line, f"{field}.concurrency",
+                         f"pool 'solo' (line {pool.line}) runs one task at a time; expected "
+                         f"concurrency 1, got {concurrency.value!r}")
+        else:
+            self.problem(pool.line, f"{field}.pool", "pool 'solo' runs one task at a time; "
+                         f"expected concurrency 1 (line {concurrency.line}), got "
+                         f"{concurrency.value!r}")
         return False
 
     # -- limits and schedule ----------------------------------------------------------------

@@ -9,6 +9,7 @@ stops it (and its Redis).
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from collections import Counter
 from pathlib import Path
@@ -73,12 +74,33 @@ def run_tasks() -> list[tuple[str, str, str]]:
     return rows
 
 
+#: where a task ran: the device has its own column; the rest is shown only when it is all
+#: there is (whoami)
+WHERE = ("device", "pid", "host")
+
+
 def _short(result: dict[str, Any]) -> str:
     if "exit_code" in result:
         out = (result["stdout"] or result["stderr"]).strip().splitlines()
         return f"exit {result['exit_code']}" + (f": {out[0][:40]}" if out else "")
-    shown = {k: v for k, v in result.items() if k not in ("device", "pid", "host")}
+    if "picture" in result:
+        return _picture(Path(result["picture"]))
+    shown = ({k: v for k, v in result.items() if k not in WHERE}
+             or {k: result[k] for k in WHERE[1:]})
     return ", ".join(f"{k}={v}" for k, v in shown.items())[:60]
+
+
+def _picture(path: Path) -> str:
+    """The snapshot's file, looked at here (the demo's devices are this machine): its whole path,
+    its size and what it is, or that it is not there."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"{_shown(path)} (not readable here: {exc.strerror})"
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return f"{_shown(path)} ({len(data)} bytes, not a PNG)"
+    width, height = struct.unpack(">II", data[16:24])  # IHDR, the first chunk
+    return f"{_shown(path)} ({len(data)} bytes, {width}x{height} PNG)"
 
 
 def _shown(path: Path) -> Path:

@@ -170,3 +170,79 @@ def test_each_benchmark_runs_in_its_own_process_and_its_failure_is_reported(tmp_
     assert marker.read_text() == "exited cleanly"
     with pytest.raises(RuntimeError, match=r"(?s)_broken failed:.*ValueError: no fleet here"):
         isolated(_broken)
+
+
+#: what the coordinator install does not have (pytest, hypothesis) and what the benchmarks must
+#: never reach for: the tests
+NOT_IN_THE_COORDINATOR_INSTALL = ("pytest", "_pytest", "hypothesis", "tests")
+
+BLOCKER = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {NOT_IN_THE_COORDINATOR_INSTALL!r}:
+            raise ImportError("not in the coordinator install: " + name)
+sys.meta_path.insert(0, Block())
+"""
+
+BEDS = """
+import importlib, pkgutil, bench
+from bench.testbed import local_fleet, ssh_fleet
+for found in pkgutil.iter_modules(bench.__path__):
+    if found.name != "__main__":
+        importlib.import_module("bench." + found.name)
+with local_fleet(1) as bed:
+    print(bed.kind, sorted(bed.inventory.devices))
+with ssh_fleet(1) as bed:
+    print(bed.kind, sorted(bed.inventory.devices))
+"""
+
+
+def test_the_benchmarks_run_with_the_coordinator_extra_alone(tmp_path: Path) -> None:
+    """Every process of the harness (its benchmarks run in spawned children) starts with pytest,
+    hypothesis and the tests unimportable, as in a coordinator install: a ``sitecustomize``."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = _env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    proof = subprocess.run([sys.executable, "-c", "import pytest"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=False)
+    assert "not in the coordinator install: pytest" in proof.stderr  # the blocker is in force
+    helped = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert helped.returncode == 0 and "--quick" in helped.stdout, helped.stderr
+    beds = subprocess.run([sys.executable, "-c", BEDS], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert beds.returncode == 0, beds.stderr
+    lines = beds.stdout.splitlines()
+    assert lines[0] == "local ['d1']" and lines[1] in ("netns ['d1']", "loopback ['d1']"), lines
+
+
+def test_no_benchmark_module_imports_the_tests() -> None:
+    """Read from each module's syntax tree, so an import inside a function counts too."""
+    import ast
+
+    found = {}
+    for module in sorted((ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            found.update({f"{module.name}: {n}": n for n in names})
+    assert len(found) > 50  # the walk saw the modules' imports
+    assert [k for k, n in found.items() if n.split(".")[0] in NOT_IN_THE_COORDINATOR_INSTALL] == []
+
+
+def test_offline_benchmark_cuts_a_worker_and_hears_every_monitor(tmp_path: Path) -> None:
+    """``python -m bench.offline``: one power cut of an SSH device, and each of the three
+    monitors (``fab status``, Celery's event state, Flower) counted it offline afterwards."""
+    out = tmp_path / "offline.json"
+    done = subprocess.run([sys.executable, "-m", "bench.offline", "--runs", "1", "--kinds", "ssh",
+                           "--output", str(out)], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(out.read_text())["ssh"]
+    assert found["bed"] in ("netns", "loopback") and found["runs"] == 1
+    seen = found["offline_after_kill_s"]
+    assert sorted(seen) == ["celery events", "fab status", "flower"]
+    for monitor, got in seen.items():
+        assert got["n"] == 1 and got["each"][0] > 0, monitor  # offline only after the cut
+        assert monitor in done.stdout

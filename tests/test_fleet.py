@@ -100,7 +100,7 @@ def test_on_all_is_a_group_even_for_one_device(use_fleet3: FleetUnderTest) -> No
     assert isinstance(group, GroupResult)
     assert [r["device"] for r in group.get(timeout=20)] == ["kitchen"]
     pinned = snapshot.on("garage").delay("1x1").get(timeout=20)
-    assert (pinned["device"], pinned["picture"].endswith("1x1.jpg")) == ("garage", True)
+    assert (pinned["device"], pinned["picture"].endswith("1x1.png")) == ("garage", True)
 
 
 @pytest.mark.parametrize("call", [

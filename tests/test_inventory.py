@@ -217,14 +217,63 @@ def test_a_missing_file_says_how_to_choose_another(tmp_path: Path) -> None:
         load_inventory(tmp_path / "nowhere.yaml", {})
     (problem,) = caught.value.problems
     assert problem.line is None
-    assert "nowhere.yaml does not exist" in str(problem)
+    assert str(problem).startswith(f"{tmp_path / 'nowhere.yaml'}: does not exist; ")
+    assert str(problem).count("nowhere.yaml") == 1  # the path once, as the message's location
     assert "--inventory PATH" in problem.message and f"${INVENTORY_ENV}" in problem.message
+
+
+def test_a_directory_is_named_once(tmp_path: Path) -> None:
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(tmp_path, {})
+    assert str(caught.value.problems[0]) == f"{tmp_path}: is a directory; expected an inventory file"
+
+
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n"])
+def test_an_empty_file_is_reported_as_path_colon_message(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(path, {})
+    assert str(caught.value.problems[0]) == (
+        f"{path}: the file is empty; expected a mapping with at least `devices:`")
+
+
+@pytest.mark.parametrize(("text", "line", "column", "advice"), [
+    ("devices:\n\tlaptop: {host: local}\n", 2, 1, "indent"),
+    ("devices:\n  laptop:\n  \thost: local\n", 3, 3, "indent"),
+    ("devices:\n  laptop:\n    host:\tlocal\n", 3, 10, "separate values"),
+])
+def test_a_tab_names_its_line_and_says_to_use_spaces(tmp_path: Path, text: str, line: int,
+                                                     column: int, advice: str) -> None:
+    assert problems_of(tmp_path, text) == (
+        f"{tmp_path / 'catdog.yaml'}:{line}: YAML syntax error: a tab at column {column}; "
+        f"{advice} with spaces, not tabs")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("devices:\n  laptop:\n    host: local\n    pool: solo\n    concurrency: 2\n",
+     "5 devices.laptop.concurrency: pool 'solo' (line 4) runs one task at a time; expected "
+     "concurrency 1, got 2"),
+    ("devices:\n  laptop:\n    concurrency: 2\n    pool: solo\n    host: local\n",
+     "4 devices.laptop.pool: pool 'solo' runs one task at a time; expected concurrency 1 "
+     "(line 3), got 2"),
+    ("defaults:\n  concurrency: 4\ndevices:\n  laptop:\n    host: local\n    pool: solo\n",
+     "6 devices.laptop.pool: pool 'solo' runs one task at a time; expected concurrency 1 "
+     "(line 2), got 4"),
+    ("defaults:\n  pool: solo\ndevices:\n  laptop:\n    host: local\n    concurrency: 2\n",
+     "6 devices.laptop.concurrency: pool 'solo' (line 2) runs one task at a time; expected "
+     "concurrency 1, got 2"),
+])
+def test_solo_with_concurrency_is_reported_at_the_later_of_its_two_lines(
+        tmp_path: Path, text: str, expected: str) -> None:
+    """Not at the device's name: at the line of `pool` or `concurrency`, whichever comes later
+    (the one that clashes, reading down), naming the line of the other."""
+    assert problems_of(tmp_path, text) == f"{tmp_path / 'catdog.yaml'}:{expected}"
 
 
 def test_a_non_utf8_file_is_a_problem(tmp_path: Path) -> None:
     path = tmp_path / "catdog.yaml"
     path.write_bytes(b"devices:\n  laptop: {host: \xff}\n")
-    with pytest.raises(InventoryError, match=r"catdog.yaml:2 expected UTF-8 text"):
+    with pytest.raises(InventoryError, match=r"catdog.yaml:2: expected UTF-8 text"):
         load_inventory(path, {})
 
 
