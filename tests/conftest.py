@@ -152,9 +152,11 @@ def use_fleet3(fleet3: FleetUnderTest) -> FleetUnderTest:
 
 
 class Sshd:
-    """A real OpenSSH server on a loopback port, with its own host key and one client key."""
+    """A real OpenSSH server on a loopback port, with its own host key and one client key;
+    ``sftp=False`` leaves out the ``Subsystem sftp`` line, as a minimal ``sshd_config`` does;
+    ``config`` adds lines (e.g. ``SetEnv PATH=/nowhere``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, sftp: bool = True, config: tuple[str, ...] = ()) -> None:
         import getpass
         import socket
 
@@ -178,7 +180,8 @@ class Sshd:
             f"PidFile {folder / 'sshd.pid'}", f"AuthorizedKeysFile {folder / 'authorized_keys'}",
             "PermitRootLogin prohibit-password", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            "PubkeyAuthentication yes", "Subsystem sftp internal-sftp", "LogLevel ERROR", "",
+            "PubkeyAuthentication yes", *(["Subsystem sftp internal-sftp"] if sftp else []),
+            "LogLevel ERROR", *config, "",
         ]))
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f",
@@ -211,5 +214,13 @@ class Sshd:
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     server = Sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def sshd_no_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real sshd that offers no SFTP subsystem (files must go over the SSH channel)."""
+    server = Sshd(tmp_path_factory.mktemp("sshd-no-sftp"), sftp=False)
     yield server
     server.close()
