@@ -4,6 +4,10 @@ Host keys are checked: the inventory's ``known_hosts`` (else ``~/.ssh/known_host
 unknown key is refused with the command that accepts it. Nothing is read from ``~/.ssh/config``:
 the inventory is the whole truth about how a device is reached. SSH failures become
 :class:`Unreachable` with a short reason (refused, timeout, auth failed, host key unknown).
+
+Files reach a device over SFTP when its sshd offers the subsystem, else over the SSH channel
+(``cat`` reading stdin; a minimal ``sshd_config`` or dropbear offers no SFTP): asked once per
+connection, the same calls either way, and nothing a file holds is ever on a command line.
 """
 
 from __future__ import annotations
@@ -159,7 +163,8 @@ class SSHRunner:
         """
         q = shlex.quote
         folder = os.path.dirname(path) or "."
-        temp = q(f"{path}.catdog-{secrets.token_hex(4)}")
+        temp_name = f"{path}.catdog-{secrets.token_hex(4)}"
+        temp = q(temp_name)
         size, digest = _size_and_sha256(source)
         make = (f"umask 077; [ -d {q(folder)} ] || {{ mkdir -p {q(folder)} && chmod 700 "
                 f"{q(folder)}; }} && : > {temp} && chmod 600 {temp} || exit\n" if private else "")
@@ -181,7 +186,8 @@ class SSHRunner:
                               f"SFTP and its shell lacks {', '.join(missing)} to copy files over "
                               f"the SSH channel; {SFTP_FIX}")
         reason = (err.strip().splitlines() or [f"exit status {status}"])[-1]
-        raise Unreachable(f"could not write {path} on {self.device.name}: {reason}")
+        raise Unreachable(f"could not write {path} on {self.device.name}: "
+                          f"{reason.replace(temp_name, path)}")
 
     def _exec(self, command: str, sources: Sequence[BinaryIO], timeout: float
               ) -> tuple[int, str]:

@@ -351,3 +351,31 @@ def test_channel_copies_are_checked_by_size_without_sha256sum_and_never_land_dam
         small.close()
     assert target.read_text() == "A=1\n"  # the damaged copy never replaced the whole one
     assert [p.name for p in target.parent.iterdir()] == ["pi.env"]
+
+
+def test_fab_launch_logs_doctor_and_stop_as_a_user_runs_them_on_a_device_without_sftp(
+        sshd_no_sftp: Sshd, tmp_path: Path, redis_url: str) -> None:
+    import yaml
+
+    from .test_cli import _env, fab
+    from .tmuxserver import end_server
+
+    socket_name = f"nosftp-{tmp_path.name[-8:]}"
+    path = tmp_path / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"tmux_socket": socket_name, "devices": {
+        "board": sshd_no_sftp.device([], tmp_path / "board")}}))
+    env = _env(CATDOG_BROKER_URL=redis_url)
+    try:
+        runs = {name: fab(*args, "--inventory", str(path), env=env) for name, args in [
+            ("launch", ["launch"]), ("logs", ["logs", "--devices", "board"]),
+            ("doctor", ["doctor"]), ("stop", ["stop"])]}
+    finally:
+        end_server(socket_name)
+    for name, done in runs.items():
+        assert done.returncode == 0, (name, done.stdout, done.stderr)
+        assert "Channel closed" not in done.stdout + done.stderr, name
+        assert "Traceback" not in done.stdout + done.stderr, name
+    assert "READY" in runs["launch"].stdout
+    assert "board@" in runs["logs"].stdout
+    assert "none, via SSH" in runs["doctor"].stdout and "OK" in runs["doctor"].stdout
+    assert "STOPPED" in runs["stop"].stdout
