@@ -208,6 +208,9 @@ class SSHRunner:
                 status = channel.recv_exit_status()
             finally:
                 channel.close()
+        except TimeoutError as exc:
+            raise Unreachable(f"{self.device.host}:{self.device.port} stopped answering for "
+                              f"{timeout:g}s during a file copy over the SSH channel") from exc
         except Exception as exc:
             raise Unreachable(describe(exc, self.device)) from exc
         return status, err.decode(errors="replace")
