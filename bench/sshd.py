@@ -16,9 +16,11 @@ IS_ROOT = os.geteuid() == 0
 
 
 class Sshd:
-    """A real OpenSSH server on a loopback port, with its own host key and one client key."""
+    """A real OpenSSH server on a loopback port, with its own host key and one client key;
+    ``sftp=False`` leaves out the ``Subsystem sftp`` line, as a minimal ``sshd_config`` does;
+    ``config`` adds lines (e.g. ``SetEnv PATH=/nowhere``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, sftp: bool = True, config: tuple[str, ...] = ()) -> None:
         import getpass
         import socket
 
@@ -42,7 +44,8 @@ class Sshd:
             f"PidFile {folder / 'sshd.pid'}", f"AuthorizedKeysFile {folder / 'authorized_keys'}",
             "PermitRootLogin prohibit-password", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            "PubkeyAuthentication yes", "Subsystem sftp internal-sftp", "LogLevel ERROR", "",
+            "PubkeyAuthentication yes", *(["Subsystem sftp internal-sftp"] if sftp else []),
+            "LogLevel ERROR", *config, "",
         ]))
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f",

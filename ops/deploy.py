@@ -4,8 +4,9 @@ Per device, in parallel: the device's ``python`` must live in a virtual environm
 created (``python3 -m venv``) when missing. The device's Python reports which CatDog sources it
 has (a record ``fab deploy`` leaves in the environment); a device already on this checkout is
 UNCHANGED and nothing is built or copied. Otherwise the wheel is built once on the coordinator,
-copied to ``<workdir>/.catdog/dist/`` over SFTP and installed with the device's pip: the device side
-only (Celery, the Redis client, PyYAML), never Fabric or Flower. Each row says what changed.
+copied to ``<workdir>/.catdog/dist/`` (over SFTP, else the SSH channel) and installed with the
+device's pip: the device side only (Celery, the Redis client, PyYAML), never Fabric or Flower.
+Each row says what changed.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``fab doctor``: can each device run its worker? Every check, and the fix for each that fails.
 
-Per device, in parallel: host key known, SSH reachable, Python >= 3.10, CatDog importable by the
+Per device, in parallel: host key known, SSH reachable, SFTP offered (else files go over the SSH
+channel, which needs ``cat``, ``mv``...), Python >= 3.10, CatDog importable by the
 device's python (and on this checkout's sources when ``fab deploy`` put it there), tmux present,
 the broker reachable *from the device* (with the real URL, read from a mode-600 file), and the
 device clock's skew against the coordinator's. A check that cannot run because an earlier one
@@ -19,11 +20,11 @@ from typing import Any
 from catdog.inventory import Device, Inventory
 from ops.deploy import MIN_PYTHON, venv_of, version_text
 from ops.fanout import EventCallback, parallel, quiet
-from ops.remote import Unreachable, known_hosts_path, open_host
+from ops.remote import SFTP_FIX, Unreachable, known_hosts_path, open_host
 from ops.results import FAILED, OK, DeviceResult
 from ops.session import WorkerSession
 
-CHECKS = ("host_key", "ssh", "python", "catdog", "tmux", "broker", "clock")
+CHECKS = ("host_key", "ssh", "sftp", "python", "catdog", "tmux", "broker", "clock")
 MAX_SKEW_S = 1.0
 
 
@@ -94,10 +95,11 @@ class Doctor:
             host.close()
 
     def _on_device(self, session: WorkerSession) -> list[Check]:
+        sftp = sftp_check(session)
         clock = clock_check(session)
         tmux = tmux_check(session)
         env_file = "-"
-        if self.broker_url:
+        if self.broker_url and sftp.ok:
             # one file per device and run: devices may share a workdir, doctors may run at once
             env_file = f"{session.state_dir}/run/doctor-{session.device.name}-{os.getpid()}.env"
             session.host.write_private(env_file, f"CATDOG_BROKER_URL={self.broker_url}\n")
@@ -108,10 +110,11 @@ class Doctor:
                 session.host.shell(f"rm -f {shlex.quote(env_file)}")
         python = python_check(session, self.inventory, found)
         if not python.ok:
-            return [python, *not_run(["catdog"], "needs python"), tmux,
+            return [sftp, python, *not_run(["catdog"], "needs python"), tmux,
                     *not_run(["broker"], "needs python"), clock]
-        return [python, self._catdog_check(session, found), tmux, self._broker_check(session, found),
-                clock]
+        broker = (self._broker_check(session, found) if sftp.ok or not self.broker_url else
+                  not_run(["broker"], "needs a way to copy files")[0])
+        return [sftp, python, self._catdog_check(session, found), tmux, broker, clock]
 
     def _catdog_check(self, session: WorkerSession, found: dict[str, Any]) -> Check:
         name = session.device.name
@@ -182,6 +185,19 @@ def python_check(session: WorkerSession, inventory: Inventory, found: dict[str, 
         return Check("python", False, f"{version_text(found)} is older than 3.10",
                      f"install Python >= 3.10 and point {where} at it")
     return Check("python", True, version_text(found))
+
+
+def sftp_check(session: WorkerSession) -> Check:
+    """Files reach the device over SFTP, or over the SSH channel when its sshd offers no SFTP
+    (that is fine, as long as the device's shell has the few commands it needs)."""
+    way = session.host.transfer()
+    if way != "ssh":
+        return Check("sftp", True, "offered" if way == "sftp" else way)
+    missing = session.host.missing_tools()
+    if missing:
+        return Check("sftp", False, f"not offered, and the shell lacks {', '.join(missing)} to "
+                                    f"copy files over the SSH channel", SFTP_FIX)
+    return Check("sftp", True, "none, via SSH")
 
 
 def tmux_check(session: WorkerSession) -> Check:

@@ -4,19 +4,26 @@ Host keys are checked: the inventory's ``known_hosts`` (else ``~/.ssh/known_host
 unknown key is refused with the command that accepts it. Nothing is read from ``~/.ssh/config``:
 the inventory is the whole truth about how a device is reached. SSH failures become
 :class:`Unreachable` with a short reason (refused, timeout, auth failed, host key unknown).
+
+Files reach a device over SFTP when its sshd offers the subsystem, else over the SSH channel
+(``cat`` reading stdin; a minimal ``sshd_config`` or dropbear offers no SFTP): asked once per
+connection, the same calls either way, and nothing a file holds is ever on a command line.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
+import io
 import os
+import secrets
 import shlex
 import shutil
 import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from catdog.errors import CatDogError
 from catdog.inventory import Device
@@ -25,6 +32,13 @@ from ops.tmux import Completed, LocalRunner
 
 CONNECT_TIMEOUT_S = 10
 COMMAND_TIMEOUT_S = 30
+UPLOAD_TIMEOUT_S = 600  # a wheel over a slow link: the timeout is per read or write, not in all
+CHUNK_BYTES = 32768
+DAMAGED_STATUS = 3  # a copy over the SSH channel that did not arrive whole
+#: what copying a file over the SSH channel needs, for a device whose sshd offers no SFTP
+CHANNEL_TOOLS = ("cat", "mv", "rm", "chmod", "mkdir")
+SFTP_FIX = ("enable SFTP on the device: `Subsystem sftp /usr/lib/openssh/sftp-server` in "
+            "/etc/ssh/sshd_config (package openssh-sftp-server), then restart sshd")
 
 
 class Unreachable(CatDogError):
@@ -37,6 +51,7 @@ class SSHRunner:
     def __init__(self, device: Device) -> None:
         self.device = device
         self.conn = connect(device)
+        self._sftp_offered: bool | None = None
 
     def __call__(self, argv: Sequence[str]) -> Completed:
         return self.shell(shlex.join(argv))
@@ -60,11 +75,40 @@ class SSHRunner:
         except KeyboardInterrupt:
             return 130
 
+    def transfer(self) -> str:
+        """How files reach this device: ``"sftp"`` when its sshd offers the SFTP subsystem, else
+        ``"ssh"`` (``cat`` over the SSH channel). Asked once per connection."""
+        if self._sftp_offered is None:
+            from paramiko import SSHException
+
+            try:
+                self.conn.sftp()
+                self._sftp_offered = True
+            except (SSHException, EOFError) as exc:
+                # a refused subsystem ends only its channel ("Channel closed."); a dead
+                # transport is the device going away
+                transport = self.conn.client.get_transport()
+                if transport is None or not transport.is_active():
+                    raise Unreachable(describe(exc, self.device)) from exc
+                self._sftp_offered = False
+        return "sftp" if self._sftp_offered else "ssh"
+
+    def missing_tools(self) -> list[str]:
+        """The commands that copying files over the SSH channel needs and the device lacks."""
+        done = self.shell(f"for t in {' '.join(CHANNEL_TOOLS)}; do "
+                          f"command -v $t >/dev/null 2>&1 || echo $t; done")
+        if done.status != 0:
+            return ["sh"]
+        return done.stdout.split()
+
     def write_private(self, path: str, text: str) -> None:
-        """Write ``text`` to ``path`` on the device, mode 600, over SFTP (never on a command line).
+        """Write ``text`` to ``path`` on the device, mode 600, never on a command line.
 
         The file is made private before it gets its text; a missing folder is created mode 700.
         """
+        if self.transfer() == "ssh":
+            self._channel_write(path, io.BytesIO(text.encode()), private=True)
+            return
         try:
             try:
                 self._sftp_private(path, text)
@@ -85,7 +129,10 @@ class SSHRunner:
             remote.write(text)
 
     def write_text(self, path: str, text: str) -> None:
-        """Write ``text`` to ``path`` on the device over SFTP (for files that hold no secret)."""
+        """Write ``text`` to ``path`` on the device (for files that hold no secret)."""
+        if self.transfer() == "ssh":
+            self._channel_write(path, io.BytesIO(text.encode()), private=False)
+            return
         try:
             with self.conn.sftp().open(path, "w") as remote:
                 remote.write(text)
@@ -93,12 +140,80 @@ class SSHRunner:
             raise Unreachable(f"could not write {path} on {self.device.name}: {exc}") from exc
 
     def upload(self, local: Path, path: str) -> None:
-        """Copy the coordinator's file ``local`` to ``path`` on the device, over SFTP."""
+        """Copy the coordinator's file ``local`` to ``path`` on the device."""
+        if self.transfer() == "ssh":
+            with local.open("rb") as source:
+                self._channel_write(path, source, private=False, timeout=UPLOAD_TIMEOUT_S)
+            return
         try:
             self.conn.sftp().put(str(local), path)
         except OSError as exc:
             raise Unreachable(f"could not copy {local.name} to {path} on {self.device.name}: "
                               f"{exc}") from exc
+
+    def _channel_write(self, path: str, source: BinaryIO, *, private: bool,
+                       timeout: float = COMMAND_TIMEOUT_S) -> None:
+        """Write ``source`` to ``path`` over the SSH channel, for a device without SFTP.
+
+        One command: its stdin is a header line (size and sha256) and then the bytes, which
+        ``cat`` puts under a temporary name beside ``path`` (private: mode 600 before it holds a
+        byte, in a folder made mode 700 if missing). The device checks what it got (``sha256sum``,
+        else the size) and only a whole copy is moved onto ``path``: a dropped connection never
+        leaves half a file, and nothing about the contents is ever on a command line.
+        """
+        q = shlex.quote
+        folder = os.path.dirname(path) or "."
+        temp_name = f"{path}.catdog-{secrets.token_hex(4)}"
+        temp = q(temp_name)
+        size, digest = _size_and_sha256(source)
+        make = (f"umask 077; [ -d {q(folder)} ] || {{ mkdir -p {q(folder)} && chmod 700 "
+                f"{q(folder)}; }} && : > {temp} && chmod 600 {temp} || exit\n" if private else "")
+        script = (f"{make}read -r n h\n"
+                  f"cat > {temp} || {{ s=$?; rm -f {temp}; exit $s; }}\n"
+                  f"set -- $(sha256sum {temp} 2>/dev/null)\n"
+                  f'if [ -n "$1" ]; then got=$1 want=$h; else set -- $(wc -c < {temp}); '
+                  f"got=$1 want=$n; fi\n"
+                  f'if [ "$got" != "$want" ]; then rm -f {temp}; '
+                  f'echo "arrived damaged: got $got for $want" >&2; exit {DAMAGED_STATUS}; fi\n'
+                  f"mv -f {temp} {q(path)}")
+        header = io.BytesIO(f"{size} {digest}\n".encode())
+        status, err = self._exec(script, (header, source), timeout)
+        if status == 0:
+            return
+        missing = self.missing_tools() if status != DAMAGED_STATUS else []
+        if missing:
+            raise Unreachable(f"could not write {path} on {self.device.name}: its sshd offers no "
+                              f"SFTP and its shell lacks {', '.join(missing)} to copy files over "
+                              f"the SSH channel; {SFTP_FIX}")
+        reason = (err.strip().splitlines() or [f"exit status {status}"])[-1]
+        raise Unreachable(f"could not write {path} on {self.device.name}: "
+                          f"{reason.replace(temp_name, path)}")
+
+    def _exec(self, command: str, sources: Sequence[BinaryIO], timeout: float
+              ) -> tuple[int, str]:
+        """Run ``command`` on a channel of its own with ``sources`` streamed to its stdin, one
+        after the other; its exit status and stderr."""
+        try:
+            channel = self.conn.client.get_transport().open_session(timeout=timeout)
+            try:
+                channel.settimeout(timeout)
+                channel.exec_command(command)
+                for source in sources:
+                    source.seek(0)
+                    while chunk := source.read(CHUNK_BYTES):
+                        channel.sendall(chunk)
+                channel.shutdown_write()
+                channel.makefile("rb").read()
+                err = channel.makefile_stderr("rb").read()
+                status = channel.recv_exit_status()
+            finally:
+                channel.close()
+        except TimeoutError as exc:
+            raise Unreachable(f"{self.device.host}:{self.device.port} stopped answering for "
+                              f"{timeout:g}s during a file copy over the SSH channel") from exc
+        except Exception as exc:
+            raise Unreachable(describe(exc, self.device)) from exc
+        return status, err.decode(errors="replace")
 
     def close(self) -> None:
         self.conn.close()
@@ -118,6 +233,12 @@ class LocalHost(LocalRunner):
         except KeyboardInterrupt:
             return 130
 
+    def transfer(self) -> str:
+        return "local"
+
+    def missing_tools(self) -> list[str]:
+        return []
+
     def write_private(self, path: str, text: str) -> None:
         write_private(path, text)
 
@@ -136,6 +257,15 @@ Host = SSHRunner | LocalHost
 
 def open_host(device: Device) -> Host:
     return LocalHost() if device.is_local else SSHRunner(device)
+
+
+def _size_and_sha256(source: BinaryIO) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    source.seek(0)
+    while chunk := source.read(CHUNK_BYTES):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def known_hosts_path(device: Device) -> Path:

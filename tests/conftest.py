@@ -154,3 +154,11 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     server = Sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def sshd_no_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real sshd that offers no SFTP subsystem (files must go over the SSH channel)."""
+    server = Sshd(tmp_path_factory.mktemp("sshd-no-sftp"), sftp=False)
+    yield server
+    server.close()

@@ -82,6 +82,29 @@ def test_deploy_makes_the_venv_installs_the_device_side_and_is_idempotent(
     assert out["stdout"].splitlines()[-1] == str(work)
 
 
+def test_deploy_to_a_device_without_sftp_copies_the_wheel_over_the_ssh_channel(
+        make_fleet, sshd_no_sftp: Sshd, tmp_path: Path) -> None:
+    work = tmp_path / "board"
+    venv_python = work / ".venv" / "bin" / "python"
+    fleet = make_fleet({"board": sshd_no_sftp.device([], work, python=str(venv_python))})
+    source = checkout_copy(tmp_path / "checkout")
+    result = Deployer(fleet.inventory, root=source).deploy(fleet.inventory.select(None))[0]
+    assert result.state == DEPLOYED, result.as_dict()
+    assert f"created venv {work / '.venv'}" in result.reason
+    wheels = list((work / ".catdog" / "dist").glob("catdog-*.whl"))
+    assert [w.name for w in wheels] == [w.name for w in (fleet.folder / ".catdog" / "dist").glob(
+        "catdog-*.whl")]
+    assert wheels[0].read_bytes() == (fleet.folder / ".catdog" / "dist" / wheels[0].name
+                                      ).read_bytes()
+    record = json.loads(next((work / ".venv").glob("catdog-deployed.json")).read_text())
+    assert record["fingerprint"] == source_fingerprint(source)
+    again = Deployer(fleet.inventory, root=source).deploy(fleet.inventory.select(None))[0]
+    assert again.state == UNCHANGED, again.as_dict()
+    assert fleet.launch()[0].state == READY
+    out = run_on.delay("board", "tr '\\0' ' ' < /proc/$PPID/cmdline").get(timeout=20)
+    assert out["stdout"].split()[:3] == [str(venv_python), "-m", "workers"], out
+
+
 def test_deploy_failures_say_why(make_fleet, sshd: Sshd, tmp_path: Path) -> None:
     unset = sshd.device([], tmp_path)
     del unset["python"]
@@ -99,7 +122,7 @@ def test_deploy_failures_say_why(make_fleet, sshd: Sshd, tmp_path: Path) -> None
 
 
 def test_doctor_passes_a_good_fleet_and_names_each_failure_with_its_fix(
-        make_fleet, sshd: Sshd, tmp_path: Path) -> None:
+        make_fleet, sshd: Sshd, sshd_no_sftp: Sshd, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
@@ -109,6 +132,7 @@ def test_doctor_passes_a_good_fleet_and_names_each_failure_with_its_fix(
     fleet = make_fleet({
         "pi": sshd.device([], tmp_path / "pi"),
         "laptop": device_spec([]),
+        "nosftp": sshd_no_sftp.device([], tmp_path / "nosftp"),
         "refused": sshd.device([], tmp_path, port=closed, known_hosts=str(known)),
         "stranger": sshd.device([], tmp_path, known_hosts=str(sshd.folder / "empty_known_hosts")),
         "wrongkey": sshd.device([], tmp_path, key=str(sshd.folder / "other_key")),
@@ -117,11 +141,15 @@ def test_doctor_passes_a_good_fleet_and_names_each_failure_with_its_fix(
     })
     found = {r.device: r for r in Doctor(fleet.inventory, fleet.url).check(
         fleet.inventory.select(None))}
-    for name in ("pi", "laptop"):
+    for name in ("pi", "laptop", "nosftp"):
         assert found[name].state == OK, found[name].as_dict()
         assert [c.name for c in found[name].checks] == list(CHECKS)
         assert all(c.ok for c in found[name].checks)
     assert found["pi"].check("broker").detail.startswith("127.0.0.1:")
+    assert found["pi"].check("sftp").detail == "offered"
+    assert found["nosftp"].check("sftp").detail == "none, via SSH"
+    assert found["nosftp"].check("broker").detail.startswith("127.0.0.1:")  # env file copied
+    assert list((tmp_path / "nosftp" / ".catdog" / "run").iterdir()) == []  # and removed
     assert found["pi"].check("python").detail.startswith("3.")
 
     def failed(device: str) -> dict[str, str]:
@@ -156,7 +184,7 @@ def test_fab_doctor_json_and_a_wrong_broker_password(make_fleet, sshd: Sshd, tmp
     assert "not-the-password" not in bad.stdout + bad.stderr
     assert "pi: broker:" in bad.stdout and "fix: the broker URL's password is wrong" in bad.stdout
     table = bad.stdout.splitlines()
-    assert table[0].split() == ["DEVICE", "STATE", "HOST", "KEY", "SSH", "PYTHON", "CATDOG",
+    assert table[0].split() == ["DEVICE", "STATE", "HOST", "KEY", "SSH", "SFTP", "PYTHON", "CATDOG",
                                 "TMUX", "BROKER", "CLOCK"]
     assert table[1].split()[:2] == ["pi", "FAILED"] and "FAIL" in table[1].split()
 

@@ -204,3 +204,178 @@ def test_status_of_an_ssh_device_reports_its_memory_and_shows_it_offline_within_
     seen = time.monotonic() - died
     assert seen <= 10.0, seen
     print(f"offline {seen:.1f}s after the worker died")
+
+
+@pytest.fixture
+def sent_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every command this process asks any sshd to run (Fabric's and the file copies alike)."""
+    import paramiko
+
+    sent: list[str] = []
+    original = paramiko.Channel.exec_command
+
+    def recording(channel: paramiko.Channel, command: str) -> None:
+        sent.append(command)
+        original(channel, command)
+
+    monkeypatch.setattr(paramiko.Channel, "exec_command", recording)
+    return sent
+
+
+@pytest.mark.parametrize("server", ["sshd", "sshd_no_sftp"])
+def test_files_reach_a_device_with_or_without_sftp_whole_and_private(
+        request: pytest.FixtureRequest, server: str, tmp_path: Path,
+        sent_commands: list[str]) -> None:
+    import os
+
+    from catdog.inventory import Device
+    from ops.remote import SSHRunner, Unreachable
+
+    sshd: Sshd = request.getfixturevalue(server)
+    spec = sshd.device([], tmp_path)
+    host = SSHRunner(Device("pi", "127.0.0.1", port=sshd.port, user=spec["user"],
+                            key=spec["key"], known_hosts=spec["known_hosts"]))
+    try:
+        assert host.transfer() == ("sftp" if server == "sshd" else "ssh")
+        secret = "CATDOG_BROKER_URL=redis://:s3cret-Pa55@10.0.0.1:6379/0\n"
+        private = tmp_path / "run" / "deep" / "pi.env"  # the folders do not exist yet
+        host.write_private(str(private), secret)
+        assert private.read_text() == secret
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+        assert stat.S_IMODE(private.parent.stat().st_mode) == 0o700
+        private.chmod(0o644)  # rewritten: private again
+        host.write_private(str(private), secret + "X=1\n")
+        assert (private.read_text(), stat.S_IMODE(private.stat().st_mode)) == (secret + "X=1\n",
+                                                                                0o600)
+        host.write_text(str(tmp_path / "record.json"), '{"a": "é"}')
+        assert (tmp_path / "record.json").read_text() == '{"a": "é"}'
+        wheel = tmp_path / "big.whl"
+        wheel.write_bytes(os.urandom(3_000_000))
+        host.upload(wheel, str(tmp_path / "copy.whl"))
+        assert (tmp_path / "copy.whl").read_bytes() == wheel.read_bytes()
+        with pytest.raises(Unreachable, match="could not write /proc/nowhere/x on pi"):
+            host.write_text("/proc/nowhere/x", "text")
+    finally:
+        host.close()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        "big.whl", "copy.whl", "pi.env", "record.json"]  # no temporary file left behind
+    assert not any("s3cret" in c for c in sent_commands), sent_commands
+
+
+def test_a_device_without_sftp_launches_runs_logs_gathers_metrics_and_stops(
+        make_fleet, sshd_no_sftp: Sshd, tmp_path: Path, redis_url: str,
+        sent_commands: list[str]) -> None:
+    from ops import api
+    from ops.logs import recent
+
+    work = tmp_path / "board"
+    fleet = make_fleet({"board": sshd_no_sftp.device(["sensor"], work, concurrency=2)})
+    result = fleet.launch()[0]
+    assert result.state == READY, result.as_dict()
+    out = run_on.delay("cap:sensor", "echo on-the-board; pwd").get(timeout=20)
+    assert (out["device"], out["stdout"]) == ("board", f"on-the-board\n{work}\n")
+
+    run = work / ".catdog" / "run"
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700
+    assert sorted(p.name for p in run.iterdir()) == ["board.env", "board.yaml"]  # no temp left
+    for name in ("board.env", "board.yaml"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o600
+    assert redis_url in (run / "board.env").read_text()
+    assert (run / "board.yaml").read_text() == fleet.path.read_text()
+    password = redis_url.split(":")[2].split("@")[0]
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert password not in processes
+    assert sent_commands and not any(password in c for c in sent_commands)
+
+    text = recent(fleet.inventory, fleet.inventory.devices["board"], lines=200)
+    assert "board@" in text and "tasks.run_on" in text, text
+    for _ in range(2):
+        sleep.on("board").delay(0.01).get(timeout=20)
+    found = api.metrics(str(fleet.path), since_s=3600)
+    assert found.ok and "3 task lines" in found["board"].reason, found["board"].reason
+    assert len((fleet.folder / "metrics" / "board.lp").read_text().splitlines()) >= 2
+
+    stopped = fleet.stop(timeout=20)[0]
+    assert stopped.state == STOPPED, stopped.as_dict()
+    assert fleet.sessions() == []
+
+
+def test_a_device_without_sftp_nor_the_commands_to_copy_files_says_what_and_how_to_fix(
+        make_fleet, tmp_path: Path) -> None:
+    from ops.doctor import Doctor
+    from ops.remote import SFTP_FIX
+
+    (tmp_path / "sshd").mkdir()
+    bare = Sshd(tmp_path / "sshd", sftp=False, config=("SetEnv PATH=/nowhere",))
+    try:
+        fleet = make_fleet({"bare": bare.device([], tmp_path / "bare")})
+        result = fleet.launch(timeout=10)[0]
+        checked = Doctor(fleet.inventory, fleet.url).check(fleet.inventory.select(None))[0]
+    finally:
+        bare.close()
+    assert result.state == FAILED
+    assert "its sshd offers no SFTP and its shell lacks cat, mv, rm, chmod, mkdir" in result.reason
+    assert SFTP_FIX in result.reason and "Channel closed" not in result.reason
+    sftp = checked.check("sftp")
+    assert sftp.ok is False and "lacks cat, mv, rm, chmod, mkdir" in sftp.detail
+    assert sftp.fix == SFTP_FIX
+    assert checked.check("broker").ok is None  # not run, never "passed" nor a false failure
+
+
+def test_channel_copies_are_checked_by_size_without_sha256sum_and_never_land_damaged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import shutil
+
+    from catdog.inventory import Device
+    from ops import remote
+
+    tools = tmp_path / "bin"  # a small board's shell: the basics, no sha256sum
+    tools.mkdir()
+    for name in ("cat", "mv", "rm", "chmod", "mkdir", "wc"):
+        os.symlink(shutil.which(name) or name, tools / name)
+    (tmp_path / "sshd").mkdir()
+    small = Sshd(tmp_path / "sshd", sftp=False, config=(f"SetEnv PATH={tools}",))
+    spec = small.device([], tmp_path)
+    host = remote.SSHRunner(Device("pi", "127.0.0.1", port=small.port, user=spec["user"],
+                                   key=spec["key"], known_hosts=spec["known_hosts"]))
+    target = tmp_path / "run" / "pi.env"
+    try:
+        host.write_private(str(target), "A=1\n")
+        assert (target.read_text(), stat.S_IMODE(target.stat().st_mode)) == ("A=1\n", 0o600)
+        monkeypatch.setattr(remote, "_size_and_sha256", lambda source: (99, "0" * 64))
+        with pytest.raises(remote.Unreachable, match="arrived damaged: got 4 for 99"):
+            host.write_private(str(target), "B=2\n")
+    finally:
+        host.close()
+        small.close()
+    assert target.read_text() == "A=1\n"  # the damaged copy never replaced the whole one
+    assert [p.name for p in target.parent.iterdir()] == ["pi.env"]
+
+
+def test_fab_launch_logs_doctor_and_stop_as_a_user_runs_them_on_a_device_without_sftp(
+        sshd_no_sftp: Sshd, tmp_path: Path, redis_url: str) -> None:
+    import yaml
+
+    from .test_cli import _env, fab
+    from .tmuxserver import end_server
+
+    socket_name = f"nosftp-{tmp_path.name[-8:]}"
+    path = tmp_path / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"tmux_socket": socket_name, "devices": {
+        "board": sshd_no_sftp.device([], tmp_path / "board")}}))
+    env = _env(CATDOG_BROKER_URL=redis_url)
+    try:
+        runs = {name: fab(*args, "--inventory", str(path), env=env) for name, args in [
+            ("launch", ["launch"]), ("logs", ["logs", "--devices", "board"]),
+            ("doctor", ["doctor"]), ("stop", ["stop"])]}
+    finally:
+        end_server(socket_name)
+    for name, done in runs.items():
+        assert done.returncode == 0, (name, done.stdout, done.stderr)
+        assert "Channel closed" not in done.stdout + done.stderr, name
+        assert "Traceback" not in done.stdout + done.stderr, name
+    assert "READY" in runs["launch"].stdout
+    assert "board@" in runs["logs"].stdout
+    assert "none, via SSH" in runs["doctor"].stdout and "OK" in runs["doctor"].stdout
+    assert "STOPPED" in runs["stop"].stdout
