@@ -1,0 +1,145 @@
+"""CatDog beside a plain Celery app on one Redis database, and Celery's own ways of sending work
+(by name: ``app.send_task``, ``celery call``, Flower) and of purging it, against real fleets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from catdog import app
+from catdog.inventory import INVENTORY_ENV
+from catdog.routing import ANY_QUEUE, capability_queue, device_queue, queue_keys
+from ops.results import READY
+
+from .conftest import ROOT, device_spec
+
+pytestmark = pytest.mark.slow
+
+PLAIN = '''
+import time
+
+import redis
+from celery import Celery
+
+app = Celery("plain", broker={url!r}, backend={url!r})
+app.conf.task_acks_late = True  # as many apps do: its messages sit in kombu's unacked hash
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task(bind=True)
+def hold(self, seconds):
+    redis.Redis.from_url({url!r}).rpush("plain:runs", self.request.id)
+    time.sleep(seconds)
+    return "held"
+'''
+
+
+def wait_for(condition: Any, timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def plain_worker(tmp_path: Path, redis_url: str) -> Iterator[tuple[Celery, Path]]:
+    """A plain Celery app (Celery's defaults) and its worker, on the fleet's Redis database."""
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "plain.py").write_text(PLAIN.format(url=redis_url))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CATDOG_")}
+    env["PYTHONPATH"] = str(folder)
+    log = open(folder / "worker.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "plain", "worker",
+                             "--pool", "threads", "--concurrency", "2", "-n", "plain@%h",
+                             "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+                            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    client = Celery("plain", broker=redis_url, backend=redis_url, set_as_current=False)
+    try:
+        wait_for(lambda: proc.poll() is not None or client.control.ping(timeout=0.5), 60,
+                 "the plain Celery worker")
+        assert proc.poll() is None, (folder / "worker.log").read_text()
+        yield client, folder / "worker.log"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+        client.close()
+
+
+def test_catdog_and_a_plain_celery_app_share_one_redis_database(
+        make_fleet: Any, plain_worker: tuple[Celery, Path], redis_client: redis.Redis) -> None:
+    from catdog.tasks import examples
+
+    fleet = make_fleet({"kitchen": device_spec(["camera"], pool="threads"),
+                        "garden": device_spec([], pool="solo")})
+    assert {r.state for r in fleet.launch()} == {READY}
+    plain, plain_log = plain_worker
+
+    for _ in range(3):  # each app pings its workers, and each worker answers only its own app
+        replies = plain.control.ping(timeout=1)
+        assert sorted(n.split("@")[0] for r in replies for n in r) == ["plain"]
+        ours = app.control.ping(timeout=1)
+        assert sorted(n.split("@")[0] for r in ours for n in r) == ["garden", "kitchen"]
+    assert plain.send_task("plain.add", (2, 3)).get(timeout=30) == 5
+    assert examples.snapshot.delay().get(timeout=30)["device"] == "kitchen"
+    assert examples.whoami.delay().get(timeout=30)["device"] in {"kitchen", "garden"}
+
+    # a plain task held past CatDog's 60 s visibility timeout is not CatDog's to restore: a
+    # CatDog worker's sweep (every 5 s) would put it back, and it would run twice
+    held = plain.send_task("plain.hold", (8,))
+    tag = wait_for(lambda: redis_client.hkeys("unacked"), 20, "the plain worker to hold it")[0]
+    redis_client.zadd("unacked_index", {tag: time.time() - 120}, xx=True)
+    assert held.get(timeout=60) == "held"
+    assert redis_client.lrange("plain:runs", 0, -1) == [held.id.encode()]  # it ran once
+
+    # the celery command line of each app: each sees its own workers
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CATDOG_")}
+    plain_cli = subprocess.run(
+        [sys.executable, "-m", "celery", "-b", fleet.url, "inspect", "ping", "--timeout", "2"],
+        capture_output=True, text=True, env=env, cwd=fleet.folder, timeout=60)
+    assert plain_cli.returncode == 0, plain_cli.stderr
+    assert "plain@" in plain_cli.stdout and "kitchen@" not in plain_cli.stdout
+    ours_cli = celery_cli(fleet, "inspect", "ping", "--timeout", "2")
+    assert ours_cli.returncode == 0, ours_cli.stderr
+    assert "kitchen@" in ours_cli.stdout and "plain@" not in ours_cli.stdout
+    errors = [line for line in plain_log.read_text().splitlines() if "ERROR" in line]
+    assert errors == []  # was: Control command error: ValueError('not enough values to unpack
+
+
+def celery_cli(fleet: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real ``celery -A catdog ...`` in the fleet's folder, as a user runs it."""
+    env = {**os.environ, INVENTORY_ENV: str(fleet.path),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "catdog", *args],
+                          capture_output=True, text=True, env=env, cwd=fleet.folder, timeout=120)
+
+
+def backlog(client: redis.Redis, queue: str) -> int:
+    return sum(client.llen(k) for k in queue_keys(queue))
+
+
+def priorities(client: redis.Redis, queue: str) -> list[int]:
+    return [json.loads(m)["properties"]["priority"] for k in queue_keys(queue)
+            for m in client.lrange(k, 0, -1)]
+
+
+__all__ = ["ANY_QUEUE", "capability_queue", "device_queue", "uuid"]
