@@ -6,13 +6,15 @@ signature pinned to a target (a group for ``all:...``). Routing itself is :mod:`
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Task, group
 from celery.canvas import Signature
+from celery.result import ResultBase
+from kombu import serialization
+from kombu.exceptions import EncodeError
 
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
@@ -26,12 +28,18 @@ MAX_ARGS_BYTES = 1024 * 1024
 MAX_RESULT_BYTES = 1024 * 1024
 
 
-def json_size(value: Any) -> int | None:
-    """Bytes of ``value`` as JSON, or None when it is not JSON (Celery then says so itself)."""
+def json_size(value: Any, serializer: str = "json") -> int | None:
+    """Bytes of ``value`` as ``serializer`` (kombu's, which Celery uses) encodes it, or None when
+    it cannot. kombu's JSON takes what plain JSON does and datetimes, dates, times, UUIDs,
+    Decimals and bytes; Celery sends an AsyncResult or GroupResult returned by a task as its id
+    tuple (as the result backend stores it)."""
+    if isinstance(value, ResultBase):
+        value = value.as_tuple()
     try:
-        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    except (TypeError, ValueError):
+        payload = serialization.dumps(value, serializer=serializer)[2]
+    except (EncodeError, TypeError, ValueError):
         return None
+    return len(payload.encode() if isinstance(payload, str) else payload)
 
 
 class FanOut(group):
@@ -91,7 +99,8 @@ class FleetTask(Task):
                     kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
         self._check_controls(options.get("window"), options.get("limit"),
                              options.get("window_close"))
-        size = json_size([args or (), kwargs or {}]) if args or kwargs else None
+        size = (json_size([args or (), kwargs or {}], self.serializer or "json")
+                if args or kwargs else None)
         if size is not None and size > MAX_ARGS_BYTES:
             raise TooLarge(f"task {self.name!r}: arguments of {size} bytes as JSON, over the "
                            f"{MAX_ARGS_BYTES}-byte limit; pass a path or URL to the data instead")
@@ -117,10 +126,12 @@ class FleetTask(Task):
         result = super().__call__(*args, **kwargs)
         if result is None:
             return result
-        size = json_size(result)
+        serializer = self.app.conf.result_serializer
+        size = json_size(result, serializer)
         if size is None:
             raise TypeError(f"task {self.name!r} returned a {type(result).__name__}, which is not "
-                            f"JSON: return dicts, lists, strings, numbers, booleans or None")
+                            f"JSON: return dicts, lists, strings, numbers, booleans, None, "
+                            f"datetimes, UUIDs, Decimals or another task's AsyncResult")
         if size > MAX_RESULT_BYTES:
             raise TooLarge(f"task {self.name!r} returned {size} bytes as JSON, over the "
                            f"{MAX_RESULT_BYTES}-byte limit; write it to a file and return the path")

@@ -143,3 +143,73 @@ def priorities(client: redis.Redis, queue: str) -> list[int]:
 
 
 __all__ = ["ANY_QUEUE", "capability_queue", "device_queue", "uuid"]
+
+
+RESULTS = '''
+import datetime
+import decimal
+import uuid
+
+from catdog import app
+from catdog.tasks import examples
+
+
+@app.task(name="{module}.when")
+def when():
+    return {{"at": datetime.datetime(2026, 1, 2, 3, 4, 5), "day": datetime.date(2026, 1, 2)}}
+
+
+@app.task(name="{module}.ident")
+def ident():
+    return uuid.UUID("12345678-1234-5678-1234-567812345678")
+
+
+@app.task(name="{module}.money")
+def money():
+    return decimal.Decimal("1.25")
+
+
+@app.task(name="{module}.spawn")
+def spawn():
+    return examples.whoami.delay()
+
+
+@app.task(name="{module}.spread")
+def spread():
+    return examples.whoami.on("all").delay()
+
+
+@app.task(name="{module}.weird")
+def weird():
+    return {{1, 2}}
+'''
+
+
+def test_what_kombus_json_encodes_is_a_result_and_the_rest_fails_clearly(make_fleet: Any
+                                                                         ) -> None:
+    import datetime
+    import decimal
+
+    from celery.result import AsyncResult
+
+    module = f"results_{uuid.uuid4().hex[:8]}"
+    fleet = make_fleet({"pi": device_spec([], pool="threads", concurrency=2)}, imports=[module])
+    (fleet.folder / f"{module}.py").write_text(RESULTS.format(module=module))
+    sys.path.insert(0, str(fleet.folder))
+    try:
+        tasks = __import__(module)
+    finally:
+        sys.path.remove(str(fleet.folder))
+    assert fleet.launch()[0].state == READY
+
+    assert tasks.when.delay().get(timeout=30) == {
+        "at": datetime.datetime(2026, 1, 2, 3, 4, 5), "day": datetime.date(2026, 1, 2)}
+    assert tasks.ident.delay().get(timeout=30) == uuid.UUID("12345678-1234-5678-1234-567812345678")
+    assert tasks.money.delay().get(timeout=30) == decimal.Decimal("1.25")
+    (child_id, _parent), _ = tasks.spawn.delay().get(timeout=30)  # the child's id tuple
+    assert AsyncResult(child_id, app=app).get(timeout=30)["device"] == "pi"
+    (_group_id, _), members = tasks.spread.delay().get(timeout=30)
+    assert [AsyncResult(m[0][0], app=app).get(timeout=30)["device"] for m in members] == ["pi"]
+    with pytest.raises(TypeError, match="returned a set, which is not JSON: return dicts"):
+        tasks.weird.delay().get(timeout=30)
+    assert tasks.money.delay().get(timeout=30) == decimal.Decimal("1.25")  # still serving
