@@ -18,7 +18,7 @@ from kombu.exceptions import EncodeError
 
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
-from catdog.records import SENT_HEADER
+from catdog.records import SENT_HEADER, TASKS_KEY, TaskRecord
 from catdog.windows import Window
 
 WINDOW_CLOSE = ("finish", "stop")
@@ -161,10 +161,51 @@ class FleetTask(Task):
             raise TypeError(f"Task {self.name!r}: {exc}") from None
 
 
+#: seconds a process sending by name keeps a task's published record (:func:`published_record`)
+RECORD_TTL_S = 10.0
+_records: dict[str, tuple[float, TaskRecord | None]] = {}
+
+
+def published_record(name: str) -> TaskRecord | None:
+    """What the task ``name`` needs, as the workers that import it published it (None when no
+    worker has): for a task sent by name from a process that never imported it."""
+    from catdog.application import app
+
+    now = time.monotonic()
+    kept = _records.get(name)
+    if kept is not None and now - kept[0] < RECORD_TTL_S:
+        return kept[1]
+    with app.pool.acquire(block=True) as conn, conn.default_channel.conn_or_acquire() as client:
+        raw = client.hget(TASKS_KEY, name)
+    record = TaskRecord.loads(raw) if raw else None
+    _records[name] = (now, record)
+    return record
+
+
 def route_task(name: str, args: Any, kwargs: Any, options: Mapping[str, Any],
-               task: Any = None, **_: Any) -> dict[str, str] | None:
-    """Celery router (``task_routes``): capability routing for calls without an explicit queue."""
-    if options.get("queue"):
-        return None
-    requires = getattr(task, "requires", ()) or ()
-    return {"queue": fleet.route(tuple(requires)).queue}
+               task: Any = None, **_: Any) -> dict[str, Any] | None:
+    """Celery router (``task_routes``): capability and target routing for every call that names
+    no queue, by name (``app.send_task``, ``celery call``, Flower) as from Python, and Celery's
+    default priority for messages sent by name, which Celery sends without one (kombu's Redis
+    transport would then queue them at 0, ahead of everything)."""
+    route: dict[str, Any] = {}
+    if options.get("priority") is None:
+        from catdog.application import app
+
+        route["priority"] = app.conf.task_default_priority
+    if not options.get("queue"):
+        record = TaskRecord.of(task) if task is not None else published_record(name)
+        route["queue"] = _queue_by_name(name, record or TaskRecord(), args, kwargs)
+    return route or None
+
+
+def _queue_by_name(name: str, record: TaskRecord, args: Any, kwargs: Any) -> str:
+    target = None
+    if record.target_arg:
+        target = args[0] if args else (kwargs or {}).get("target")
+    route = fleet.route(record.requires, target)
+    if route.group:
+        raise UsageError(f"task {name!r} sent to {target} with no queue: one message reaches one "
+                         f"device; call it from Python ({name.rsplit('.', 1)[-1]}.delay(...) "
+                         f"sends one per device), or send it once per device")
+    return route.queue

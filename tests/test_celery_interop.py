@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 import redis
 from celery import Celery
 
-from catdog import app
+from catdog import UsageError, app
 from catdog.inventory import INVENTORY_ENV
 from catdog.routing import ANY_QUEUE, capability_queue, device_queue, queue_keys
 from ops.results import READY
@@ -60,39 +60,49 @@ def wait_for(condition: Any, timeout: float = 30.0, what: str = "") -> Any:
 
 
 @pytest.fixture
-def plain_worker(tmp_path: Path, redis_url: str) -> Iterator[tuple[Celery, Path]]:
-    """A plain Celery app (Celery's defaults) and its worker, on the fleet's Redis database."""
+def plain_worker(tmp_path: Path, redis_url: str) -> Iterator[Callable[[], tuple[Celery, Path]]]:
+    """Starts a plain Celery app (Celery's defaults) and its worker on the fleet's database."""
     folder = tmp_path / "plain"
     folder.mkdir()
     (folder / "plain.py").write_text(PLAIN.format(url=redis_url))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATDOG_")}
     env["PYTHONPATH"] = str(folder)
     log = open(folder / "worker.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "plain", "worker",
-                             "--pool", "threads", "--concurrency", "2", "-n", "plain@%h",
-                             "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
-                            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
     client = Celery("plain", broker=redis_url, backend=redis_url, set_as_current=False)
-    try:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> tuple[Celery, Path]:
+        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "plain", "worker",
+                                 "--pool", "threads", "--concurrency", "2", "-n", "plain@%h",
+                                 "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+                                cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
         wait_for(lambda: proc.poll() is not None or client.control.ping(timeout=0.5), 60,
                  "the plain Celery worker")
         assert proc.poll() is None, (folder / "worker.log").read_text()
-        yield client, folder / "worker.log"
-    finally:
+        return client, folder / "worker.log"
+
+    yield start
+    for proc in procs:
         proc.terminate()
         proc.wait(timeout=30)
-        log.close()
-        client.close()
+    log.close()
+    client.close()
 
 
 def test_catdog_and_a_plain_celery_app_share_one_redis_database(
-        make_fleet: Any, plain_worker: tuple[Celery, Path], redis_client: redis.Redis) -> None:
+        make_fleet: Any, plain_worker: Any, redis_client: redis.Redis) -> None:
     from catdog.tasks import examples
 
     fleet = make_fleet({"kitchen": device_spec(["camera"], pool="threads"),
                         "garden": device_spec([], pool="solo")})
+    # what a CatDog before 0.1.0 left in Celery's own table: plain Celery cannot read it
+    stale = b"::kitchen@old.celery.pidbox"
+    redis_client.sadd("_kombu.binding.celery.pidbox", stale)
+    plain, plain_log = plain_worker()
     assert {r.state for r in fleet.launch()} == {READY}
-    plain, plain_log = plain_worker
+    table = redis_client.smembers("_kombu.binding.celery.pidbox")
+    assert stale not in table and any(b"plain@" in m for m in table)  # the plain one stays
 
     for _ in range(3):  # each app pings its workers, and each worker answers only its own app
         replies = plain.control.ping(timeout=1)
@@ -133,6 +143,125 @@ def celery_cli(fleet: Any, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=env, cwd=fleet.folder, timeout=120)
 
 
+BY_NAME = '''
+from catdog import app
+from catdog.tasks.examples import _where
+
+
+@app.task(name="{module}.snap", requires=("camera",))
+def snap():
+    return _where()
+
+
+@app.task(name="{module}.gpio", requires=("gpio",))
+def gpio():
+    return _where()
+
+
+@app.task(name="{module}.both", requires=("camera", "gpio"))
+def both():
+    return _where()
+
+
+@app.task(name="{module}.pinned", target_arg=True)
+def pinned(target):
+    return _where()
+'''
+
+
+def by_name_fleet(make_fleet: Any) -> tuple[Any, str]:
+    """kitchen has a camera, garden nothing, attic (never launched) a camera and gpio; the
+    tasks' module is imported by the workers only: the test process sends them by name."""
+    module = f"by_name_{uuid.uuid4().hex[:8]}"
+    fleet = make_fleet({"kitchen": device_spec(["camera"], pool="threads", concurrency=2),
+                        "garden": device_spec([], pool="solo"),
+                        "attic": device_spec(["camera", "gpio"])}, imports=[module])
+    (fleet.folder / f"{module}.py").write_text(BY_NAME.format(module=module))
+    assert module not in sys.modules
+    return fleet, module
+
+
+def test_a_worker_hands_on_a_task_it_may_not_run(make_fleet: Any,
+                                                  redis_client: redis.Redis) -> None:
+    fleet, module = by_name_fleet(make_fleet)
+    assert {r.state for r in fleet.launch(["garden"])} == {READY}
+
+    # published by hand to catdog.any: garden, without a camera, hands it on to the camera queue
+    forced = app.send_task(f"{module}.snap", queue=ANY_QUEUE, priority=3)
+    camera = capability_queue(["camera"])
+    wait_for(lambda: backlog(redis_client, camera) == 1, 30, "garden to hand the task on")
+    assert backlog(redis_client, ANY_QUEUE) == 0 and forced.state == "PENDING"
+    assert priorities(redis_client, camera) == [3]  # handed on at its own priority
+    # a task pinned to kitchen, forced onto garden's own queue: handed on to kitchen's
+    misplaced = app.send_task(f"{module}.pinned", ("kitchen",), queue=device_queue("garden"))
+    wait_for(lambda: backlog(redis_client, device_queue("kitchen")) == 1, 30,
+             "garden to hand the pinned task on")
+
+    assert {r.state for r in fleet.launch(["kitchen"])} == {READY}
+    assert forced.get(timeout=30)["device"] == "kitchen"
+    assert misplaced.get(timeout=30)["device"] == "kitchen"
+
+
+def test_tasks_sent_by_name_are_routed_as_from_python(make_fleet: Any,
+                                                      redis_client: redis.Redis) -> None:
+    fleet, module = by_name_fleet(make_fleet)
+    assert {r.state for r in fleet.launch(["kitchen", "garden"])} == {READY}
+
+    # by name, from a process that never imported the task: by the requirements workers publish
+    camera = capability_queue(["camera"])
+    assert app.amqp.router.route({}, f"{module}.snap")["queue"].name == camera
+    sent = [app.send_task(f"{module}.snap") for _ in range(8)]
+    assert {r.get(timeout=30)["device"] for r in sent} == {"kitchen"}
+    # pinned by its first argument to attic, which is offline: it waits there
+    waiting = app.send_task(f"{module}.pinned", ("attic",))
+    wait_for(lambda: backlog(redis_client, device_queue("attic")) == 1, 10, "the attic queue")
+    assert {app.send_task(f"{module}.pinned", (d,)).get(timeout=30)["device"]
+            for d in ("kitchen", "garden")} == {"kitchen", "garden"}
+    assert waiting.state == "PENDING"  # run nowhere else meanwhile
+    with pytest.raises(UsageError, match="one message reaches one device"):
+        app.send_task(f"{module}.pinned", ("all:camera",))
+
+    # the real `celery call`, which imports no task
+    called = celery_cli(fleet, "call", f"{module}.gpio")
+    assert called.returncode == 0, called.stderr
+    assert backlog(redis_client, capability_queue(["gpio"])) == 1
+
+
+def test_messages_sent_by_name_get_the_default_priority(make_fleet: Any,
+                                                        redis_client: redis.Redis) -> None:
+    fleet, module = by_name_fleet(make_fleet)
+    assert {r.state for r in fleet.launch(["garden"])} == {READY}  # publishes the tasks' needs
+    attic = device_queue("attic")
+    app.send_task(f"{module}.pinned", ("attic",))
+    app.send_task(f"{module}.pinned", ("attic",), queue=attic)
+    app.send_task(f"{module}.pinned", ("attic",), queue=attic, priority=7)
+    called = celery_cli(fleet, "call", "tasks.run_on", "--args", '["attic", "true"]')
+    assert called.returncode == 0, called.stderr
+    called = celery_cli(fleet, "call", "tasks.run_on", "--args", '["attic", "true"]', "--queue",
+                        attic)
+    assert called.returncode == 0, called.stderr
+    assert sorted(priorities(redis_client, attic)) == [5, 5, 5, 5, 7]
+
+
+def test_celery_purge_empties_every_catdog_queue(make_fleet: Any,
+                                                 redis_client: redis.Redis) -> None:
+    fleet, module = by_name_fleet(make_fleet)
+    assert {r.state for r in fleet.launch(["garden"])} == {READY}
+    fleet.stop(["garden"])
+    sent = {ANY_QUEUE: f"{module}.gpio", device_queue("attic"): f"{module}.pinned",
+            capability_queue(["gpio"]): f"{module}.gpio",
+            capability_queue(["camera", "gpio"]): f"{module}.both"}
+    for queue, name in sent.items():
+        for priority in (0, 5, 9):
+            app.send_task(name, ("attic",) if "pinned" in name else (), queue=queue,
+                          priority=priority)
+    assert {q: backlog(redis_client, q) for q in sent} == dict.fromkeys(sent, 3)
+    purged = celery_cli(fleet, "purge", "-f")
+    assert purged.returncode == 0, purged.stderr
+    assert {q: backlog(redis_client, q) for q in sent} == dict.fromkeys(sent, 0), purged.stdout
+    assert "Purged 12 messages" in purged.stdout, purged.stdout
+
+
 def backlog(client: redis.Redis, queue: str) -> int:
     return sum(client.llen(k) for k in queue_keys(queue))
 
@@ -141,8 +270,6 @@ def priorities(client: redis.Redis, queue: str) -> list[int]:
     return [json.loads(m)["properties"]["priority"] for k in queue_keys(queue)
             for m in client.lrange(k, 0, -1)]
 
-
-__all__ = ["ANY_QUEUE", "capability_queue", "device_queue", "uuid"]
 
 
 RESULTS = '''
