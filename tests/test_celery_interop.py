@@ -17,7 +17,7 @@ import pytest
 import redis
 from celery import Celery
 
-from catdog import UsageError, app
+from catdog import NoRoute, UsageError, app
 from catdog.inventory import INVENTORY_ENV
 from catdog.routing import ANY_QUEUE, capability_queue, device_queue, queue_keys
 from ops.results import READY
@@ -340,3 +340,42 @@ def test_what_kombus_json_encodes_is_a_result_and_the_rest_fails_clearly(make_fl
     with pytest.raises(TypeError, match="returned a set, which is not JSON: return dicts"):
         tasks.weird.delay().get(timeout=30)
     assert tasks.money.delay().get(timeout=30) == decimal.Decimal("1.25")  # still serving
+
+
+def test_serves_forward_queue_and_fleet_queues_agree_with_plan() -> None:
+    """Unit checks of the worker-side rules on inventory values (no broker)."""
+    from catdog.inventory import Device, Inventory
+    from catdog.records import TaskRecord, task_records
+    from catdog.routing import MAX_SET_CAPABILITIES, fleet_queues, forward_queue, plan, serves
+
+    pi4 = Device("pi4", "10.0.0.2", ("camera", "gpio"))
+    zero = Device("zero", "10.0.0.3", ("gpio",))
+    inv = Inventory(path=Path("/x/catdog.yaml"), devices={"pi4": pi4, "zero": zero})
+    assert serves(pi4, ("camera",)) and not serves(zero, ("camera",))
+    assert serves(zero, (), "zero") and not serves(pi4, (), "zero")
+    assert serves(pi4, (), "cap:camera") and not serves(zero, (), "all:camera")
+    assert serves(zero, (), "all") and not serves(zero, ("camera",), "all")
+    assert serves(zero, (), "no such:target")  # the task fails with the target's own error
+    assert forward_queue(inv, ("camera",)) == "catdog.cap.camera"
+    assert forward_queue(inv, (), "pi4") == "catdog.device.pi4"
+    assert forward_queue(inv, ("gpio",), "all:camera") == "catdog.caps.camera+gpio"
+    with pytest.raises(NoRoute):
+        forward_queue(inv, ("gpu",))
+    queues = set(fleet_queues(inv))
+    assert queues == {ANY_QUEUE, "catdog.device.pi4", "catdog.device.zero", "catdog.cap.camera",
+                      "catdog.cap.gpio", "catdog.caps.camera+gpio"}
+    for requires in [(), ("camera",), ("gpio", "camera")]:  # every route is a declared queue
+        for target in [None, "pi4", "cap:gpio"]:
+            assert set(plan(inv, requires, target).queues) <= queues
+    many = Device("many", "local", tuple(f"c{i}" for i in range(MAX_SET_CAPABILITIES + 2)))
+    wide = fleet_queues(Inventory(path=Path("/x/catdog.yaml"), devices={"many": many}))
+    assert len(wide) == 1 + 1 + 12 + 66  # any, its own, one per capability, and the pairs
+
+    from types import SimpleNamespace
+
+    registry = {"snap": SimpleNamespace(requires=("camera",)), "plain": SimpleNamespace(),
+                "run_on": SimpleNamespace(requires=(), target_arg=True),
+                "celery.ping": SimpleNamespace()}  # Celery's own tasks are left out
+    records = {n: TaskRecord.loads(r) for n, r in task_records(registry).items()}
+    assert records == {"snap": TaskRecord(("camera",)), "plain": TaskRecord(),
+                       "run_on": TaskRecord((), target_arg=True)}
