@@ -15,7 +15,7 @@ from celery import Celery
 from catdog import broker, settings
 from catdog.errors import CatDogError, InventoryError, exit_status
 from catdog.fleet import COORDINATOR, WORKER, fleet
-from catdog.routing import ANY_QUEUE
+from catdog.routing import ANY_QUEUE, declared_queues
 
 #: A worker keeps a finished task's result until Redis takes it: a device cut off as a task ends
 #: stores the result and acknowledges the message once the link is back (retrying every 5 s at
@@ -60,6 +60,7 @@ def _fleet_settings() -> dict[str, Any]:
         "result_backend": url,
         "task_routes": ("catdog.task:route_task",),
         "task_default_queue": ANY_QUEUE,
+        "task_queues": declared_queues(inventory),  # every queue `celery purge` empties
     }
     settings.update(broker.tls_settings(url))
     if fleet.role == WORKER:

@@ -5,6 +5,9 @@
 - ``catdog:heartbeat:<device>``: the worker's latest heartbeat (JSON), refreshed every
   :data:`HEARTBEAT_INTERVAL_S` seconds and expiring after :data:`HEARTBEAT_TTL_S`.
 - ``catdog:killswitch``: the kill switch (JSON :class:`Switch`), read by every worker at start.
+- ``catdog:tasks``: a hash, task name -> what it needs (JSON :class:`TaskRecord`), written by
+  every worker as it starts, so a task sent by name from a process that never imported it
+  (``celery call``, Flower, ``app.send_task``) is routed as a call from Python is.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ METRICS_FLUSH_COMMAND = "catdog_metrics_flush"
 #: message header: when the caller sent the task (epoch seconds), for the queue wait
 SENT_HEADER = "catdog_sent"
 
+TASKS_KEY = "catdog:tasks"
+#: message header: how many times workers handed the message on to another queue
+HOPS_HEADER = "catdog_hops"
+
 KILLSWITCH_KEY = "catdog:killswitch"
 #: the remote-control command workers answer to pause (``on``) or resume
 KILLSWITCH_COMMAND = "catdog_killswitch"
@@ -57,6 +64,54 @@ class Switch:
             return cls(on=False)
         raw: dict[str, Any] = json.loads(data)
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+
+#: kombu's own separator in its binding tables (``kombu.transport.redis.Channel.sep``)
+KOMBU_SEP = b"\x06\x16"
+#: Celery's binding tables that CatDog workers before 0.1.0 wrote to, with ":" as separator
+CELERY_BINDINGS = ("_kombu.binding.celery.pidbox", "_kombu.binding.reply.celery.pidbox",
+                   "_kombu.binding.celeryev")
+
+
+def drop_stale_bindings(client: Any) -> int:
+    """Remove from Celery's own binding tables the entries an older CatDog wrote there, which a
+    plain Celery app cannot read (``ValueError: not enough values to unpack``); returns how many.
+    Only entries of that exact shape go (``<key>:<pattern>:<queue>``, no kombu separator)."""
+    removed = 0
+    for key in CELERY_BINDINGS:
+        stale = [m for m in client.smembers(key) if KOMBU_SEP not in m and m.count(b":") == 2]
+        if stale:
+            removed += int(client.srem(key, *stale))
+    return removed
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What a task needs, as its workers publish it: capabilities, and a target first argument."""
+
+    requires: tuple[str, ...] = ()
+    target_arg: bool = False
+
+    @classmethod
+    def of(cls, task: Any) -> TaskRecord:
+        return cls(tuple(getattr(task, "requires", ()) or ()),
+                   bool(getattr(task, "target_arg", False)))
+
+    def dumps(self) -> str:
+        return json.dumps({"requires": list(self.requires), "target_arg": self.target_arg},
+                          separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, data: str | bytes) -> TaskRecord:
+        raw: dict[str, Any] = json.loads(data)
+        return cls(tuple(str(c) for c in raw.get("requires") or ()),
+                   bool(raw.get("target_arg")))
+
+
+def task_records(tasks: Any) -> dict[str, str]:
+    """The record of every CatDog task in a registry (Celery's own ``celery.*`` left out)."""
+    return {name: TaskRecord.of(task).dumps() for name, task in dict(tasks).items()
+            if not name.startswith("celery.")}
 
 
 @dataclass

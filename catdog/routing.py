@@ -10,15 +10,20 @@ Queues (all plain Celery/kombu queues on the broker):
                                  devices that have every capability in it.
 
 Work pulling does the balancing: with prefetch 1 an idle live device takes the next message.
+
+A worker checks each message before it starts (:func:`serves`): one that reached a device lacking
+what its task needs (sent by name to the wrong queue, or published by hand) is handed on to the
+queue :func:`forward_queue` names, never run there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from itertools import combinations
+from typing import Any, cast
 
-from catdog.errors import NoRoute
+from catdog.errors import CatDogError, NoRoute
 from catdog.inventory import Device, Inventory
 from catdog.targets import Kind, Target
 
@@ -73,6 +78,70 @@ def plan(inventory: Inventory, requires: Iterable[str] = (), target: Target | st
         needed |= {target.name}
     devices = _devices_having(inventory, needed, f"no device has {_names(needed)} (target {target})")
     return Route(tuple(device_queue(d.name) for d in devices), group=True)
+
+
+def serves(device: Device, requires: Iterable[str] = (), target: Target | str | None = None
+           ) -> bool:
+    """Whether ``device`` may run a task needing ``requires``, pinned to ``target`` (a group's
+    member, ``all:X``, is one device having X). A target that does not parse is served: the task
+    fails with the target's own error wherever it runs."""
+    needed = set(requires)
+    if target is not None:
+        try:
+            target = Target.parse(target)
+        except CatDogError:
+            return device.has(needed)
+        if target.kind is Kind.DEVICE and target.name != device.name:
+            return False
+        if target.kind in (Kind.CAPABILITY, Kind.EVERY_WITH):
+            needed.add(target.name)
+    return device.has(needed)
+
+
+def forward_queue(inventory: Inventory, requires: Iterable[str] = (),
+                  target: Target | str | None = None) -> str:
+    """The queue to hand a misplaced message on to (one queue: a group member that reached the
+    wrong device goes to one device having what it needs); raises NoRoute when none can."""
+    needed = set(requires)
+    if target is not None:
+        target = Target.parse(target)
+        if target.kind is Kind.EVERY_WITH:
+            needed.add(target.name)
+        if target.is_group:
+            target = None
+    return plan(inventory, needed, target).queue
+
+
+def fleet_queues(inventory: Inventory) -> list[str]:
+    """Every queue a call can be routed to with ``inventory``: ``catdog.any``, each device's, each
+    capability's, and each set of capabilities some device has (a task can only be routed to a
+    set one device has all of). A device with more than :data:`MAX_SET_CAPABILITIES` adds its
+    pairs only. What ``celery purge`` empties."""
+    queues = {ANY_QUEUE}
+    for device in inventory.devices.values():
+        queues.add(device_queue(device.name))
+        queues.update(capability_queue([c]) for c in device.capabilities)
+        queues.update(capability_queue(s) for s in _sets(device.capabilities))
+    return sorted(queues)
+
+
+MAX_SET_CAPABILITIES = 10
+
+
+def declared_queues(inventory: Inventory) -> list[Any]:
+    """:func:`fleet_queues` as Celery queues (``task_queues``), each with its own direct
+    exchange, as Celery would create it on first use. Workers still consume exactly the queues
+    given with ``--queues``."""
+    from kombu import Exchange, Queue
+
+    return [Queue(q, Exchange(q), q) for q in fleet_queues(inventory)]
+
+
+def _sets(capabilities: Iterable[str]) -> Iterator[tuple[str, ...]]:
+    caps = sorted(set(capabilities))
+    largest = len(caps) if len(caps) <= MAX_SET_CAPABILITIES else 2
+    for size in range(2, largest + 1):
+        yield from combinations(caps, size)
 
 
 def queue_keys(queue: str) -> list[str]:

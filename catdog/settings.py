@@ -30,10 +30,24 @@ worker_prefetch_multiplier = 1
 # Priorities: 0 runs first, 9 last; a task sent without one gets 5. On Redis each queue is one
 # list per priority level, and a worker pops the lists of all its queues in priority order, so a
 # priority-0 task on a capability queue goes before a priority-5 task on the device's own queue.
+#
+# CatDog's keys are its own, so a plain Celery app can use the same Redis database (users often
+# have one there): kombu's unacknowledged-message records (a CatDog worker's sweep would restore
+# a plain app's message held for a minute, and it would run twice), its control and event
+# exchanges (each app's broadcasts reach only its own workers, and each binding table is written
+# with one separator: plain Celery reads a table with kombu's own, and failed on ours with
+# "ValueError: not enough values to unpack"), and its queues (all named ``catdog.*``).
 broker_transport_options = {"visibility_timeout": 60, "unacked_restore_interval": 5,
                             "unacked_restore_throttle": 1, "priority_steps": list(range(10)),
-                            "sep": ":", "queue_order_strategy": "priority"}
+                            "sep": ":", "queue_order_strategy": "priority",
+                            "unacked_key": "catdog.unacked",
+                            "unacked_index_key": "catdog.unacked_index",
+                            "unacked_mutex_key": "catdog.unacked_mutex"}
 task_default_priority = 5
+#: broadcasts (ping, inspect, shutdown, the kill switch) go to ``catdog.pidbox``, replies to
+#: ``reply.catdog.pidbox``, task events to ``catdog.ev``: Celery's are ``celery.*``/``celeryev``
+control_exchange = "catdog"
+event_exchange = "catdog.ev"
 
 # Results stay in Redis for a day, then expire.
 result_expires = 24 * 3600

@@ -6,17 +6,19 @@ signature pinned to a target (a group for ``all:...``). Routing itself is :mod:`
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Task, group
 from celery.canvas import Signature
+from celery.result import ResultBase
+from kombu import serialization
+from kombu.exceptions import EncodeError
 
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
-from catdog.records import SENT_HEADER
+from catdog.records import SENT_HEADER, TASKS_KEY, TaskRecord
 from catdog.windows import Window
 
 WINDOW_CLOSE = ("finish", "stop")
@@ -26,12 +28,18 @@ MAX_ARGS_BYTES = 1024 * 1024
 MAX_RESULT_BYTES = 1024 * 1024
 
 
-def json_size(value: Any) -> int | None:
-    """Bytes of ``value`` as JSON, or None when it is not JSON (Celery then says so itself)."""
+def json_size(value: Any, serializer: str = "json") -> int | None:
+    """Bytes of ``value`` as ``serializer`` (kombu's, which Celery uses) encodes it, or None when
+    it cannot. kombu's JSON takes what plain JSON does and datetimes, dates, times, UUIDs,
+    Decimals and bytes; Celery sends an AsyncResult or GroupResult returned by a task as its id
+    tuple (as the result backend stores it)."""
+    if isinstance(value, ResultBase):
+        value = value.as_tuple()
     try:
-        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    except (TypeError, ValueError):
+        payload = serialization.dumps(value, serializer=serializer)[2]
+    except (EncodeError, TypeError, ValueError):
         return None
+    return len(payload.encode() if isinstance(payload, str) else payload)
 
 
 class FanOut(group):
@@ -91,7 +99,8 @@ class FleetTask(Task):
                     kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
         self._check_controls(options.get("window"), options.get("limit"),
                              options.get("window_close"))
-        size = json_size([args or (), kwargs or {}]) if args or kwargs else None
+        size = (json_size([args or (), kwargs or {}], self.serializer or "json")
+                if args or kwargs else None)
         if size is not None and size > MAX_ARGS_BYTES:
             raise TooLarge(f"task {self.name!r}: arguments of {size} bytes as JSON, over the "
                            f"{MAX_ARGS_BYTES}-byte limit; pass a path or URL to the data instead")
@@ -117,10 +126,12 @@ class FleetTask(Task):
         result = super().__call__(*args, **kwargs)
         if result is None:
             return result
-        size = json_size(result)
+        serializer = self.app.conf.result_serializer
+        size = json_size(result, serializer)
         if size is None:
             raise TypeError(f"task {self.name!r} returned a {type(result).__name__}, which is not "
-                            f"JSON: return dicts, lists, strings, numbers, booleans or None")
+                            f"JSON: return dicts, lists, strings, numbers, booleans, None, "
+                            f"datetimes, UUIDs, Decimals or another task's AsyncResult")
         if size > MAX_RESULT_BYTES:
             raise TooLarge(f"task {self.name!r} returned {size} bytes as JSON, over the "
                            f"{MAX_RESULT_BYTES}-byte limit; write it to a file and return the path")
@@ -150,10 +161,51 @@ class FleetTask(Task):
             raise TypeError(f"Task {self.name!r}: {exc}") from None
 
 
+#: seconds a process sending by name keeps a task's published record (:func:`published_record`)
+RECORD_TTL_S = 10.0
+_records: dict[str, tuple[float, TaskRecord | None]] = {}
+
+
+def published_record(name: str) -> TaskRecord | None:
+    """What the task ``name`` needs, as the workers that import it published it (None when no
+    worker has): for a task sent by name from a process that never imported it."""
+    from catdog.application import app
+
+    now = time.monotonic()
+    kept = _records.get(name)
+    if kept is not None and now - kept[0] < RECORD_TTL_S:
+        return kept[1]
+    with app.pool.acquire(block=True) as conn, conn.default_channel.conn_or_acquire() as client:
+        raw = client.hget(TASKS_KEY, name)
+    record = TaskRecord.loads(raw) if raw else None
+    _records[name] = (now, record)
+    return record
+
+
 def route_task(name: str, args: Any, kwargs: Any, options: Mapping[str, Any],
-               task: Any = None, **_: Any) -> dict[str, str] | None:
-    """Celery router (``task_routes``): capability routing for calls without an explicit queue."""
-    if options.get("queue"):
-        return None
-    requires = getattr(task, "requires", ()) or ()
-    return {"queue": fleet.route(tuple(requires)).queue}
+               task: Any = None, **_: Any) -> dict[str, Any] | None:
+    """Celery router (``task_routes``): capability and target routing for every call that names
+    no queue, by name (``app.send_task``, ``celery call``, Flower) as from Python, and Celery's
+    default priority for messages sent by name, which Celery sends without one (kombu's Redis
+    transport would then queue them at 0, ahead of everything)."""
+    route: dict[str, Any] = {}
+    if options.get("priority") is None:
+        from catdog.application import app
+
+        route["priority"] = app.conf.task_default_priority
+    if not options.get("queue"):
+        record = TaskRecord.of(task) if task is not None else published_record(name)
+        route["queue"] = _queue_by_name(name, record or TaskRecord(), args, kwargs)
+    return route or None
+
+
+def _queue_by_name(name: str, record: TaskRecord, args: Any, kwargs: Any) -> str:
+    target = None
+    if record.target_arg:
+        target = args[0] if args else (kwargs or {}).get("target")
+    route = fleet.route(record.requires, target)
+    if route.group:
+        raise UsageError(f"task {name!r} sent to {target} with no queue: one message reaches one "
+                         f"device; call it from Python ({name.rsplit('.', 1)[-1]}.delay(...) "
+                         f"sends one per device), or send it once per device")
+    return route.queue

@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 import redis
 
-from catdog import UsageError
+from catdog import UsageError, settings
 from catdog.deferral import DEFERRED_KEY
 from catdog.routing import ANY_QUEUE, queue_keys
 from ops.results import READY
 
 from .conftest import device_spec
 from .probe import starts, write_probe
+
+UNACKED = str(settings.broker_transport_options["unacked_key"])
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +62,9 @@ def test_a_window_opening_next_minute_defers_without_holding_a_slot(
     assert free.get(timeout=20) == 2  # the deferred task holds no slot on the one-slot device
     assert redis_client.zcard(DEFERRED_KEY) == 1
     deadline = time.monotonic() + 3  # (the free task's own ack may trail its result briefly)
-    while redis_client.hlen("unacked") and time.monotonic() < deadline:
+    while redis_client.hlen(UNACKED) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not redis_client.hlen("unacked")  # nothing held by a worker while it waits
+    assert not redis_client.hlen(UNACKED)  # nothing held by a worker while it waits
     assert waiting.get(timeout=90) == 1
     started = {n: t for n, t, _ in starts(redis_client, module)}
     assert opening.timestamp() <= started[1] < opening.timestamp() + 3, (

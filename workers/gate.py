@@ -1,9 +1,13 @@
-"""The last look before a task starts: kill switch, run window, fleet-wide rate limit.
+"""The last look before a task starts: the right device, kill switch, run window, rate limit.
 
 Called in the worker's main process for each request just before it goes to the pool (Celery asks
 ``Request.revoked()`` there; :class:`workers.telemetry.CountingRequest` asks this gate too). A task
 that may not start is never dropped and never holds a worker slot:
 
+- a task this device may not run (it lacks a capability the task ``requires``, or the task is
+  pinned to another target): the message is handed on to the queue routing names for it
+  (:func:`catdog.routing.forward_queue`) and acknowledged here: sent by name, or published by
+  hand, to the wrong queue, it still runs only where it may;
 - kill switch on: the message goes back to its queue, unstarted;
 - outside its window, or over its limit: the message is deferred (:mod:`catdog.deferral`) until
   the window opens or the limit allows a start, and acknowledged here.
@@ -23,10 +27,14 @@ from typing import Any
 
 import redis
 from celery.worker import state
+from kombu import Exchange, Queue
 
 from catdog.deferral import Deferrals
-from catdog.inventory import Inventory, Limit
+from catdog.errors import CatDogError, NoRoute
+from catdog.inventory import Device, Inventory, Limit
 from catdog.limits import Limiter
+from catdog.records import HOPS_HEADER
+from catdog.routing import forward_queue, serves
 from catdog.windows import Window, next_start, now_in
 from workers.killswitch import switch
 
@@ -38,6 +46,8 @@ CLOSE_HEADER = "catdog_window_close"
 #: with window_close="stop": seconds between the soft time limit at the close and the kill
 STOP_GRACE_S = 10.0
 MOVE_EVERY_S = 1.0
+#: a message handed on more often than this fails (devices whose inventories disagree)
+MAX_HOPS = 5
 
 
 class Gate:
@@ -46,9 +56,17 @@ class Gate:
         self.timezone: str | None = None
         self.limiter: Limiter | None = None
         self.deferrals: Deferrals | None = None
+        self.inventory: Inventory | None = None
+        self.device: Device | None = None
+        self.client: redis.Redis | None = None
         self._wake = threading.Event()
 
-    def install(self, client: redis.Redis, inventory: Inventory) -> None:
+    def install(self, client: redis.Redis, inventory: Inventory, device: Device | None = None
+                ) -> None:
+        from catdog.fleet import fleet
+
+        self.inventory, self.client = inventory, client
+        self.device = device or fleet.device
         self.limits = dict(inventory.limits)
         self.timezone = inventory.timezone
         self.limiter = Limiter(client)
@@ -61,8 +79,12 @@ class Gate:
             request.reject(requeue=True)
             state.task_ready(request)
             return True
-        if self.deferrals is None or getattr(request, "_catdog_cleared", False):
+        if getattr(request, "_catdog_cleared", False):
             return False  # (a request may be asked twice: its start is counted once)
+        if self.device is not None and self._misplaced(request):
+            return True
+        if self.deferrals is None:
+            return False
         headers = request.request_dict
         window = headers.get(WINDOW_HEADER) or getattr(request.task, "window", None)
         if window:
@@ -87,6 +109,56 @@ class Gate:
                 return True
         request._catdog_cleared = True
         return False
+
+    def _misplaced(self, request: Any) -> bool:
+        """True when this device may not run ``request``: it has been handed on (or, when no
+        device can take it, failed)."""
+        assert self.device is not None and self.inventory is not None
+        task = request.task
+        requires = tuple(getattr(task, "requires", ()) or ())
+        target = None
+        if getattr(task, "target_arg", False):
+            args, kwargs = request.args or (), request.kwargs or {}
+            target = args[0] if args else kwargs.get("target")
+        if serves(self.device, requires, target):
+            return False
+        hops = int(request.request_dict.get(HOPS_HEADER) or 0)
+        try:
+            if hops >= MAX_HOPS:
+                raise NoRoute(f"task {request.name!r} was handed on {hops} times and reached no "
+                              f"device that may run it (do the devices' inventories differ?)",
+                              self.inventory.devices, self.inventory.capabilities)
+            queue = forward_queue(self.inventory, requires, target)
+        except CatDogError as exc:
+            self._fail(request, exc)
+            return True
+        self._hand_on(request, queue, hops + 1)
+        return True
+
+    def _hand_on(self, request: Any, queue: str, hops: int) -> None:
+        """Put the very message on ``queue`` (at its priority), then acknowledge it here."""
+        assert self.client is not None
+        message = request.message
+        channel = message.channel
+        Queue(queue, Exchange(queue), queue)(channel).declare()  # its binding, for restores
+        raw = dict(message._raw)
+        raw["headers"] = {**(raw.get("headers") or {}), HOPS_HEADER: hops}
+        raw["properties"] = {**raw.get("properties", {}),
+                             "delivery_info": {"exchange": queue, "routing_key": queue}}
+        priority = channel._get_message_priority(raw, reverse=False)
+        self.client.lpush(channel._q_for_pri(queue, priority), json.dumps(raw))
+        request.acknowledge()
+        state.task_ready(request)
+        log.warning("task %s[%s] may not run on %s: handed on to %s", request.name, request.id,
+                    self.device.name if self.device else "?", queue)
+
+    def _fail(self, request: Any, exc: Exception) -> None:
+        """No device may run ``request``: its result says why, and the message is acknowledged."""
+        log.error("task %s[%s] may not run on %s and no device can take it: %s", request.name,
+                  request.id, self.device.name if self.device else "?", exc)
+        request.task.backend.mark_as_failure(request.id, exc, request=request)
+        request.acknowledge()
+        state.task_ready(request)
 
     def _defer(self, request: Any, due: float, why: str) -> None:
         assert self.deferrals is not None

@@ -1,4 +1,5 @@
-"""What a worker tells the coordinator: "ready" once, then a heartbeat every few seconds.
+"""What a worker tells the coordinator: "ready" once (with what each of its tasks needs, for
+tasks sent by name), then a heartbeat every few seconds.
 
 Counts are kept in the worker's main process (where Celery settles every request, whatever the
 pool), so counting costs no Redis round trip per task.
@@ -21,10 +22,13 @@ from catdog.records import (
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_TTL_S,
     KILLSWITCH_KEY,
+    TASKS_KEY,
     Heartbeat,
     Switch,
+    drop_stale_bindings,
     heartbeat_key,
     ready_key,
+    task_records,
 )
 from catdog.routing import queue_keys
 from workers import usage
@@ -133,11 +137,23 @@ class Telemetry:
         pipe.set(heartbeat_key(self.device), beat.dumps(), ex=HEARTBEAT_TTL_S)
         pipe.rpush(ready_key(self.device), beat.dumps())
         pipe.expire(ready_key(self.device), 120)
+        records: dict[Any, Any] = self.task_records()
+        if records:  # what each task needs, for whoever sends one by name
+            pipe.hset(TASKS_KEY, mapping=records)
         pipe.get(KILLSWITCH_KEY)
         # the switch again, now that the control channel listens: one turned on between the
         # first read and the subscription reached no broadcast to this worker
         self._follow(Switch.loads(pipe.execute()[-1]))
+        with contextlib.suppress(redis.RedisError):
+            if drop_stale_bindings(self.redis):
+                log.info("removed an older CatDog's entries from Celery's own binding tables")
         threading.Thread(target=self._beat, name="catdog-heartbeat", daemon=True).start()
+
+    @staticmethod
+    def task_records() -> dict[str, str]:
+        from catdog import app
+
+        return task_records(app.tasks)
 
     def heartbeat(self) -> Heartbeat:
         active = list(state.active_requests)
