@@ -3,8 +3,16 @@ event callbacks, on real workers."""
 
 from __future__ import annotations
 
-import pytest
+import socket
+import subprocess
+import uuid
+from pathlib import Path
 
+import pytest
+import yaml
+
+from catdog.errors import BrokerError, BrokerUnreachable, CatDogError
+from catdog.inventory import BROKER_ENV
 from ops import api
 from ops.results import FAILED, READY, STOPPED
 
@@ -28,3 +36,22 @@ def test_launch_and_stop_from_python_with_events(make_fleet) -> None:
     stopped = api.stop(str(fleet.path), ["good"], force=True)
     assert stopped.ok and stopped["good"].state == STOPPED
     assert fleet.sessions() == []
+
+
+@pytest.mark.parametrize("call", ["launch", "restart", "beat", "flower", "metrics", "status"])
+def test_a_dead_broker_raises_broker_unreachable_not_the_redis_error(
+        call: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "catdog.yaml"
+    name = f"catdog-api-{uuid.uuid4().hex[:8]}"
+    path.write_text(yaml.safe_dump({"tmux_socket": name, "devices": {"cam": device_spec([])}}))
+    monkeypatch.setenv(BROKER_ENV, f"redis://:pw@127.0.0.1:{port}/0")
+    with pytest.raises(BrokerUnreachable) as raised:
+        getattr(api, call)(str(path))
+    assert isinstance(raised.value, BrokerError) and isinstance(raised.value, CatDogError)
+    assert str(raised.value).startswith(
+        f"broker redis://:***@127.0.0.1:{port}/0 does not answer (Connection refused): ")
+    assert subprocess.run(["tmux", "-L", name, "list-sessions"], capture_output=True,
+                          check=False).returncode != 0  # nothing started
