@@ -29,10 +29,11 @@ PASSWORD_FILE = "redis.password"
 #: what the Redis client and kombu raise when the broker does not answer (refused, timed out,
 #: password refused); :func:`translated` turns them into :class:`BrokerUnreachable`
 UNREACHABLE: tuple[type[Exception], ...] = (
-    redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
+    redis.ConnectionError, redis.TimeoutError, redis.exceptions.InvalidResponse,
+    kombu.exceptions.OperationalError)
 #: a coordinator command asks once more, briefly, then says the broker does not answer (kombu
 #: and redis-py would otherwise retry for seconds per call)
-CONNECT_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 1.5
 
 
 def configured_url(inventory: Inventory, environ: Mapping[str, str] | None = None) -> str | None:
@@ -63,12 +64,13 @@ def client(url: str, inventory: Inventory | None = None, *, socket_timeout: floa
            ) -> redis.Redis:
     """A Redis client for ``url`` that has just answered a ping, with a bounded retry; raises
     :class:`BrokerUnreachable` (one line: which broker, why, what to check) otherwise."""
-    found = redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                 socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                 retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), 1))
-    with translated(url, inventory):
-        found.ping()
-    return found
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
+    probe = redis.Redis.from_url(url, socket_timeout=CONNECT_TIMEOUT_S,
+                                 socket_connect_timeout=CONNECT_TIMEOUT_S, retry=retry)
+    with translated(url, inventory), contextlib.closing(probe):
+        probe.ping()
+    return redis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                socket_connect_timeout=CONNECT_TIMEOUT_S, retry=retry)
 
 
 @contextlib.contextmanager
@@ -100,6 +102,8 @@ def _why(url: str, error: BaseException) -> str:
         return "it refused the password" if urlsplit(url).password else "it wants a password"
     if isinstance(error, redis.TimeoutError):
         return "timed out"
+    if isinstance(error, redis.exceptions.InvalidResponse):
+        return f"what answers there is not Redis: {str(error).removeprefix('Protocol Error: ')}"
     text = str(error).strip()
     found = re.match(r"Error -?\d+ connecting to \S+\. (.+?)\.?$", text)
     return found.group(1) if found else text.rstrip(".") or type(error).__name__

@@ -69,10 +69,11 @@ class EmbeddedRedis:
 
     def started_line(self, inventory: Path | None = None) -> str:
         """What starting the server says: where it listens, where its data is, what stops it."""
-        stop = f"fab stop --inventory {inventory}" if inventory else "fab stop"
-        owner = f" for {inventory}" if inventory else ""
-        return (f"catdog: started the embedded Redis{owner} on {HOST}:{self._port()} "
-                f"(data in {self.dir}); `{stop}` stops it")
+        where = f"on {HOST}:{self._port()} (data in {self.dir})"
+        if inventory is None:
+            return f"catdog: started the embedded Redis {where}"
+        return (f"catdog: started the embedded Redis for {inventory} {where}; "
+                f"`fab stop --inventory {inventory}` stops it")
 
     def answers(self) -> bool:
         try:

@@ -74,6 +74,19 @@ def test_a_broker_that_does_not_answer_is_one_line_naming_it(fleet_file: Path,
     assert _no_tmux_server(_socket(fleet_file))  # no worker, no beat, no Flower started
 
 
+def test_a_broker_that_accepts_but_never_answers_is_one_line_too(fleet_file: Path) -> None:
+    with socket.socket() as silent:  # listens, never reads: connections hang, as behind a firewall
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        done = fab("killswitch", "--on", "--reason", "x", "--inventory", str(fleet_file),
+                   env=_env(CATDOG_BROKER_URL=f"redis://:pw@127.0.0.1:{port}/0"))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"catdog: broker redis://:***@127.0.0.1:{port}/0 does not answer (timed out): check "
+        "that Redis runs there and that $CATDOG_BROKER_URL is right")
+
+
 def test_a_dead_broker_in_the_inventory_names_the_inventory(fleet_file: Path) -> None:
     port = _free_port()
     doc = yaml.safe_load(fleet_file.read_text())
