@@ -64,6 +64,7 @@ def _emit(found: list[DeviceResult], as_json: bool, text: str) -> int:
 def launch(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
            timeout: float | str = 30.0, loglevel: str | None = None) -> int:
     """Start workers in tmux; READY only when each answers a ping."""
+    devices = options.devices("--devices", devices)
     timeout = options.seconds("--timeout", timeout)
     found = list(api.launch(inventory, devices, timeout=timeout, on_event=_progress(),
                             loglevel=loglevel).values())
@@ -74,6 +75,7 @@ def launch(inventory: str | None = None, devices: str | None = None, as_json: bo
 def stop(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
          timeout: float | str = 30.0, force: bool = False) -> int:
     """Warm shutdown (then kill after ``timeout``); the whole fleet also stops the embedded Redis."""
+    devices = options.devices("--devices", devices)
     timeout = options.seconds("--timeout", timeout)
     found = list(api.stop(inventory, devices, timeout=timeout, force=force,
                           on_event=_progress()).values())
@@ -85,6 +87,7 @@ def stop(inventory: str | None = None, devices: str | None = None, as_json: bool
 def restart(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
             timeout: float | str = 30.0, loglevel: str | None = None) -> int:
     """Stop then launch the selected devices (the broker stays up)."""
+    devices = options.devices("--devices", devices)
     timeout = options.seconds("--timeout", timeout)
     found = list(api.restart(inventory, devices, timeout=timeout, on_event=_progress(),
                              loglevel=loglevel).values())
@@ -122,6 +125,7 @@ def show_status(inventory: str | None = None, devices: str | None = None,
                 as_json: bool = False, watch: bool = False) -> int:
     """A row per device: state, capabilities, active, done, failed, heartbeat age, backlog, load
     and memory; ``watch`` redraws it every second until Ctrl-C."""
+    devices = options.devices("--devices", devices)
     if watch and as_json:
         raise UsageError("--watch redraws a table for people; scripts poll --json instead")
     inv = api.load(inventory)
@@ -159,6 +163,7 @@ def logs(inventory: str | None = None, devices: str | None = None, lines: int | 
     """The recent output of one device's worker; ``follow`` streams it until Ctrl-C."""
     from ops import logs as worker_logs
 
+    devices = options.devices("--devices", devices)
     lines = options.count("--lines", lines)
     inv = api.load(inventory)
     selected = inv.select(devices)
@@ -175,6 +180,7 @@ def logs(inventory: str | None = None, devices: str | None = None, lines: int | 
 @guarded
 def deploy(inventory: str | None = None, devices: str | None = None, as_json: bool = False) -> int:
     """Install this checkout on each SSH device (venv created if missing); says what changed."""
+    devices = options.devices("--devices", devices)
     found = list(api.deploy(inventory, devices, on_event=_progress()).values())
     rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
     text = [results.table(rows, ("DEVICE", "STATE", "TIME", "WHAT CHANGED / REASON"))]
@@ -189,6 +195,7 @@ def doctor(inventory: str | None = None, devices: str | None = None, as_json: bo
     """Per device: host key, SSH, Python, CatDog, tmux, broker from the device, clock skew."""
     from ops.doctor import CHECKS, DoctorResult
 
+    devices = options.devices("--devices", devices)
     found = [r for r in api.doctor(inventory, devices, on_event=_progress()).values()
              if isinstance(r, DoctorResult)]
     cells = [(r.device, r.state, *(_cell(r.check(n).ok, r.check(n).detail) for n in CHECKS))
@@ -272,6 +279,7 @@ def metrics(inventory: str | None = None, devices: str | None = None, since: str
     """Gather every device's task metrics (InfluxDB line protocol) into metrics/."""
     from catdog.loader import parse_duration
 
+    devices = options.devices("--devices", devices)
     since_s = None
     if since:
         since_s = parse_duration(since)

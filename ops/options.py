@@ -88,3 +88,21 @@ on, like 127.0.0.1 or 0.0.0.0
             return value
     raise UsageError(f"{option} {value!r}: expected an IP address or host name to listen on, "
                      f"like 127.0.0.1 or 0.0.0.0")
+
+
+def devices(option: str, value: str | None) -> str | None:
+    """Comma-separated device names, each once (None: all); which exist, the inventory says.
+
+    >>> devices("--devices", " cam, probe,cam")
+    'cam,probe'
+    >>> devices("--devices", ",")
+    Traceback (most recent call last):
+    catdog.errors.UsageError: --devices ',': expected comma-separated device names, like cam,probe
+    """
+    if value is None or value == "":
+        return None
+    names = list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if not names:
+        raise UsageError(f"{option} {value!r}: expected comma-separated device names, "
+                         f"like cam,probe")
+    return ",".join(names)

@@ -127,6 +127,8 @@ BAD_OPTIONS = [
     (["launch", "--loglevel", "loud"], "--loglevel 'loud' is not a log level"),
     (["launch", "--devices", "cam,nosuch"], "unknown device(s) nosuch"),
     (["status", "--devices", "nosuch"], "unknown device(s) nosuch"),
+    (["status", "--devices", ","], "--devices ',': expected comma-separated device names"),
+    (["stop", "--devices", " , "], "--devices ' , ': expected comma-separated device names"),
 ]
 
 
