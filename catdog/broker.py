@@ -6,19 +6,34 @@ the ``coordinator`` extra); workers are handed the URL by the launcher and never
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from catdog.errors import BrokerError
+import kombu.exceptions
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from catdog.errors import BrokerError, BrokerUnreachable
 from catdog.inventory import BROKER_ENV, Inventory
 from catdog.loader import NEEDS_BROKER, TLS_FILES, check_broker_url, tls_verified
 
 PORT_FILE = "redis.port"
 PASSWORD_FILE = "redis.password"
+#: what the Redis client and kombu raise when the broker does not answer (refused, timed out,
+#: password refused); :func:`translated` turns them into :class:`BrokerUnreachable`
+UNREACHABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError, redis.TimeoutError, redis.exceptions.InvalidResponse,
+    kombu.exceptions.OperationalError)
+#: a coordinator command asks once more, briefly, then says the broker does not answer (kombu
+#: and redis-py would otherwise retry for seconds per call)
+CONNECT_TIMEOUT_S = 1.5
 
 
 def configured_url(inventory: Inventory, environ: Mapping[str, str] | None = None) -> str | None:
@@ -41,8 +56,69 @@ def resolve(inventory: Inventory, *, start_embedded: bool,
     if start_embedded:
         from ops.embedded_redis import EmbeddedRedis
 
-        return EmbeddedRedis(inventory.state_dir).ensure_running()
+        return EmbeddedRedis(inventory.state_dir).ensure_running(inventory.path)
     return embedded_url(inventory.state_dir)
+
+
+def client(url: str, inventory: Inventory | None = None, *, socket_timeout: float = 5.0
+           ) -> redis.Redis:
+    """A Redis client for ``url`` that has just answered a ping, with a bounded retry; raises
+    :class:`BrokerUnreachable` (one line: which broker, why, what to check) otherwise."""
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
+    probe = redis.Redis.from_url(url, socket_timeout=CONNECT_TIMEOUT_S,
+                                 socket_connect_timeout=CONNECT_TIMEOUT_S, retry=retry)
+    with translated(url, inventory), contextlib.closing(probe):
+        probe.ping()
+    return redis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                socket_connect_timeout=CONNECT_TIMEOUT_S, retry=retry)
+
+
+@contextlib.contextmanager
+def translated(url: str, inventory: Inventory | None = None) -> Iterator[None]:
+    """Inside, a broker that does not answer raises :class:`BrokerUnreachable`, not the client's
+    own ``ConnectionError`` (and its traceback)."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise unreachable(url, exc, inventory) from exc
+
+
+def unreachable(url: str, error: BaseException, inventory: Inventory | None = None,
+                environ: Mapping[str, str] | None = None) -> BrokerUnreachable:
+    """The one-line error for a broker at ``url`` that did not answer with ``error``.
+
+    >>> str(unreachable("redis://:pw@127.0.0.1:6399/0", redis.ConnectionError(
+    ...     "Error 111 connecting to 127.0.0.1:6399. Connection refused."), environ={}))
+    'broker redis://:***@127.0.0.1:6399/0 does not answer (Connection refused): check that Redis \
+runs there and that `broker:` in the inventory is right'
+    """
+    return BrokerUnreachable(redact(url), _why(url, error), _check(url, inventory, environ))
+
+
+def _why(url: str, error: BaseException) -> str:
+    cause = error.__cause__ if isinstance(error, kombu.exceptions.OperationalError) else None
+    error = cause if isinstance(cause, redis.RedisError) else error
+    if isinstance(error, redis.AuthenticationError):
+        return "it refused the password" if urlsplit(url).password else "it wants a password"
+    if isinstance(error, redis.TimeoutError):
+        return "timed out"
+    if isinstance(error, redis.exceptions.InvalidResponse):
+        return f"what answers there is not Redis: {str(error).removeprefix('Protocol Error: ')}"
+    text = str(error).strip()
+    found = re.match(r"Error -?\d+ connecting to \S+\. (.+?)\.?$", text)
+    return found.group(1) if found else text.rstrip(".") or type(error).__name__
+
+
+def _check(url: str, inventory: Inventory | None, environ: Mapping[str, str] | None) -> str:
+    environ = os.environ if environ is None else environ
+    where = f"in {inventory.path}" if inventory is not None else "in the inventory"
+    if environ.get(BROKER_ENV) == url:
+        return f"check that Redis runs there and that ${BROKER_ENV} is right"
+    if inventory is None or inventory.broker:
+        return f"check that Redis runs there and that `broker:` {where} is right"
+    return (f"the embedded Redis of {inventory.path} stopped answering: its log "
+            f"{inventory.state_dir / 'redis.log'} says why; `fab stop` then `fab launch` "
+            f"starts it again")
 
 
 def tls_settings(url: str) -> dict[str, Any]:

@@ -77,6 +77,18 @@ class BrokerError(CatDogError):
     """The broker cannot be reached, started or configured."""
 
 
+class BrokerUnreachable(BrokerError):
+    """The broker did not answer (connection refused, timed out, password refused).
+
+    >>> str(BrokerUnreachable("redis://:***@10.0.0.2:6379/0", "timed out", "check it runs"))
+    'broker redis://:***@10.0.0.2:6379/0 does not answer (timed out): check it runs'
+    """
+
+    def __init__(self, url: str, why: str, check: str) -> None:
+        self.url, self.why, self.check = url, why, check
+        super().__init__(f"broker {url} does not answer ({why}): {check}")
+
+
 class EmbeddedRedisError(BrokerError):
     """The embedded redis-server failed to start or stop; carries its log tail."""
 

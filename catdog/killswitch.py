@@ -4,7 +4,8 @@
 paused) and then broadcasts it with Celery's remote control to the live workers, which cancel
 their task queues and answer; it returns once they have. Tasks already running finish (``hard``:
 they are terminated and their messages re-queued); queued tasks stay queued. ``release`` undoes
-it the same way. ``current`` says whether it is on, who pulled it, when and why::
+it the same way. ``current`` says whether it is on, who pulled it, when and why. A broker that does
+not answer raises :class:`catdog.errors.BrokerUnreachable` within a few seconds::
 
     from catdog import killswitch
     killswitch.engage("camera firmware update")
@@ -23,6 +24,7 @@ from typing import Any
 
 import redis
 
+from catdog import broker
 from catdog.errors import UsageError
 from catdog.records import (
     KILLSWITCH_COMMAND,
@@ -52,14 +54,26 @@ def who() -> str:
 
 
 def _client() -> redis.Redis:
+    """A client of the fleet's broker that has just answered (else BrokerUnreachable, at once:
+    the remote control would retry connecting for seconds)."""
     from catdog import app
+    from catdog.fleet import fleet
 
-    return redis.Redis.from_url(app.conf.broker_url, socket_timeout=5)
+    return broker.client(app.conf.broker_url, fleet.inventory)
+
+
+def _translated() -> Any:
+    from catdog import app
+    from catdog.fleet import fleet
+
+    return broker.translated(app.conf.broker_url, fleet.inventory)
 
 
 def current() -> Switch:
     """The switch as recorded in Redis (off if never set)."""
-    return Switch.loads(_client().get(KILLSWITCH_KEY))
+    client = _client()
+    with _translated():
+        return Switch.loads(client.get(KILLSWITCH_KEY))
 
 
 def engage(reason: str, *, hard: bool = False, by: str | None = None,
@@ -80,14 +94,21 @@ def release(*, by: str | None = None, timeout: float = REPLY_TIMEOUT_S) -> Repor
 def devices_state() -> Report:
     """The switch, and whether each live device reports itself paused (from heartbeats)."""
     switch = current()
+    with _translated():
+        beats = _heartbeats()
     return Report(switch, [{"device": name, "state": _reported(beat, switch.on), "detail": ""}
-                           for name, beat in _heartbeats().items()])
+                           for name, beat in beats.items()])
 
 
 def _set(switch: Switch, timeout: float) -> Report:
+    client = _client()
+    with _translated():
+        return _record(client, switch, timeout)
+
+
+def _record(client: redis.Redis, switch: Switch, timeout: float) -> Report:
     from catdog import app
 
-    client = _client()
     client.set(KILLSWITCH_KEY, switch.dumps())  # first: a worker starting now reads it
     from catdog.fleet import fleet
 

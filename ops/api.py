@@ -11,17 +11,23 @@ Each takes the inventory path (default: ``$CATDOG_INVENTORY``, else ``./catdog.y
         for name, result in found.failed.items():
             print(name, result.reason, *result.output, sep="\\n")
 
-A bad inventory raises :class:`catdog.InventoryError` before anything starts.
+A bad inventory raises :class:`catdog.InventoryError` before anything starts; a broker that does
+not answer raises :class:`catdog.errors.BrokerUnreachable` (a ``BrokerError``), at once for the
+calls that need it (launch, restart, beat, flower, metrics) and never the Redis client's own
+``ConnectionError``. A call that starts the embedded Redis says so on stderr; ``status`` and
+``stop`` never start it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from catdog import broker
-from catdog.errors import BrokerError, CatDogError
+from catdog.errors import BrokerError, BrokerUnreachable, CatDogError
 from catdog.fleet import fleet
 from catdog.inventory import Device, Inventory
 from catdog.loader import load_inventory
@@ -29,6 +35,7 @@ from ops.fanout import EventCallback
 from ops.results import DeviceResult
 
 Devices = str | Sequence[str] | None
+Call = TypeVar("Call", bound=Callable[..., Any])
 
 
 class GroupResult(dict[str, DeviceResult]):
@@ -50,6 +57,37 @@ class GroupResult(dict[str, DeviceResult]):
         return not self.failed
 
 
+def broker_error(error: BaseException) -> BrokerUnreachable:
+    """The one-line :class:`BrokerUnreachable` for a Redis or kombu connection ``error`` raised
+    while working on the fleet this process talks to."""
+    try:
+        inv = fleet.inventory
+        url = broker.resolve(inv, start_embedded=False)
+    except CatDogError:
+        return broker.unreachable("(the fleet's broker)", error)
+    return broker.unreachable(url, error, inv)
+
+
+def _broker_errors(call: Call) -> Call:
+    """``call`` raises BrokerUnreachable where the Redis client or kombu raised theirs."""
+
+    @functools.wraps(call)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except broker.UNREACHABLE as exc:
+            raise broker_error(exc) from exc
+
+    return run  # type: ignore[return-value]
+
+
+def _broker(inv: Inventory) -> str:
+    """The fleet's broker URL once it answers (the embedded Redis started if need be)."""
+    url = broker.resolve(inv, start_embedded=True)
+    broker.client(url, inv)
+    return url
+
+
 def load(inventory: str | None = None) -> Inventory:
     """Load and check the inventory, and make it the fleet this process talks to."""
     loaded = load_inventory(inventory)
@@ -63,6 +101,7 @@ def _select(inv: Inventory, devices: Devices) -> list[Device]:
     return inv.select(devices or None)
 
 
+@_broker_errors
 def launch(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
            on_event: EventCallback | None = None, loglevel: str | None = None) -> GroupResult:
     """Start workers in tmux (the embedded Redis first, if the fleet uses it); READY once each
@@ -73,11 +112,12 @@ def launch(inventory: str | None = None, devices: Devices = None, *, timeout: fl
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before the broker starts
-    url = broker.resolve(inv, start_embedded=True)
+    url = _broker(inv)
     return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event,
                                 loglevel=loglevel).launch(selected))
 
 
+@_broker_errors
 def stop(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
          force: bool = False, on_event: EventCallback | None = None) -> GroupResult:
     """Warm shutdown (then kill after ``timeout``); stopping the whole fleet also stops the
@@ -104,6 +144,7 @@ def stop(inventory: str | None = None, devices: Devices = None, *, timeout: floa
     return found
 
 
+@_broker_errors
 def beat(inventory: str | None = None) -> GroupResult:
     """Start the scheduler in tmux session ``catdog-beat`` (ACTIVE, or STANDBY when another
     scheduler on the same broker is active); returns at once."""
@@ -112,9 +153,10 @@ def beat(inventory: str | None = None) -> GroupResult:
 
     inv = load(inventory)
     check_schedule(inv)  # a task no worker has is refused before the broker or beat starts
-    return GroupResult([start_beat(inv, broker.resolve(inv, start_embedded=True))])
+    return GroupResult([start_beat(inv, _broker(inv))])
 
 
+@_broker_errors
 def flower(inventory: str | None = None, *, port: int = 5555, address: str = "127.0.0.1"
            ) -> GroupResult:
     """Start Flower for the fleet in tmux session ``catdog-flower``; the row's reason is its URL.
@@ -122,10 +164,10 @@ def flower(inventory: str | None = None, *, port: int = 5555, address: str = "12
     from ops.services import start_flower
 
     inv = load(inventory)
-    return GroupResult([start_flower(inv, broker.resolve(inv, start_embedded=True), port,
-                                     address)])
+    return GroupResult([start_flower(inv, _broker(inv), port, address)])
 
 
+@_broker_errors
 def restart(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
             on_event: EventCallback | None = None, loglevel: str | None = None) -> GroupResult:
     """Stop, then launch (the broker stays up)."""
@@ -136,12 +178,13 @@ def restart(inventory: str | None = None, devices: Devices = None, *, timeout: f
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before anything stops
-    url = broker.resolve(inv, start_embedded=True)
+    url = _broker(inv)
     Stopper(inv, broker_url=url, timeout=timeout, on_event=on_event).stop(selected)
     return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event,
                                 loglevel=loglevel).launch(selected))
 
 
+@_broker_errors
 def deploy(inventory: str | None = None, devices: Devices = None, *,
            on_event: EventCallback | None = None) -> GroupResult:
     """Install this checkout into each SSH device's venv (created if missing); idempotent."""
@@ -151,6 +194,7 @@ def deploy(inventory: str | None = None, devices: Devices = None, *,
     return GroupResult(Deployer(inv, on_event=on_event).deploy(_select(inv, devices)))
 
 
+@_broker_errors
 def doctor(inventory: str | None = None, devices: Devices = None, *,
            on_event: EventCallback | None = None) -> GroupResult:
     """Every check per device (results are :class:`ops.doctor.DoctorResult`, with ``checks``)."""
@@ -171,21 +215,41 @@ def doctor(inventory: str | None = None, devices: Devices = None, *,
                               on_event=on_event).check(selected))
 
 
+@_broker_errors
 def metrics(inventory: str | None = None, devices: Devices = None, *,
             since_s: float | None = None, dest: str | None = None,
             on_event: EventCallback | None = None) -> GroupResult:
     """Ask live workers to write their task metrics, then gather every device's into ``dest``
-    (default ``metrics/`` beside the inventory), keeping the last ``since_s`` seconds."""
-    import redis
-
+    (default ``metrics/`` beside the inventory), keeping the last ``since_s`` seconds. A stopped
+    fleet (its embedded Redis not running) has no live worker to ask: only the files are
+    gathered, and the embedded Redis is not started for this."""
     from ops.metrics import Gatherer, flush_live_workers
 
     inv = load(inventory)
     selected = _select(inv, devices)
-    url = broker.resolve(inv, start_embedded=True)
-    flush_live_workers(redis.Redis.from_url(url, socket_timeout=5), selected)
+    url = running_broker(inv)
+    if url is not None:
+        flush_live_workers(broker.client(url, inv), selected)
     folder = Path(dest) if dest else inv.root / "metrics"
     return GroupResult(Gatherer(inv, folder, since_s, on_event).gather(selected))
+
+
+@_broker_errors
+def status(inventory: str | None = None, devices: Devices = None) -> list[dict[str, Any]]:
+    """A row per device, as ``fab status --json`` prints them. Reads only: on a stopped fleet
+    (its embedded Redis not running) every device is offline and nothing is started."""
+    inv = load(inventory)
+    return status_of(inv, _select(inv, devices))
+
+
+def status_of(inv: Inventory, selected: Sequence[Device]) -> list[dict[str, Any]]:
+    """:func:`status` of a loaded inventory (``fab status --watch`` asks every second)."""
+    from ops.status import status as rows
+
+    url = running_broker(inv)
+    client = broker.client(url, inv) if url is not None else None
+    with broker.translated(url or "", inv):
+        return rows(inv, selected, client)
 
 
 def running_broker(inv: Inventory) -> str | None:

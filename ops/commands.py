@@ -2,8 +2,9 @@
 :mod:`ops.api` and the modules it calls).
 
 Errors become exit statuses here and only here (:func:`catdog.errors.exit_status`): a bad
-inventory exits 2 before anything starts. ``--json`` puts one JSON document on stdout and nothing
-else; progress goes to stderr.
+inventory or option value exits 2 before anything starts (option values are read by
+:mod:`ops.options`); a broker that does not answer is one line saying which and what to
+check. ``--json`` puts one JSON document on stdout and nothing else; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -15,22 +16,23 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-import redis
-
 from catdog import broker
 from catdog.errors import CatDogError, UsageError, exit_status
-from ops import api, results
+from ops import api, options, results
 from ops.results import DeviceResult
-from ops.status import status
 
 
 def guarded(command: Callable[..., int]) -> Callable[..., int]:
-    """Run ``command``; a CatDogError is printed to stderr and mapped to its exit status."""
+    """Run ``command``; a CatDogError is printed to stderr and mapped to its exit status, and so
+    is a broker that stops answering on the way (the Redis client's or kombu's error)."""
 
     def run(*args: Any, **kwargs: Any) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            except broker.UNREACHABLE as exc:
+                raise api.broker_error(exc) from exc
         except CatDogError as exc:
             print(f"catdog: {exc}", file=sys.stderr)
             return exit_status(exc)
@@ -60,8 +62,10 @@ def _emit(found: list[DeviceResult], as_json: bool, text: str) -> int:
 
 @guarded
 def launch(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
-           timeout: float = 30.0, loglevel: str | None = None) -> int:
+           timeout: float | str = 30.0, loglevel: str | None = None) -> int:
     """Start workers in tmux; READY only when each answers a ping."""
+    devices = options.devices("--devices", devices)
+    timeout = options.seconds("--timeout", timeout)
     found = list(api.launch(inventory, devices, timeout=timeout, on_event=_progress(),
                             loglevel=loglevel).values())
     return _emit(found, as_json, results.launch_report(found))
@@ -69,8 +73,10 @@ def launch(inventory: str | None = None, devices: str | None = None, as_json: bo
 
 @guarded
 def stop(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
-         timeout: float = 30.0, force: bool = False) -> int:
+         timeout: float | str = 30.0, force: bool = False) -> int:
     """Warm shutdown (then kill after ``timeout``); the whole fleet also stops the embedded Redis."""
+    devices = options.devices("--devices", devices)
+    timeout = options.seconds("--timeout", timeout)
     found = list(api.stop(inventory, devices, timeout=timeout, force=force,
                           on_event=_progress()).values())
     rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
@@ -79,8 +85,10 @@ def stop(inventory: str | None = None, devices: str | None = None, as_json: bool
 
 @guarded
 def restart(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
-            timeout: float = 30.0, loglevel: str | None = None) -> int:
+            timeout: float | str = 30.0, loglevel: str | None = None) -> int:
     """Stop then launch the selected devices (the broker stays up)."""
+    devices = options.devices("--devices", devices)
+    timeout = options.seconds("--timeout", timeout)
     found = list(api.restart(inventory, devices, timeout=timeout, on_event=_progress(),
                              loglevel=loglevel).values())
     return _emit(found, as_json, results.launch_report(found))
@@ -93,9 +101,11 @@ def beat(inventory: str | None = None, as_json: bool = False) -> int:
 
 
 @guarded
-def flower(inventory: str | None = None, port: int = 5555, address: str = "127.0.0.1",
+def flower(inventory: str | None = None, port: int | str = 5555, address: str = "127.0.0.1",
            as_json: bool = False) -> int:
     """Start Flower for the fleet in tmux; returns once it answers, with its URL."""
+    port = options.port("--port", port)
+    address = options.address("--address", address)
     found = list(api.flower(inventory, port=port, address=address).values())
     return _service_report(found, as_json, "URL / REASON")
 
@@ -115,17 +125,16 @@ def show_status(inventory: str | None = None, devices: str | None = None,
                 as_json: bool = False, watch: bool = False) -> int:
     """A row per device: state, capabilities, active, done, failed, heartbeat age, backlog, load
     and memory; ``watch`` redraws it every second until Ctrl-C."""
+    devices = options.devices("--devices", devices)
     if watch and as_json:
         raise UsageError("--watch redraws a table for people; scripts poll --json instead")
     inv = api.load(inventory)
     selected = inv.select(devices)
-    url = broker.resolve(inv, start_embedded=True)
-    client = redis.Redis.from_url(url, socket_timeout=5)
     if as_json:
-        print(results.to_json(status(inv, selected, client)), flush=True)
+        print(results.to_json(api.status_of(inv, selected)), flush=True)
         return 0
     while True:
-        text = status_table(status(inv, selected, client))
+        text = status_table(api.status_of(inv, selected))
         if not watch:
             print(text, flush=True)
             return 0
@@ -142,19 +151,21 @@ def status_table(rows: list[dict[str, Any]]) -> str:
 
     cells = [(r["device"], r["state"], ",".join(r["capabilities"]), active(r), r["done"],
               r["failed"], "-" if r["heartbeat_age_s"] is None else r["heartbeat_age_s"],
-              r["backlog"], "-" if r["load"] is None else r["load"],
+              "-" if r["backlog"] is None else r["backlog"], "-" if r["load"] is None else r["load"],
               "-" if r["rss_mb"] is None else r["rss_mb"], r["reason"]) for r in rows]
     return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
                                  "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "REASON"))
 
 
 @guarded
-def logs(inventory: str | None = None, devices: str | None = None, lines: int = 50,
+def logs(inventory: str | None = None, devices: str | None = None, lines: int | str = 50,
          follow: bool = False, color: bool = False) -> int:
     """The recent output of one device's worker; ``follow`` streams it until Ctrl-C; plain text
     unless ``color``."""
     from ops import logs as worker_logs
 
+    devices = options.devices("--devices", devices)
+    lines = options.count("--lines", lines)
     inv = api.load(inventory)
     selected = inv.select(devices)
     if follow:
@@ -170,6 +181,7 @@ def logs(inventory: str | None = None, devices: str | None = None, lines: int = 
 @guarded
 def deploy(inventory: str | None = None, devices: str | None = None, as_json: bool = False) -> int:
     """Install this checkout on each SSH device (venv created if missing); says what changed."""
+    devices = options.devices("--devices", devices)
     found = list(api.deploy(inventory, devices, on_event=_progress()).values())
     rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
     text = [results.table(rows, ("DEVICE", "STATE", "TIME", "WHAT CHANGED / REASON"))]
@@ -184,6 +196,7 @@ def doctor(inventory: str | None = None, devices: str | None = None, as_json: bo
     """Per device: host key, SSH, Python, CatDog, tmux, broker from the device, clock skew."""
     from ops.doctor import CHECKS, DoctorResult
 
+    devices = options.devices("--devices", devices)
     found = [r for r in api.doctor(inventory, devices, on_event=_progress()).values()
              if isinstance(r, DoctorResult)]
     cells = [(r.device, r.state, *(_cell(r.check(n).ok, r.check(n).detail) for n in CHECKS))
@@ -219,7 +232,9 @@ def killswitch(inventory: str | None = None, on: bool = False, off: bool = False
         raise UsageError("--on and --off together: choose one")
     if hard and not on:
         raise UsageError("--hard goes with --on (it terminates running tasks and re-queues them)")
-    api.load(inventory)
+    inv = api.load(inventory)
+    if not (on or off) and api.running_broker(inv) is None:
+        return _switch_of_stopped_fleet(inv, as_json)  # read-only: starts nothing
     if on:
         report = switch.engage(reason, hard=hard)
     elif off:
@@ -239,12 +254,33 @@ def killswitch(inventory: str | None = None, on: bool = False, off: bool = False
     return 0
 
 
+def _switch_of_stopped_fleet(inv: Any, as_json: bool) -> int:
+    """``fab killswitch`` on a stopped fleet: the switch is kept in the embedded Redis, which is
+    not started just to read it."""
+    import json
+
+    from ops.status import FLEET_STOPPED
+
+    rows = [{"device": name, "state": "offline", "detail": FLEET_STOPPED} for name in inv.devices]
+    note = (f"{FLEET_STOPPED}: the switch is kept there and holds again when `fab launch` "
+            f"starts it")
+    if as_json:
+        print(json.dumps({"on": None, "reason": "", "by": "", "at": 0.0, "hard": False,
+                          "note": note, "devices": rows}, indent=2), flush=True)
+        return 0
+    cells = [(r["device"], r["state"], r["detail"]) for r in rows]
+    print(f"kill switch unknown: {note}\n\n" + results.table(cells, ("DEVICE", "STATE", "DETAIL")),
+          flush=True)
+    return 0
+
+
 @guarded
 def metrics(inventory: str | None = None, devices: str | None = None, since: str = "",
             as_json: bool = False) -> int:
     """Gather every device's task metrics (InfluxDB line protocol) into metrics/."""
     from catdog.loader import parse_duration
 
+    devices = options.devices("--devices", devices)
     since_s = None
     if since:
         since_s = parse_duration(since)

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,12 +57,23 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://:{self._password()}@{HOST}:{self._port()}/0"
 
-    def ensure_running(self) -> str:
-        """Start the server unless it already answers; return its URL."""
+    def ensure_running(self, inventory: Path | None = None) -> str:
+        """Start the server unless it already answers; return its URL. Starting it says so on
+        stderr (one line), for commands and Python calls alike: a server left running by a
+        command should never be a surprise."""
         with self._locked():
             if not self.answers():
                 self._start()
+                print(self.started_line(inventory), file=sys.stderr, flush=True)
             return self.url
+
+    def started_line(self, inventory: Path | None = None) -> str:
+        """What starting the server says: where it listens, where its data is, what stops it."""
+        where = f"on {HOST}:{self._port()} (data in {self.dir})"
+        if inventory is None:
+            return f"catdog: started the embedded Redis {where}"
+        return (f"catdog: started the embedded Redis for {inventory} {where}; "
+                f"`fab stop --inventory {inventory}` stops it")
 
     def answers(self) -> bool:
         try:

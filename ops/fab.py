@@ -5,6 +5,10 @@ A project's ``fabfile.py`` gets all of them with ``from ops.fab import *`` (``ca
 that line). A thin shell: each command is implemented in :mod:`ops.commands` and only its exit
 status is handled here. Every command takes ``--inventory PATH`` (else $CATDOG_INVENTORY, else
 ./catdog.yaml).
+
+Options with a value are declared as strings (``timeout: str = "30"``) and read by
+:mod:`ops.options` inside the command: invoke would cast them itself and answer a bad value with a
+``ValueError`` traceback, not one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ HELP = {
     "inventory": "inventory file (default: $CATDOG_INVENTORY, else ./catdog.yaml)",
     "devices": "comma-separated device names (default: all)",
     "json": "print one JSON document on stdout",
-    "timeout": "seconds to wait per device",
+    "timeout": "seconds to wait per device (default 30)",
     "loglevel": "the workers' log level (default INFO; DEBUG adds Celery's line per task)",
     "force": "kill workers instead of a warm shutdown",
-    "lines": "how many of the last lines to show",
+    "lines": "how many of the last lines to show (default 50)",
     "follow": "keep streaming new lines until Ctrl-C (one device)",
     "color": "keep the worker's colour codes (default: plain text)",
     "on": "stop the whole fleet from starting tasks (needs --reason)",
@@ -46,30 +50,30 @@ def _done(status: int) -> None:
 
 @task(help=_help("inventory", "devices", "json", "timeout", "loglevel"))
 def launch(c: Context, inventory: str = "", devices: str = "", json: bool = False,
-           timeout: int = 30, loglevel: str = "") -> None:
+           timeout: str = "30", loglevel: str = "") -> None:
     """Start each device's worker in tmux; READY once it answers a ping."""
     from ops import commands
 
-    _done(commands.launch(inventory or None, devices or None, json, float(timeout),
+    _done(commands.launch(inventory or None, devices or None, json, timeout,
                           loglevel or None))
 
 
 @task(help=_help("inventory", "devices", "json", "timeout", "force"))
 def stop(c: Context, inventory: str = "", devices: str = "", json: bool = False,
-         timeout: int = 30, force: bool = False) -> None:
+         timeout: str = "30", force: bool = False) -> None:
     """Warm shutdown (running tasks finish); without --devices also stops the embedded Redis."""
     from ops import commands
 
-    _done(commands.stop(inventory or None, devices or None, json, float(timeout), force))
+    _done(commands.stop(inventory or None, devices or None, json, timeout, force))
 
 
 @task(help=_help("inventory", "devices", "json", "timeout", "loglevel"))
 def restart(c: Context, inventory: str = "", devices: str = "", json: bool = False,
-            timeout: int = 30, loglevel: str = "") -> None:
+            timeout: str = "30", loglevel: str = "") -> None:
     """Stop, then launch."""
     from ops import commands
 
-    _done(commands.restart(inventory or None, devices or None, json, float(timeout),
+    _done(commands.restart(inventory or None, devices or None, json, timeout,
                            loglevel or None))
 
 
@@ -83,7 +87,7 @@ def status(c: Context, inventory: str = "", devices: str = "", json: bool = Fals
 
 
 @task(help=_help("inventory", "devices", "lines", "follow", "color"))
-def logs(c: Context, inventory: str = "", devices: str = "", lines: int = 50,
+def logs(c: Context, inventory: str = "", devices: str = "", lines: str = "50",
          follow: bool = False, color: bool = False) -> None:
     """A worker's recent output, kept on its device; --follow streams it."""
     from ops import commands
@@ -134,7 +138,7 @@ def metrics(c: Context, inventory: str = "", devices: str = "", since: str = "",
 
 
 @task(help=_help("inventory", "port", "address", "json"))
-def flower(c: Context, inventory: str = "", port: int = 5555, address: str = "127.0.0.1",
+def flower(c: Context, inventory: str = "", port: str = "5555", address: str = "127.0.0.1",
            json: bool = False) -> None:
     """Start Flower for the fleet in tmux session catdog-flower; prints its URL."""
     from ops import commands

@@ -16,8 +16,7 @@ import sys
 import time
 import urllib.request
 
-import redis
-
+from catdog import broker
 from catdog.errors import UsageError
 from catdog.inventory import Inventory
 from catdog.records import exit_status_from
@@ -73,13 +72,14 @@ def _died(tmux: Tmux, service: str) -> DeviceResult:
 
 
 def start_beat(inventory: Inventory, broker_url: str) -> DeviceResult:
-    """Start the scheduler in tmux; ACTIVE or STANDBY once it has reported, with its role."""
+    """Start the scheduler in tmux; ACTIVE or STANDBY once it has reported, with its role.
+    A broker that does not answer raises BrokerUnreachable before anything starts."""
     started = time.monotonic()
+    client = broker.client(broker_url, inventory)
     tmux, already = _launch(inventory, BEAT, [], run_env(inventory, broker_url))
     if already:
         return already
     name, log = session_name(BEAT), inventory.state_dir / "logs" / "beat.log"
-    client = redis.Redis.from_url(broker_url, socket_timeout=5)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         pane = tmux.pane(name)
@@ -100,7 +100,9 @@ def start_flower(inventory: Inventory, broker_url: str, port: int, address: str,
                  environ: dict[str, str] | None = None) -> DeviceResult:
     """Start Flower in tmux; RUNNING once its HTTP server answers, with the URL.
 
-    Beyond loopback it needs ``$CATDOG_FLOWER_AUTH`` (``user:password``), refused otherwise."""
+    Beyond loopback it needs ``$CATDOG_FLOWER_AUTH`` (``user:password``), refused otherwise; a
+    broker that does not answer raises BrokerUnreachable before Flower starts (Flower would
+    serve an empty dashboard, retrying the broker in the background)."""
     from ops.flower import AUTH_ENV, is_loopback
 
     environ = dict(os.environ) if environ is None else environ
@@ -110,6 +112,7 @@ def start_flower(inventory: Inventory, broker_url: str, port: int, address: str,
                          f"{AUTH_ENV}=user:password (basic auth; keep it out of the inventory), "
                          f"or use the default --address 127.0.0.1")
     started = time.monotonic()
+    broker.client(broker_url, inventory)
     env = run_env(inventory, broker_url) + (f"FLOWER_BASIC_AUTH={auth}\n" if auth else "")
     tmux, already = _launch(inventory, FLOWER, [f"--port={port}", f"--address={address}"], env)
     host = "127.0.0.1" if address in ("0.0.0.0", "::") else address

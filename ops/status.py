@@ -4,6 +4,9 @@ Reads a handful of Redis keys in one pipelined round trip; asks no worker anythi
 SSH connection (local devices' tmux panes are listed in one tmux call, to report a worker that
 died). Workers refresh their heartbeat every 2 s; a device whose heartbeat is older than 8 s is
 offline (Celery's monitoring guide uses 2 minutes for its own heartbeats).
+
+Without a client (a stopped fleet: its embedded Redis is not running) it reads nothing from Redis
+and starts nothing: every device is offline, its backlog unknown (None).
 """
 
 from __future__ import annotations
@@ -22,9 +25,19 @@ from ops.session import session_name
 from ops.tmux import Pane, Tmux
 
 OFFLINE, IDLE, BUSY, PAUSED = "offline", "idle", "busy", "paused"
-def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis,
+FLEET_STOPPED = "fleet stopped (embedded Redis not running)"
+
+
+def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis | None,
            now: float | None = None) -> list[dict[str, Any]]:
+    """A row per device; ``client`` None: the fleet is stopped (nothing read from Redis)."""
     now = time.time() if now is None else now
+    tmux = Tmux(inventory.tmux_socket)
+    panes = tmux.panes() if any(d.is_local for d in devices) else {}
+    foreign = {name: why for name, pane in panes.items()
+               if (why := ownership.clash(inventory, tmux, name, pane))}
+    if client is None:
+        return [_row(d, None, None, now, panes, foreign, stopped=True) for d in devices]
     pipe = client.pipeline(transaction=False)
     for d in devices:
         pipe.get(heartbeat_key(d.name))
@@ -32,19 +45,16 @@ def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis,
             pipe.llen(key)
     replies = pipe.execute()
     per = 1 + len(queue_keys("q"))
-    tmux = Tmux(inventory.tmux_socket)
-    panes = tmux.panes() if any(d.is_local for d in devices) else {}
-    foreign = {name: why for name, pane in panes.items()
-               if (why := ownership.clash(inventory, tmux, name, pane))}
     return [_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, panes,
                  foreign) for i, d in enumerate(devices)]
 
 
-def _row(device: Device, raw: bytes | None, backlog: int, now: float, panes: dict[str, Pane],
-         foreign: dict[str, str]) -> dict[str, Any]:
+def _row(device: Device, raw: bytes | None, backlog: int | None, now: float,
+         panes: dict[str, Pane], foreign: dict[str, str], stopped: bool = False
+         ) -> dict[str, Any]:
     beat = Heartbeat.loads(raw) if raw else None
     age = round(now - beat.time, 1) if beat else None
-    state, reason = _state(device, beat, age, panes)
+    state, reason = _stopped(device, panes) if stopped else _state(device, beat, age, panes)
     if device.is_local and session_name(device.name) in foreign:  # another inventory's worker
         beat, age, state, reason = None, None, OFFLINE, foreign[session_name(device.name)]
     live = beat is not None and state != OFFLINE
@@ -60,6 +70,16 @@ def _row(device: Device, raw: bytes | None, backlog: int, now: float, panes: dic
         "rss_mb": beat.rss_mb if live and beat else None,
         "mem_available_mb": beat.mem_available_mb if live and beat else None,
     }
+
+
+def _stopped(device: Device, panes: dict[str, Pane]) -> tuple[str, str]:
+    pane = panes.get(session_name(device.name)) if device.is_local else None
+    if pane is not None and not pane.dead:
+        return OFFLINE, ("worker running, but the embedded Redis is not: `fab launch` starts it "
+                         "again (the worker reconnects)")
+    if pane is not None:
+        return OFFLINE, f"worker exited with status {pane.dead_status}; {FLEET_STOPPED}"
+    return OFFLINE, FLEET_STOPPED
 
 
 def _state(device: Device, beat: Heartbeat | None, age: float | None, panes: dict[str, Pane]

@@ -48,6 +48,8 @@ def test_launch_status_ping_stop_on_the_embedded_redis(inventory: Path) -> None:
     state = inventory.parent / ".catdog"
     launched = fab("launch", "--inventory", str(inventory), "--json")
     assert launched.returncode == 0, launched.stderr
+    assert launched.stderr.splitlines()[0].startswith(
+        f"catdog: started the embedded Redis for {inventory} on 127.0.0.1:")
     rows = json.loads(launched.stdout)
     assert [(r["device"], r["state"]) for r in rows] == [("cam", "READY"), ("probe", "READY")]
     assert all("reason" in r for r in rows)
@@ -58,6 +60,7 @@ def test_launch_status_ping_stop_on_the_embedded_redis(inventory: Path) -> None:
     again = fab("launch", "--inventory", str(inventory), "--json")
     assert again.returncode == 0
     assert [r["state"] for r in json.loads(again.stdout)] == ["ALREADY RUNNING"] * 2
+    assert "started the embedded Redis" not in again.stderr
     assert int((state / "redis.pid").read_text()) == pid
 
     shown = fab("status", "--inventory", str(inventory), "--json")

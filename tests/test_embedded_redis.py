@@ -76,3 +76,16 @@ def test_killed_server_loses_no_queued_task(server: EmbeddedRedis) -> None:
         time.sleep(0.05)
     server.ensure_running()
     assert redis.Redis.from_url(url).llen("catdog.any") == 100
+
+
+def test_starting_it_says_so_on_stderr_once(server: EmbeddedRedis, capfd: pytest.CaptureFixture
+                                            ) -> None:
+    inventory = server.dir.parent / "catdog.yaml"
+    server.ensure_running(inventory)
+    port = int((server.dir / "redis.port").read_text())
+    said = capfd.readouterr()
+    assert said.out == ""
+    assert said.err == (f"catdog: started the embedded Redis for {inventory} on 127.0.0.1:{port} "
+                        f"(data in {server.dir}); `fab stop --inventory {inventory}` stops it\n")
+    server.ensure_running(inventory)
+    assert capfd.readouterr().err == ""
