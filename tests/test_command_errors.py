@@ -150,8 +150,8 @@ def test_a_missing_inventory_is_one_line_exit_2(tmp_path: Path) -> None:
     done = fab("status", "--inventory", str(tmp_path / "nope.yaml"))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"catdog: {tmp_path / 'nope.yaml'} does not exist ({tmp_path / 'nope.yaml'}); choose "
-        "another inventory with --inventory PATH or $CATDOG_INVENTORY"]
+        f"catdog: {tmp_path / 'nope.yaml'}: does not exist; choose "
+        "another inventory with --inventory PATH or $CATDOG_INVENTORY"]  # the path once
 
 
 def test_a_stopped_fleet_is_shown_offline_without_starting_its_redis(fleet_file: Path) -> None:
