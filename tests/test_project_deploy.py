@@ -100,14 +100,18 @@ def test_fab_deploy_from_a_project_of_ones_own_puts_it_on_an_ssh_device(
     original = module.read_text()
     module.write_text(original + '\n\n@app.task\ndef where() -> list:\n'
                                  '    return ["first", __file__]\n')
+    (project / "tasks.py").write_text(  # the project's own tasks.py: imported without `imports:`
+        "from catdog import app\n\n@app.task\ndef count_birds():\n    return 3\n")
     call = ("from mytasks import where, hello; print(where.on('pi').delay().get(timeout=30)); "
             "print(hello.on('pi').delay('pi').get(timeout=30))")
+    birds = "from tasks import count_birds; print(count_birds.on('pi').delay().get(timeout=30))"
     try:
         first = run("fab", "deploy", "--json")
         assert first.returncode == 0, first.stdout + first.stderr
         [(_, here_state, _), (_, pi_state, pi_reason)] = rows(first)
         assert (here_state, pi_state) == ("SKIPPED", "DEPLOYED"), first.stdout
-        assert "installed catdog 0.1.0" in pi_reason and "task modules: mytasks.py" in pi_reason
+        assert "installed catdog 0.1.0" in pi_reason
+        assert pi_reason.endswith("; task modules: mytasks.py, tasks.py"), pi_reason
         assert (work / "mytasks.py").read_text() == module.read_text()
 
         launched = run("fab", "launch", "--devices", "pi", "--json")
@@ -117,6 +121,8 @@ def test_fab_deploy_from_a_project_of_ones_own_puts_it_on_an_ssh_device(
         assert called.returncode == 0, called.stderr[-2000:]
         assert called.stdout.splitlines()[0] == str(["first", str(work / "mytasks.py")])
         assert called.stdout.splitlines()[1].startswith("hello pi from ")
+        counted = run("python", "-c", birds)
+        assert (counted.returncode, counted.stdout) == (0, "3\n"), counted.stderr[-2000:]
 
         again = run("fab", "deploy", "--devices", "pi", "--json")
         assert [r[1] for r in rows(again)] == ["UNCHANGED"], again.stdout
@@ -124,6 +130,10 @@ def test_fab_deploy_from_a_project_of_ones_own_puts_it_on_an_ssh_device(
         module.write_text(module.read_text().replace('"first"', '"second"'))
         changed = run("fab", "deploy", "--devices", "pi", "--json")
         assert rows(changed) == [("pi", "DEPLOYED", "task modules: mytasks.py")], changed.stdout
+        (project / "tasks.py").unlink()
+        removed = run("fab", "deploy", "--devices", "pi", "--json")
+        assert rows(removed) == [("pi", "DEPLOYED", "removed task modules: tasks.py")]
+        assert not (work / "tasks.py").exists()
         restarted = run("fab", "restart", "--devices", "pi", "--json")
         assert [r[:2] for r in rows(restarted)] == [("pi", "READY")], restarted.stdout
         called = run("python", "-c", call)
