@@ -54,6 +54,12 @@ def venv_of(python: str) -> str | None:
     return None
 
 
+def inside(name: object) -> bool:
+    """A record's path that stays inside the workdir (the only ones deploy removes)."""
+    return (isinstance(name, str) and bool(name) and not name.startswith("/")
+            and ".." not in name.split("/"))
+
+
 def version_text(found: dict[str, Any]) -> str:
     return ".".join(str(n) for n in found.get("python", []))
 
@@ -123,7 +129,7 @@ class Deployer:
             before = {}
         before = before if isinstance(before, dict) else {}
         changed = [name for name, digest in self.task_hashes.items() if before.get(name) != digest]
-        removed = [name for name in before if name not in self.task_hashes]
+        removed = [name for name in before if name not in self.task_hashes and inside(name)]
         if not changed and not removed:
             return []
         workdir = session.workdir
