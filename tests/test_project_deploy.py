@@ -114,6 +114,20 @@ def test_fab_deploy_from_a_project_of_ones_own_puts_it_on_an_ssh_device(
         assert pi_reason.endswith("; task modules: mytasks.py, tasks.py"), pi_reason
         assert (work / "mytasks.py").read_text() == module.read_text()
 
+        def catdog_check() -> dict:
+            doctor = run("fab", "doctor", "--devices", "pi", "--json")
+            [checked] = json.loads(doctor.stdout)
+            return next(c for c in checked["checks"] if c["name"] == "catdog")
+
+        assert catdog_check()["ok"] is True  # not behind the installed CatDog it shipped
+        record = work / ".venv" / "catdog-deployed.json"
+        shipped = json.loads(record.read_text())
+        record.write_text(json.dumps({**shipped, "fingerprint": "0" * 64}))
+        behind = catdog_check()
+        assert (behind["ok"], behind["detail"]) == (
+            False, f"0.1.0 from older sources (000000000000, here {shipped['fingerprint'][:12]})")
+        record.write_text(json.dumps(shipped))
+
         launched = run("fab", "launch", "--devices", "pi", "--json")
         assert launched.returncode == 0, launched.stdout + launched.stderr
         assert [r[:2] for r in rows(launched)] == [("pi", "READY")]
