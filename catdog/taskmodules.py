@@ -53,29 +53,32 @@ def builtin_task_modules() -> list[str]:
     return [BUILTIN] + [m.name for m in pkgutil.walk_packages(catdog.tasks.__path__, f"{BUILTIN}.")]
 
 
-def import_tasks(inventory: Inventory) -> list[str]:
+def import_tasks(inventory: Inventory, project: Path | None = None) -> list[str]:
     """Import CatDog's built-in tasks, the project's own ``tasks`` and each module of
-    ``imports:``; the names imported. A module that fails raises :class:`TaskModuleError`
-    naming it, the file and line where it failed, and the error."""
-    root = str(inventory.root)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    names = builtin_task_modules() + project_task_modules(inventory.root) + list(inventory.imports)
+    ``imports:``; the names imported. ``project`` is the project folder when it is not the
+    inventory's (an SSH device's worker reads a copy of the inventory, in ``<workdir>/.catdog/run``,
+    and ``fab deploy`` puts the project's task modules in ``workdir``). A module that fails raises
+    :class:`TaskModuleError` naming it, the file and line where it failed, and the error."""
+    folder = project or inventory.root
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    names = builtin_task_modules() + project_task_modules(folder) + list(inventory.imports)
     for name in names:
         try:
             importlib.import_module(name)
         except Exception as exc:
-            raise TaskModuleError(import_failure(name, exc, inventory)) from exc
+            raise TaskModuleError(import_failure(name, exc, inventory, folder)) from exc
     return names
 
 
-def import_failure(name: str, exc: BaseException, inventory: Inventory) -> str:
+def import_failure(name: str, exc: BaseException, inventory: Inventory,
+                   project: Path | None = None) -> str:
     """One line: which task module failed, where, and why."""
     frames = traceback.extract_tb(exc.__traceback__)
     own = [f for f in frames if "importlib" not in f.filename] or frames
     where = f" at {own[-1].filename}:{own[-1].lineno}" if own else ""
     source = ("from `imports:` of " + str(inventory.path) if name in inventory.imports
-              else f"(a task module of {inventory.root})")
+              else f"(a task module of {project or inventory.root})")
     return (f"task module {name!r} {source} failed to import{where}: "
             f"{type(exc).__name__}: {exc}")
 

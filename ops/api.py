@@ -187,7 +187,8 @@ def restart(inventory: str | None = None, devices: Devices = None, *, timeout: f
 @_broker_errors
 def deploy(inventory: str | None = None, devices: Devices = None, *,
            on_event: EventCallback | None = None) -> GroupResult:
-    """Install this checkout into each SSH device's venv (created if missing); idempotent."""
+    """Install CatDog into each SSH device's venv (created if missing) and copy the project's
+    task modules into its workdir; idempotent."""
     from ops.deploy import Deployer
 
     inv = load(inventory)
@@ -198,7 +199,7 @@ def deploy(inventory: str | None = None, devices: Devices = None, *,
 def doctor(inventory: str | None = None, devices: Devices = None, *,
            on_event: EventCallback | None = None) -> GroupResult:
     """Every check per device (results are :class:`ops.doctor.DoctorResult`, with ``checks``)."""
-    from ops.build import project_root, source_fingerprint
+    from ops.build import catdog_to_ship
     from ops.doctor import Doctor
 
     inv = load(inventory)
@@ -210,7 +211,7 @@ def doctor(inventory: str | None = None, devices: Devices = None, *,
         problem = str(exc)
     fingerprint = None
     with contextlib.suppress(CatDogError, OSError):
-        fingerprint = source_fingerprint(project_root())
+        fingerprint = catdog_to_ship().fingerprint
     return GroupResult(Doctor(inv, url, broker_problem=problem, fingerprint=fingerprint,
                               on_event=on_event).check(selected))
 

@@ -1,17 +1,22 @@
-"""``fab deploy``: put this CatDog checkout into each SSH device's Python environment.
+"""``fab deploy``: put this project on each SSH device: CatDog into the device's Python environment,
+the project's task modules into its ``workdir``.
 
 Per device, in parallel: the device's ``python`` must live in a virtual environment, which is
-created (``python3 -m venv``) when missing. The device's Python reports which CatDog sources it
-has (a record ``fab deploy`` leaves in the environment); a device already on this checkout is
-UNCHANGED and nothing is built or copied. Otherwise the wheel is built once on the coordinator,
-copied to ``<workdir>/.catdog/dist/`` (over SFTP, else the SSH channel) and installed with the
-device's pip: the device side only (Celery, the Redis client, PyYAML), never Fabric or Flower.
-Each row says what changed.
+created (``python3 -m venv``) when missing. The device's Python reports which CatDog it has (a
+record ``fab deploy`` leaves in the environment); a device already on this CatDog
+(:func:`ops.build.catdog_to_ship`: the checkout's sources, or the installed package's files) gets
+nothing built or copied. Otherwise the wheel is built once on the coordinator, copied to
+``<workdir>/.catdog/dist/`` (over SFTP, else the SSH channel) and installed with the device's pip:
+the device side only (Celery, the Redis client, PyYAML), never Fabric or Flower. Then the project's task modules
+(:mod:`ops.taskfiles`) that differ from what the device has (a record in ``<workdir>/.catdog/``) are
+copied into ``workdir``, where the device's worker imports them; ones the project no longer has are
+removed. A device with nothing to change is UNCHANGED; each other row says what changed.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 import time
 from collections.abc import Sequence
@@ -20,11 +25,12 @@ from typing import Any
 
 from catdog import __version__
 from catdog.inventory import Device, Inventory
-from ops.build import WheelOnce, project_root, source_fingerprint
+from ops.build import Shipment, WheelOnce, catdog_to_ship
 from ops.device_probe import DEPLOYED_RECORD
 from ops.fanout import EventCallback, on_each, quiet
 from ops.results import DEPLOYED, FAILED, SKIPPED, UNCHANGED, DeviceResult
 from ops.session import WorkerSession
+from ops.taskfiles import RECORD, hashes, task_files
 
 MIN_PYTHON = (3, 10)
 PIP_TIMEOUT_S = 900.0  # a Pi Zero compiling nothing still takes minutes to install Celery
@@ -48,17 +54,25 @@ def venv_of(python: str) -> str | None:
     return None
 
 
+def inside(name: object) -> bool:
+    """A record's path that stays inside the workdir (the only ones deploy removes)."""
+    return (isinstance(name, str) and bool(name) and not name.startswith("/")
+            and ".." not in name.split("/"))
+
+
 def version_text(found: dict[str, Any]) -> str:
     return ".".join(str(n) for n in found.get("python", []))
 
 
 class Deployer:
-    def __init__(self, inventory: Inventory, *, root: Path | None = None,
+    def __init__(self, inventory: Inventory, *, shipment: Shipment | None = None,
                  on_event: EventCallback | None = None) -> None:
         self.inventory = inventory
-        self.root = root or project_root()
-        self.fingerprint = source_fingerprint(self.root)
-        self.wheel = WheelOnce(self.root, inventory.state_dir / "dist")
+        self.shipment = shipment or catdog_to_ship()
+        self.fingerprint = self.shipment.fingerprint
+        self.wheel = WheelOnce(self.shipment, inventory.state_dir / "dist")
+        self.task_files = task_files(inventory)
+        self.task_hashes = hashes(self.task_files)
         self.on_event = on_event or quiet
 
     def deploy(self, devices: Sequence[Device]) -> list[DeviceResult]:
@@ -100,10 +114,40 @@ class Deployer:
                                f"only into one: point {where} at e.g. "
                                f"{session.workdir}/.venv/bin/python")
         deployed = found.get("deployed") or {}
-        if "catdog" in found and deployed.get("fingerprint") == self.fingerprint:
-            return changes
-        changes.append(self._install(session, found))
-        return changes
+        if "catdog" not in found or deployed.get("fingerprint") != self.fingerprint:
+            changes.append(self._install(session, found))
+        return changes + self._copy_task_modules(session)
+
+    def _copy_task_modules(self, session: WorkerSession) -> list[str]:
+        """Copy the project's task modules the device lacks or has older; remove the ones the
+        project no longer has (a stale ``tasks/`` module would still be imported there)."""
+        record = f"{session.state_dir}/{RECORD}"
+        try:
+            before = json.loads(session.host.shell(f"cat {shlex.quote(record)} 2>/dev/null").stdout
+                                or "{}")
+        except ValueError:
+            before = {}
+        before = before if isinstance(before, dict) else {}
+        changed = [name for name, digest in self.task_hashes.items() if before.get(name) != digest]
+        removed = [name for name in before if name not in self.task_hashes and inside(name)]
+        if not changed and not removed:
+            return []
+        workdir = session.workdir
+        self.on_event(session.device.name, "copying", f"task modules to {workdir}")
+        folders = sorted({posixpath.dirname(f"{workdir}/{name}") for name in changed}
+                         | {session.state_dir})
+        command = f"mkdir -p {shlex.join(folders)}"
+        if removed:
+            command += f" && rm -f {shlex.join(f'{workdir}/{name}' for name in removed)}"
+        done = session.host.shell(command)
+        if done.status != 0:
+            raise DeployFailed(f"could not prepare {workdir} on {session.device.name} for the "
+                               f"task modules (exit {done.status})", done.stdout + done.stderr)
+        for name in changed:
+            session.host.upload(self.task_files[name], f"{workdir}/{name}")
+        session.host.write_text(record, json.dumps(self.task_hashes, indent=1))
+        return ([f"task modules: {', '.join(changed)}"] if changed else []) + (
+            [f"removed task modules: {', '.join(removed)}"] if removed else [])
 
     def _create_venv(self, session: WorkerSession, where: str) -> str:
         venv = venv_of(session.python)

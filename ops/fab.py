@@ -97,7 +97,8 @@ def logs(c: Context, inventory: str = "", devices: str = "", lines: str = "50",
 
 @task(help=_help("inventory", "devices", "json"))
 def deploy(c: Context, inventory: str = "", devices: str = "", json: bool = False) -> None:
-    """Install this checkout into each SSH device's venv (created if missing); idempotent."""
+    """Put this project on each SSH device: CatDog into its venv (created if missing), the task
+    modules into its workdir; idempotent."""
     from ops import commands
 
     _done(commands.deploy(inventory or None, devices or None, json))

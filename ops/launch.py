@@ -88,6 +88,8 @@ class Launcher:
                                                         self.inventory.path.read_text())
         return [session.python, "-m", "workers", "--device", session.device.name,
                 "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
+                # an SSH device's inventory is a run file: its project is the workdir (fab deploy)
+                *([] if session.device.is_local else ["--project", session.workdir]),
                 *(["--loglevel", self.loglevel] if self.loglevel else [])]
 
     def _await(self, session: WorkerSession, started: float, success: str, owned: bool

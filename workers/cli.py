@@ -42,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args["env_file"]:
             load_env_file(Path(args["env_file"]))
-        device = prepare(args["inventory"], args["device"], os.geteuid())
+        device = prepare(args["inventory"], args["device"], os.geteuid(),
+                         Path(args["project"]) if args["project"] else None)
     except CatDogError as exc:
         print(f"catdog worker: {exc}", file=sys.stderr)
         return exit_status(exc)
@@ -59,6 +60,9 @@ def command() -> click.Command:
                      help="inventory file (else $CATDOG_INVENTORY, ./catdog.yaml)"),
         click.Option(["--env-file"],
                      help="KEY=VALUE lines to add to the environment (mode 600)"),
+        click.Option(["--project"], help="the project folder whose tasks.py or tasks/ and "
+                                         "imports: modules are imported (default: the "
+                                         "inventory's folder)"),
         click.Option(["--state-dir"], help="the device's .catdog folder (metrics go in "
                                            "metrics/); default ./.catdog"),
         click.Option(["--loglevel"], default="INFO", show_default=True),
@@ -81,8 +85,10 @@ def load_env_file(path: Path) -> None:
             os.environ[key.strip()] = value
 
 
-def prepare(inventory_path: str | None, name: str, euid: int) -> Device:
-    """Load the inventory, check the device may run here, import its tasks."""
+def prepare(inventory_path: str | None, name: str, euid: int,
+            project: Path | None = None) -> Device:
+    """Load the inventory, check the device may run here, import its tasks (from ``project``,
+    else the inventory's folder)."""
     fleet.use(inventory_path)
     inventory = fleet.inventory
     device = inventory.devices.get(name)
@@ -92,7 +98,7 @@ def prepare(inventory_path: str | None, name: str, euid: int) -> Device:
     check_user(device, euid)
     fleet.become_worker(name)
     os.environ.update(device.env)
-    import_tasks(inventory)
+    import_tasks(inventory, project)
     return device
 
 
