@@ -7,8 +7,8 @@ record ``fab deploy`` leaves in the environment); a device already on this CatDo
 (:func:`ops.build.catdog_to_ship`: the checkout's sources, or the installed package's files) gets
 nothing built or copied. Otherwise the wheel is built once on the coordinator, copied to
 ``<workdir>/.catdog/dist/`` (over SFTP, else the SSH channel) and installed with the device's pip:
-the device side only (Celery, the Redis client, PyYAML), never Fabric or Flower. Then the project's task modules
-(:mod:`ops.taskfiles`) that differ from what the device has (a record in ``<workdir>/.catdog/``) are
+the device side only (Celery, the Redis client, PyYAML), never Fabric or Flower. Then the project's task
+modules (:mod:`ops.taskfiles`) that differ from what the device has (a record in ``<workdir>/.catdog/``) are
 copied into ``workdir``, where the device's worker imports them; ones the project no longer has are
 removed. A device with nothing to change is UNCHANGED; each other row says what changed.
 """
