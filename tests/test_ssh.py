@@ -96,8 +96,9 @@ def test_a_worker_crashing_at_import_over_ssh_reports_its_own_error(make_fleet, 
     (tmp_path / "sensor_tasks.py").write_text("import smbus2_not_installed\n")
     result = fleet.launch(timeout=20)[0]
     assert result.state == FAILED
-    assert "exited with status 1" in result.reason
-    assert "No module named 'smbus2_not_installed'" in result.reason
+    assert "exited with status 2" in result.reason  # one line naming the module, not a traceback
+    assert "sensor_tasks.py:1: ModuleNotFoundError: No module named 'smbus2_not_installed'" \
+        in result.reason
     assert fleet.sessions() == ["catdog-pi4"]  # the dead pane stays for `tmux attach`
 
 
