@@ -48,7 +48,7 @@ def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
         pytest.fail("the Flower test needs a real browser: apt-get install -y chromium "
-                    "(.ci/run installs it)")
+                    "(scripts/test installs it as root)")
     return found
 
 
