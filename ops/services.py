@@ -9,8 +9,10 @@ the service reports itself in Redis. A session another inventory started is left
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -150,7 +152,8 @@ def stop_service(inventory: Inventory, service: str) -> DeviceResult | None:
     if clash := ownership.clash(inventory, tmux, name, pane):
         return DeviceResult(service, FAILED, f"{service}: {clash}")
     if not pane.dead:
-        tmux.runner(["kill", "-TERM", str(pane.pid)])
+        with contextlib.suppress(ProcessLookupError):  # services run on the coordinator itself
+            os.kill(pane.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while time.monotonic() < deadline:
             pane = tmux.pane(name)
