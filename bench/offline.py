@@ -38,6 +38,7 @@ import redis
 
 from bench.stats import summary
 from bench.testbed import Bed, local_fleet, ssh_fleet
+from bench.tmuxserver import session_pids
 from ops.launch import Launcher
 from ops.results import READY, RUNNING
 from ops.services import start_flower
@@ -154,13 +155,7 @@ def _worker_pid(state: Any) -> int:
 
 def _power_cut(pid: int) -> float:
     """SIGKILL every process of the worker's session at once; when (wall clock)."""
-    session = os.getsid(pid)
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.getsid(int(entry.name)) == session:
-                    pids.append(int(entry.name))
+    pids = session_pids(pid)
     cut = time.time()
     for p in pids:
         with contextlib.suppress(ProcessLookupError):

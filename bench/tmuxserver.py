@@ -20,7 +20,20 @@ from ops.embedded_redis import alive
 from ops.tmux import Tmux
 from workers.usage import tree as process_tree
 
-__all__ = ["alive", "end_server", "pane_pids", "process_tree", "socket_path"]
+__all__ = ["alive", "end_server", "pane_pids", "process_tree", "session_pids", "socket_path"]
+
+
+def session_pids(pid: int) -> list[int]:
+    """Every process in the session of ``pid`` (a tmux pane's process and all it started, even
+    those its children left behind): what a power cut of that device would take down."""
+    session = os.getsid(pid)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry.name)) == session:
+                    pids.append(int(entry.name))
+    return pids
 
 
 def socket_path(socket: str) -> Path:

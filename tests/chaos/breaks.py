@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from pathlib import Path
 
+from bench.tmuxserver import session_pids
 from ops.session import session_name
 from tests.conftest import FleetUnderTest
 
@@ -15,14 +15,7 @@ def worker_pids(fleet: FleetUnderTest, device: str) -> list[int]:
     """Every process of the device's worker: its tmux pane's process and all it started."""
     shown = fleet.tmux("list-panes", "-t", session_name(device), "-F", "#{pane_pid}")
     assert shown.returncode == 0, shown.stderr
-    session = os.getsid(int(shown.stdout.split()[0]))
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.getsid(int(entry.name)) == session:
-                    pids.append(int(entry.name))
-    return pids
+    return session_pids(int(shown.stdout.split()[0]))
 
 
 def power_cut(fleet: FleetUnderTest, device: str) -> list[int]:
