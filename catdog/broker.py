@@ -7,6 +7,7 @@ the ``coordinator`` extra); workers are handed the URL by the launcher and never
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import ssl
@@ -22,7 +23,6 @@ from redis.retry import Retry
 
 from catdog.errors import BrokerError, BrokerUnreachable
 from catdog.inventory import BROKER_ENV, Inventory
-from catdog.loader import NEEDS_BROKER, TLS_FILES, check_broker_url, tls_verified
 
 PORT_FILE = "redis.port"
 PASSWORD_FILE = "redis.password"
@@ -160,3 +160,84 @@ def redact(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- broker policy: which URL, and whether it may serve (also checked when the inventory loads) ----
+
+WHAT_BROKER = "a redis:// or rediss:// URL"
+BROKER_RE = re.compile(r"^rediss?://", re.IGNORECASE)
+NEEDS_BROKER = (
+    "a remote device needs a broker it can reach, and there is none; set `broker: "
+    "redis://:${CATDOG_REDIS_PASSWORD}@<coordinator address>:6379/0` or export "
+    f"${BROKER_ENV}"
+)
+
+
+def chosen_url(broker: str | None, environ: Mapping[str, str]) -> str | None:
+    """The broker the user configured: ``$CATDOG_BROKER_URL``, else ``broker:``, else None."""
+    return environ.get(BROKER_ENV) or broker or None
+
+
+def check_broker_url(url: str, insecure: bool) -> str | None:
+    """Why ``url`` cannot serve as the fleet's broker, or None when it can.
+
+    A broker beyond loopback needs a password or TLS (``rediss://``), unless ``insecure``.
+
+    >>> check_broker_url("redis://:s3cret@192.168.10.113:6379/0", insecure=False) is None
+    True
+    >>> check_broker_url("redis://127.0.0.1:6379/0", insecure=False) is None
+    True
+    >>> check_broker_url("http://localhost", insecure=False)
+    "expected a redis:// or rediss:// URL, got scheme 'http'"
+    """
+    try:
+        parts = urlsplit(url.strip())
+        host, _ = parts.hostname, parts.port
+    except ValueError as exc:
+        return f"expected {WHAT_BROKER}, got one that cannot be parsed ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss"):
+        return f"expected {WHAT_BROKER}, got " + (f"scheme {scheme!r}" if scheme else "no scheme")
+    if not host:
+        return f"expected {WHAT_BROKER} with a host, like redis://:PASSWORD@HOST:6379/0"
+    problem = check_tls_options(parts.query) if scheme == "rediss" else None
+    if problem:
+        return problem
+    if (scheme == "rediss" and tls_verified(parts.query)) or parts.password or insecure \
+            or _is_loopback(host):
+        return None
+    if scheme == "rediss":
+        return (f"the broker host {host} is not loopback and ssl_cert_reqs turns off the check "
+                f"of its certificate: give its CA with ?ssl_ca_certs=PATH instead, or a "
+                f"password, or set `insecure: true`")
+    return (f"the broker host {host} is not loopback, so it needs a password "
+            f"(redis://:PASSWORD@{host}:6379/0) or TLS (rediss://...); "
+            "or set `insecure: true` to allow a broker without either")
+
+
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def check_tls_options(query: str) -> str | None:
+    """Why the TLS options of a ``rediss://`` URL's query cannot work, or None."""
+    for key, value in parse_qsl(query):
+        if key in TLS_FILES and not Path(value).is_file():
+            return (f"{key}={value}: no such file (the same path must hold it on the "
+                    f"coordinator and on every device)")
+    return None
+
+
+def tls_verified(query: str) -> bool:
+    """Whether a ``rediss://`` URL checks the server's certificate (the default; only
+    ``ssl_cert_reqs=none`` or ``optional`` turn that off)."""
+    reqs = dict(parse_qsl(query)).get("ssl_cert_reqs", "required")
+    return reqs.lower() in ("required", "cert_required")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,17 +1,23 @@
 """The inventory model: devices, capabilities, limits and schedules, as validated values.
 
-Reading and validating ``catdog.yaml`` lives in :mod:`catdog.loader`; this module holds only the
-values it produces and the questions asked of them.
+Reading and validating ``catdog.yaml`` lives in :mod:`catdog.loader`; this module holds the values it
+produces, the questions asked of them, and (as dataclass field metadata) how each device and schedule
+field is read, so one declaration gives a section's keys, readers and defaults.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from catdog.errors import UsageError
+from catdog.errors import TargetError, UsageError
+from catdog.fields import DOTTED_RE, NAME_RULE, NO_SPACE_RE, Fields, Reader, reads
+from catdog.targets import NAME_RE, WHAT_TARGET, Target
+from catdog.windows import WHAT_WINDOW, Window
 
 DEFAULT_INVENTORY = "catdog.yaml"
 INVENTORY_ENV = "CATDOG_INVENTORY"
@@ -19,25 +25,59 @@ BROKER_ENV = "CATDOG_BROKER_URL"
 LOCAL_HOST = "local"
 POOLS = ("prefork", "solo", "threads")
 RESERVED_DEVICE_NAMES = ("flower", "beat")
+CRON_FIELD_RE = re.compile(r"^[0-9*/,-]+$")
+WHAT_CRON = 'a cron expression of 5 fields like "*/5 * * * *"'
+
+
+def _text(what: str, pattern: re.Pattern[str] | None = None) -> Reader:
+    return partial(Fields.text, what=what, pattern=pattern)
+
+
+def _path(what: str) -> Reader:
+    return partial(Fields.path, what=what)
+
+
+def cron(text: str) -> str | None:
+    """``text`` as a 5-field cron expression (spaces normalized), or None."""
+    fields = text.split()
+    fits = len(fields) == 5 and all(CRON_FIELD_RE.match(f) for f in fields)
+    return " ".join(fields) if fits else None
 
 
 @dataclass(frozen=True)
 class Device:
+    """A device; its fields with :func:`~catdog.fields.reads` are its inventory keys, in the order
+    messages list them (``Device(name, host, capabilities)`` stays positional: the rest is
+    keyword-only)."""
+
     name: str
-    host: str
-    capabilities: tuple[str, ...] = ()
-    port: int = 22
-    user: str | None = None
-    key: str | None = None
-    known_hosts: str | None = None
-    python: str | None = None  # None: the coordinator's own interpreter (local devices)
-    workdir: str | None = None  # None: the inventory's folder (local devices)
-    concurrency: int = 1
-    pool: str = "prefork"
-    env: Mapping[str, str] = field(default_factory=dict)
-    allow_root: bool = False
-    run_on: bool | tuple[str, ...] = True  # False: disabled; tuple: allowed programs, no shell
-    line: int | None = None  # line of the device's mapping in the inventory
+    host: str = field(metadata=reads(_text("a host name or 'local'", NO_SPACE_RE)))
+    port: int = field(default=22, kw_only=True, metadata=reads(partial(
+        Fields.integer, what="a port number 1..65535", low=1, high=65535), local=False))
+    user: str | None = field(default=None, kw_only=True,
+                             metadata=reads(_text("a user name"), local=False))
+    key: str | None = field(default=None, kw_only=True,
+                            metadata=reads(_path("a path to an SSH private key"), local=False))
+    known_hosts: str | None = field(default=None, kw_only=True, metadata=reads(
+        _path("a path to a known_hosts file"), local=False))
+    # None: the coordinator's own interpreter (local devices)
+    python: str | None = field(default=None, kw_only=True, metadata=reads(
+        _text("a path to a Python interpreter"), local=False))
+    # None: the inventory's folder (local devices)
+    workdir: str | None = field(default=None, kw_only=True,
+                                metadata=reads(_text("a folder path"), local=False))
+    capabilities: tuple[str, ...] = field(default=(), metadata=reads(Fields.names))
+    concurrency: int = field(default=1, kw_only=True, metadata=reads(partial(
+        Fields.integer, what="a whole number >= 1", low=1)))
+    pool: str = field(default="prefork", kw_only=True,
+                      metadata=reads(partial(Fields.choice, options=POOLS)))
+    env: Mapping[str, str] = field(default_factory=dict, kw_only=True,
+                                   metadata=reads(Fields.env))
+    allow_root: bool = field(default=False, kw_only=True, metadata=reads(Fields.boolean))
+    # False: disabled; tuple: allowed programs, no shell
+    run_on: bool | tuple[str, ...] = field(default=True, kw_only=True,
+                                           metadata=reads(Fields.run_on))
+    line: int | None = field(default=None, kw_only=True)  # of the device's mapping
 
     @property
     def is_local(self) -> bool:
@@ -59,15 +99,22 @@ class Limit:
 
 @dataclass(frozen=True)
 class ScheduleEntry:
+    """A schedule entry; its fields with :func:`~catdog.fields.reads` are its inventory keys."""
+
     name: str
-    task: str
-    every_s: float | None = None
-    cron: str | None = None
-    on: str | None = None
-    args: tuple[object, ...] = ()
-    kwargs: Mapping[str, object] = field(default_factory=dict)
-    window: str | None = None
-    limit: str | None = None
+    task: str = field(metadata=reads(_text("a task name like tasks.sensors.read_temperature",
+                                           DOTTED_RE)))
+    every_s: float | None = field(default=None, metadata=reads(Fields.duration, key="every"))
+    cron: str | None = field(default=None, metadata=reads(partial(
+        Fields.checked, what=WHAT_CRON, check=cron)))
+    on: Target | None = field(default=None, metadata=reads(partial(
+        Fields.parsed, what=WHAT_TARGET, parse=Target.parse, errors=(TargetError,))))
+    args: tuple[object, ...] = field(default=(), metadata=reads(Fields.arguments))
+    kwargs: Mapping[str, object] = field(default_factory=dict, metadata=reads(Fields.keywords))
+    window: Window | None = field(default=None, metadata=reads(partial(
+        Fields.parsed, what=WHAT_WINDOW, parse=Window.parse, errors=(UsageError,))))
+    limit: str | None = field(default=None, metadata=reads(_text(f"a limit name ({NAME_RULE})",
+                                                                  NAME_RE)))
     line: int | None = None
 
 
@@ -121,9 +168,15 @@ class Inventory:
         return [self.devices[n] for n in names]
 
 
+def chosen_inventory(option: str | os.PathLike[str] | None = None,
+                     environ: Mapping[str, str] | None = None) -> str:
+    """The inventory as the user named it: ``--inventory``, else ``$CATDOG_INVENTORY``, else
+    ``catdog.yaml`` (messages show it so)."""
+    environ = os.environ if environ is None else environ
+    return os.fspath(option) if option else environ.get(INVENTORY_ENV) or DEFAULT_INVENTORY
+
+
 def inventory_path(option: str | os.PathLike[str] | None = None,
                    environ: Mapping[str, str] | None = None) -> Path:
     """Where the inventory is: ``--inventory``, else ``$CATDOG_INVENTORY``, else ``./catdog.yaml``."""
-    environ = os.environ if environ is None else environ
-    chosen = option or environ.get(INVENTORY_ENV) or DEFAULT_INVENTORY
-    return Path(chosen).expanduser().absolute()
+    return Path(chosen_inventory(option, environ)).expanduser().absolute()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from catdog.errors import TargetError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+WHAT_TARGET = "a target (a device name, cap:NAME, all:NAME or all)"
 
 
 class Kind(enum.Enum):
@@ -62,6 +63,17 @@ class Target:
     def is_group(self) -> bool:
         """True when the target fans out to one message per device."""
         return self.kind in (Kind.EVERY, Kind.EVERY_WITH)
+
+    def __eq__(self, other: object) -> bool:
+        """A target equals another with the same kind and name, and its own text (``"cap:x"``)."""
+        if isinstance(other, str):
+            return str(self) == other
+        if isinstance(other, Target):
+            return (self.kind, self.name) == (other.kind, other.name)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))
 
     def __str__(self) -> str:
         if self.kind is Kind.DEVICE:

@@ -19,7 +19,8 @@ from kombu.exceptions import EncodeError
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
 from catdog.records import SENT_HEADER, TASKS_KEY, TaskRecord
-from catdog.windows import Window
+from catdog.targets import Target
+from catdog.windows import parsed
 
 WINDOW_CLOSE = ("finish", "stop")
 #: a task's arguments, and its result, as JSON: at most this many bytes. Messages and results live
@@ -88,7 +89,7 @@ class FleetTask(Task):
     #: counts outcomes in the worker's main process (see :mod:`workers.telemetry`)
     Request = "workers.telemetry:CountingRequest"
 
-    def on(self, target: str) -> Signature:
+    def on(self, target: Target | str) -> Signature:
         """A signature pinned to ``target``; for ``all`` and ``all:X`` a group, one per device."""
         route = fleet.route(tuple(self.requires), target)
         if route.group:
@@ -145,7 +146,7 @@ class FleetTask(Task):
             raise UsageError(f"task {self.name!r}: window_close must be one of "
                              f"{', '.join(WINDOW_CLOSE)}, got {window_close or self.window_close!r}")
         if window:
-            Window.parse(window)
+            parsed(window)
         if limit and limit not in fleet.inventory.limits:
             known = ", ".join(sorted(fleet.inventory.limits)) or "none"
             raise UsageError(f"task {self.name!r} uses limit {limit!r}, which "

@@ -18,6 +18,7 @@ datetime.datetime(2026, 1, 1, 11, 5)
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -27,6 +28,7 @@ from catdog.errors import UsageError
 _HOURLY = re.compile(r"^:([0-5][0-9])-:([0-5][0-9])$")
 _DAILY = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])-([01]?[0-9]|2[0-3]):([0-5][0-9])$")
 FORMS = "':05-:55' (minutes of each hour) or '08:00-18:00' (each day)"
+WHAT_WINDOW = "a window like ':05-:55' (minutes of each hour) or '08:00-18:00'"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,20 @@ class Window:
             return cls(text, int(match[1]) * 60 + int(match[2]),
                        int(match[3]) * 60 + int(match[4]), daily=True)
         raise UsageError(f"window {text!r}: expected {FORMS}")
+
+    def __eq__(self, other: object) -> bool:
+        """A window equals another of the same text, and that text itself (``":05-:55"``)."""
+        if isinstance(other, str):
+            return self.text == other
+        if isinstance(other, Window):
+            return self.text == other.text
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __str__(self) -> str:
+        return self.text
 
     @property
     def span(self) -> int:
@@ -88,11 +104,18 @@ def now_in(name: str | None) -> dt.datetime:
     return dt.datetime.now(tz) if tz else dt.datetime.now().astimezone()
 
 
-def next_start(window: str, timezone: str | None, now: dt.datetime | None = None
+@functools.lru_cache(maxsize=256)
+def parsed(text: str) -> Window:
+    """``Window.parse(text)``, parsed once per text (a task's window arrives as text in each
+    request's headers)."""
+    return Window.parse(text)
+
+
+def next_start(window: Window | str, timezone: str | None, now: dt.datetime | None = None
                ) -> float | None:
     """None when ``window`` is open now, else the epoch time it next opens."""
-    parsed = Window.parse(window)
+    parsed_window = parsed(window) if isinstance(window, str) else window
     when = now or now_in(timezone)
-    if parsed.is_open(when):
+    if parsed_window.is_open(when):
         return None
-    return parsed.next_opening(when).timestamp()
+    return parsed_window.next_opening(when).timestamp()

@@ -35,7 +35,7 @@ from celery.beat import Scheduler
 from celery.schedules import crontab, schedule
 
 from catdog.inventory import Inventory, ScheduleEntry
-from catdog.windows import Window, now_in
+from catdog.windows import now_in
 
 log = logging.getLogger("catdog.beat")
 
@@ -132,7 +132,7 @@ class FleetScheduler(Scheduler):
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True,
                     **kwargs: Any) -> Any:
         spec = self.inventory.schedule[entry.name]
-        if spec.window and not Window.parse(spec.window).is_open(now_in(self.inventory.timezone)):
+        if spec.window and not spec.window.is_open(now_in(self.inventory.timezone)):
             log.info("%s: tick skipped, outside its window %s", entry.name, spec.window)
             return None
         task = self.app.tasks[entry.task]

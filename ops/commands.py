@@ -278,7 +278,7 @@ def _switch_of_stopped_fleet(inv: Any, as_json: bool) -> int:
 def metrics(inventory: str | None = None, devices: str | None = None, since: str = "",
             as_json: bool = False) -> int:
     """Gather every device's task metrics (InfluxDB line protocol) into metrics/."""
-    from catdog.loader import parse_duration
+    from catdog.durations import parse_duration
 
     devices = options.devices("--devices", devices)
     since_s = None

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from catdog.broker import check_broker_url
 from catdog.errors import InventoryError
 from catdog.inventory import BROKER_ENV, INVENTORY_ENV, Device, Inventory, inventory_path
-from catdog.loader import check_broker_url, load_inventory
+from catdog.loader import load_inventory
 
 HERE = Path(__file__).resolve().parent / "inventories"
 BROKEN = sorted((HERE / "broken").glob("*.yaml"))

@@ -10,9 +10,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from catdog.broker import check_broker_url
 from catdog.errors import CatDogError
 from catdog.inventory import Inventory
-from catdog.loader import check_broker_url, load_inventory
+from catdog.loader import load_inventory
 from catdog.targets import Target
 from catdog.windows import Window
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from catdog.broker import tls_settings
-from catdog.loader import check_broker_url
+from catdog.broker import check_broker_url, tls_settings
 from ops.embedded_redis import EmbeddedRedis
 from ops.results import READY
 

@@ -35,7 +35,7 @@ from catdog.inventory import Device, Inventory, Limit
 from catdog.limits import Limiter
 from catdog.records import HOPS_HEADER
 from catdog.routing import forward_queue, serves
-from catdog.windows import Window, next_start, now_in
+from catdog.windows import next_start, now_in, parsed
 from workers.killswitch import switch
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Gate:
                 return True
             close = headers.get(CLOSE_HEADER) or getattr(request.task, "window_close", "finish")
             if close == "stop":  # Celery's time limits, from the window's close
-                left = max(1.0, Window.parse(window).closes_after(now_in(self.timezone))
+                left = max(1.0, parsed(window).closes_after(now_in(self.timezone))
                            .timestamp() - time.time())
                 request.time_limits = (left + STOP_GRACE_S, left)
         name = headers.get(LIMIT_HEADER) or getattr(request.task, "limit", None)
