@@ -8,9 +8,12 @@ declarations (see :class:`~catdog.inventory.Device`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -32,6 +35,30 @@ def reads(read: Reader, *, key: str | None = None, local: bool = True) -> dict[s
     """Dataclass field metadata: the field is the YAML key ``key`` (default: its own name), read by
     ``read``; ``local=False``: a ``host: local`` device does not inherit it from ``defaults:``."""
     return {"read": read, "key": key, "local": local}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One inventory key of a section, as its dataclass declares it."""
+
+    name: str  # in the file
+    attribute: str  # of the dataclass
+    read: Reader
+    local: bool  # (devices) a ``host: local`` device inherits it from ``defaults:``
+
+
+@cache
+def schema(section: type) -> dict[str, Key]:
+    """The keys of ``section`` (a dataclass whose fields use :func:`reads`) by name, in order."""
+    keys = (Key(f.metadata["key"] or f.name, f.name, f.metadata["read"], f.metadata["local"])
+            for f in dataclasses.fields(section) if "read" in f.metadata)
+    return {key.name: key for key in keys}
+
+
+def arguments(section: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A section's values by key -> its dataclass's constructor arguments."""
+    keys = schema(section)
+    return {keys[name].attribute: value for name, value in values.items()}
 
 
 def unknown_key(name: str, allowed: tuple[str, ...]) -> str:

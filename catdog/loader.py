@@ -12,12 +12,11 @@ and a ``host: local`` device ignores the SSH fields, ``python`` and ``workdir`` 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,7 +26,7 @@ from yaml.nodes import MappingNode, Node
 from catdog.broker import BROKER_RE, NEEDS_BROKER, WHAT_BROKER, check_broker_url, chosen_url
 from catdog.durations import WHAT_DURATION
 from catdog.errors import InventoryError
-from catdog.fields import DOTTED_RE, NAME_RULE, Fields, Reader, any_invalid
+from catdog.fields import DOTTED_RE, NAME_RULE, Fields, any_invalid, arguments, schema
 from catdog.inventory import (
     BROKER_ENV,
     INVENTORY_ENV,
@@ -39,6 +38,7 @@ from catdog.inventory import (
     Limit,
     ScheduleEntry,
     chosen_inventory,
+    inventory_path,
 )
 from catdog.targets import NAME_RE, Kind, Target
 from catdog.yamlfile import INVALID, Pairs, line_of
@@ -51,30 +51,6 @@ PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 WHAT_TIMEZONE = "an IANA time zone name like Europe/Paris or UTC"
 
 
-@dataclass(frozen=True)
-class Key:
-    """One inventory key of a section, as its dataclass declares it."""
-
-    name: str  # in the file
-    attribute: str  # of the dataclass
-    read: Reader
-    local: bool  # a ``host: local`` device inherits it from ``defaults:``
-
-
-@cache
-def schema(section: type) -> dict[str, Key]:
-    """The keys of ``section`` (:class:`Device`, :class:`ScheduleEntry`) by name, in order."""
-    keys = (Key(f.metadata["key"] or f.name, f.name, f.metadata["read"], f.metadata["local"])
-            for f in dataclasses.fields(section) if "read" in f.metadata)
-    return {key.name: key for key in keys}
-
-
-def arguments(section: type, values: Mapping[str, Any]) -> dict[str, Any]:
-    """A section's values by key -> its dataclass's constructor arguments."""
-    keys = schema(section)
-    return {keys[name].attribute: value for name, value in values.items()}
-
-
 def load_inventory(path: str | os.PathLike[str] | None = None,
                    environ: Mapping[str, str] | None = None) -> Inventory:
     """Read, validate and return the inventory; raise one :class:`InventoryError` listing every
@@ -85,7 +61,7 @@ def load_inventory(path: str | os.PathLike[str] | None = None,
     """
     environ = os.environ if environ is None else environ
     shown = chosen_inventory(path, environ)
-    where = Path(shown).expanduser().absolute()
+    where = inventory_path(shown)
     checker = _Checker(shown, environ)
     root = checker.compose(where)
     inventory = checker.inventory(root, where) if root is not None else None
@@ -150,8 +126,8 @@ class _Checker(Fields):
     def inventory(self, root: MappingNode, where: Path) -> Inventory | None:
         top = self.fields(root, "", TOP_KEYS, "a mapping")
         settings = self._settings(top)
-        defaults = self.read_section(Device, self._section(top, "defaults", tuple(schema(Device))),
-                             "defaults")
+        found = self._section(top, "defaults", tuple(schema(Device)))
+        defaults = self.read_section(Device, found, "defaults")
         devices = self._devices(top.get("devices"), root, defaults)
         limits_found = self._section(top, "limits")
         limits = self._limits(limits_found)

@@ -7,8 +7,9 @@ import dataclasses
 from pathlib import Path
 
 from catdog.broker import chosen_url
+from catdog.fields import schema
 from catdog.inventory import BROKER_ENV, INVENTORY_ENV, Device, ScheduleEntry, chosen_inventory
-from catdog.loader import load_inventory, schema
+from catdog.loader import load_inventory
 from catdog.targets import Kind, Target
 from catdog.windows import Window, parsed
 
