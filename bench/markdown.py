@@ -1,14 +1,19 @@
-"""``python -m bench --markdown``: the README's Performance tables, from a results file (nothing
-is measured): one row per measure with CatDog's median and spread, plain Celery's, the ratio
-CatDog / plain, the goal and whether this run met it."""
+"""``python -m bench --markdown``: the tables of ``docs/performance.md``, from a results file
+(nothing is measured): one row per measure with CatDog's median and spread, plain Celery's, the
+ratio CatDog / plain, the goal and whether this run met it. ``--page docs/performance.md`` puts
+them into the page, between its two ``bench markdown tables`` comments (:func:`with_tables`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bench.report import FANOUT, KILL_SWITCH_S, PI_ZERO_RSS_MB, PROFILE
 
 PROFILES = (("compare_solo", "solo"), ("compare_prefork", "prefork -c2"))
+#: the page whose tables these are, and the comments around them there
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+START, END = "<!-- bench markdown tables: start -->", "<!-- bench markdown tables: end -->"
 
 
 def _cell(found: dict[str, Any] | None, unit: str = "") -> str:
@@ -97,3 +102,19 @@ def render(results: dict[str, Any]) -> str:
                 "", *_comparison(results, "_same_settings")]
     out += ["", "CatDog's own:", "", *_own(results)]
     return "\n".join(out)
+
+
+def tables_in(page: str) -> str | None:
+    """The generated block of a page (between START and END, without them), or None."""
+    _, start, rest = page.partition(START)
+    body, end, _ = rest.partition(END)
+    return body.strip("\n") if start and end else None
+
+
+def with_tables(page: str, tables: str) -> str:
+    """The page with its generated block replaced by ``tables``; ValueError without the block."""
+    if tables_in(page) is None:
+        raise ValueError(f"no {START} ... {END} block to put the tables in")
+    head, _, rest = page.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{tables}\n{END}{tail}"

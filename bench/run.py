@@ -124,8 +124,11 @@ def _parser() -> argparse.ArgumentParser:
                                            "each side's own: CatDog INFO, plain Celery WARNING)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
     parser.add_argument("--markdown", action="store_true", help="measure nothing: print the "
-                                                                 "results file as the README's "
-                                                                 "tables")
+                                                                 "results file as the tables of "
+                                                                 "docs/performance.md")
+    parser.add_argument("--page", type=Path, help="with --markdown: write the tables into this "
+                                                  "page (docs/performance.md) between its "
+                                                  "bench markdown tables comments, not on stdout")
     return parser
 
 
@@ -137,7 +140,18 @@ def main(argv: list[str] | None = None) -> int:
         if not args.output.exists():
             print(f"no results at {args.output}: run python -m bench first", file=sys.stderr)
             return 2
-        print(render(json.loads(args.output.read_text())))
+        tables = render(json.loads(args.output.read_text()))
+        if args.page is None:
+            print(tables)
+            return 0
+        from bench.markdown import with_tables
+
+        try:
+            args.page.write_text(with_tables(args.page.read_text(), tables))
+        except (OSError, ValueError) as exc:
+            print(f"{args.page}: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote the tables into {args.page}", file=sys.stderr)
         return 0
     from bench import compare, killswitch, launch, report, status
 

@@ -137,6 +137,28 @@ def test_markdown_tables_come_from_the_results_file(tmp_path: Path, capsys) -> N
     assert "only the layer differs" in table
 
 
+
+def test_markdown_page_gets_the_tables_between_its_comments(tmp_path: Path, capsys) -> None:
+    """``--page docs/performance.md``: the block between the two comments is replaced, the rest
+    of the page kept; a page without them is refused, unchanged."""
+    from bench.markdown import END, START, render
+
+    out = tmp_path / "results.json"
+    results = {"machine": {"cpu": "Z80", "cores": 2, "python": "3.11", "system": "Linux"},
+               "when": "2026-11-24", "fanout": {"devices": 8, "writes": _entry(1, 8)}}
+    out.write_text(json.dumps(results))
+    page = tmp_path / "performance.md"
+    page.write_text(f"# Performance\n\nintro\n\n{START}\nold tables\n{END}\n\nafter\n")
+    assert main(["--markdown", "--output", str(out), "--page", str(page)]) == 0
+    assert capsys.readouterr().out == ""
+    assert page.read_text() == (f"# Performance\n\nintro\n\n{START}\n{render(results)}\n{END}"
+                                f"\n\nafter\n")
+    bare = tmp_path / "bare.md"
+    bare.write_text("# no block\n")
+    assert main(["--markdown", "--output", str(out), "--page", str(bare)]) == 2
+    assert "no <!-- bench markdown tables: start -->" in capsys.readouterr().err
+    assert bare.read_text() == "# no block\n"
+
 def _measured(n: int) -> dict[str, int]:
     return {"n": n, "pid": os.getpid()}
 
