@@ -67,3 +67,45 @@ def test_the_rules_see_imports_inside_functions_and_relative_ones() -> None:
     assert sorted(imported_packages(source, "catdog.broker")) == [("ops", 3), ("os", 1)]
     relative = "from . import sibling\nfrom ..b import c\n"
     assert sorted(imported_packages(relative, "ops.sub.a")) == [("ops", 1), ("ops", 2)]
+
+
+def _modules(*packages: str) -> Iterator[tuple[str, ast.Module]]:
+    for package in packages:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            yield str(path.relative_to(ROOT)), ast.parse(path.read_text())
+
+
+def _strings(tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """Every string literal, and the leading text of every f-string, with its line."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr) and node.values:
+            first = node.values[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                yield first.value + "{", node.lineno
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value, node.lineno
+
+
+def test_names_that_travel_between_processes_have_one_owner() -> None:
+    from catdog import records
+
+    headers = {getattr(records, n) for n in dir(records) if n.endswith("_HEADER")}
+    headers.add("catdog_{")  # a header name built from an option name
+    owners = {"catdog/records.py", "ops/session.py"}
+    wrong = []
+    for where, tree in _modules("catdog", "workers", "ops"):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "session_name" \
+                    and where != "ops/session.py":
+                wrong.append(f"{where}:{node.lineno}: a second session_name")
+            if isinstance(node, ast.Name | ast.alias) and where != "catdog/records.py" and \
+                    (getattr(node, "id", None) or getattr(node, "name", None)) == "OFFLINE_AFTER_S":
+                wrong.append(f"{where}: tests heartbeat freshness itself (Heartbeat.is_fresh)")
+        if where in owners:
+            continue
+        for text, line in _strings(tree):
+            if text in headers:
+                wrong.append(f"{where}:{line}: spells the header {text!r} (catdog.records owns it)")
+            if text == "catdog-{":
+                wrong.append(f"{where}:{line}: builds a session name (ops.session.session_name)")
+    assert sorted(set(wrong)) == []
