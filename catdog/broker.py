@@ -1,12 +1,16 @@
 """Which broker the fleet uses: ``$CATDOG_BROKER_URL``, else ``broker:``, else the embedded Redis.
 
-The embedded Redis is started only by coordinator-side code (:mod:`ops.embedded_redis`, which needs
-the ``coordinator`` extra); workers are handed the URL by the launcher and never start one.
+The embedded Redis is started only on the coordinator, by the code the ``catdog.embedded``
+entry point ``redis`` names (:func:`ops.embedded_redis.start`, which needs the ``coordinator``
+extra): this package never imports ``ops``. Workers are handed the URL by the launcher and never
+start one. Where the embedded Redis's URL is recorded (``PORT_FILE``, ``PASSWORD_FILE`` in the
+state folder, read by :func:`embedded_url`) is this module's; the server's side writes them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import ipaddress
 import os
 import re
@@ -26,6 +30,9 @@ from catdog.inventory import BROKER_ENV, Inventory
 
 PORT_FILE = "redis.port"
 PASSWORD_FILE = "redis.password"
+#: the entry point that starts the embedded Redis: ``start(state_dir, inventory_path) -> url``
+EMBEDDED_ENTRY_POINT = ("catdog.embedded", "redis")
+NEEDS_COORDINATOR = "the embedded Redis needs the coordinator extra: pip install 'catdog[coordinator]'"
 #: what the Redis client and kombu raise when the broker does not answer (refused, timed out,
 #: password refused); :func:`translated` turns them into :class:`BrokerUnreachable`
 UNREACHABLE: tuple[type[Exception], ...] = (
@@ -38,8 +45,7 @@ CONNECT_TIMEOUT_S = 1.5
 
 def configured_url(inventory: Inventory, environ: Mapping[str, str] | None = None) -> str | None:
     """The broker the user configured (environment first), or None for the embedded one."""
-    environ = os.environ if environ is None else environ
-    return environ.get(BROKER_ENV) or inventory.broker or None
+    return chosen_url(inventory.broker, os.environ if environ is None else environ)
 
 
 def resolve(inventory: Inventory, *, start_embedded: bool,
@@ -54,10 +60,23 @@ def resolve(inventory: Inventory, *, start_embedded: bool,
     if inventory.has_remote_devices:
         raise BrokerError(f"{inventory.path}: {NEEDS_BROKER}")
     if start_embedded:
-        from ops.embedded_redis import EmbeddedRedis
-
-        return EmbeddedRedis(inventory.state_dir).ensure_running(inventory.path)
+        return start_embedded_redis(inventory)
     return embedded_url(inventory.state_dir)
+
+
+def start_embedded_redis(inventory: Inventory) -> str:
+    """Start the embedded Redis of ``inventory`` unless it runs (saying so on stderr); its URL.
+
+    It is found through the ``catdog.embedded`` entry point, which the installed CatDog declares;
+    without it (or without what it imports) the error says what to install."""
+    group, name = EMBEDDED_ENTRY_POINT
+    found = importlib.metadata.entry_points(group=group, name=name)
+    try:
+        start = next(iter(found)).load()
+    except (StopIteration, ImportError) as exc:
+        raise BrokerError(f"{inventory.path}: no broker is set and {NEEDS_COORDINATOR} "
+                          f"(or set `broker:` in the inventory)") from exc
+    return str(start(inventory.state_dir, inventory.path))
 
 
 def client(url: str, inventory: Inventory | None = None, *, socket_timeout: float = 5.0

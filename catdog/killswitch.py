@@ -16,7 +16,6 @@ not answer raises :class:`catdog.errors.BrokerUnreachable` within a few seconds:
 from __future__ import annotations
 
 import getpass
-import json
 import socket
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from catdog.errors import UsageError
 from catdog.records import (
     KILLSWITCH_COMMAND,
     KILLSWITCH_KEY,
-    OFFLINE_AFTER_S,
+    Heartbeat,
     Switch,
     heartbeat_key,
     live_nodes,
@@ -148,17 +147,17 @@ def _detail(reply: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _heartbeats(client: redis.Redis | None = None) -> dict[str, dict[str, Any] | None]:
+def _heartbeats(client: redis.Redis | None = None) -> dict[str, Heartbeat | None]:
     """Each inventory device's latest heartbeat (None when it has none)."""
     from catdog.fleet import fleet
 
     client = client or _client()
     names = list(fleet.inventory.devices)
     raws = client.mget([heartbeat_key(n) for n in names]) if names else []
-    return {n: json.loads(raw) if raw else None for n, raw in zip(names, raws, strict=True)}
+    return {n: Heartbeat.loads(raw) if raw else None for n, raw in zip(names, raws, strict=True)}
 
 
-def _reported(beat: dict[str, Any] | None, on: bool) -> str:
-    if beat is None or time.time() - beat["time"] > OFFLINE_AFTER_S:
+def _reported(beat: Heartbeat | None, on: bool) -> str:
+    if beat is None or not beat.is_fresh(time.time()):
         return "offline"
-    return "paused" if beat.get("paused") else "running"
+    return "paused" if beat.paused else "running"

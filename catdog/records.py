@@ -35,6 +35,13 @@ def heartbeat_key(device: str) -> str:
 METRICS_FLUSH_COMMAND = "catdog_metrics_flush"
 #: message header: when the caller sent the task (epoch seconds), for the queue wait
 SENT_HEADER = "catdog_sent"
+#: message headers: a call's own ``window=``, ``limit=`` and ``window_close=`` (the worker's gate
+#: reads them before the task's own defaults)
+WINDOW_HEADER = "catdog_window"
+LIMIT_HEADER = "catdog_limit"
+CLOSE_HEADER = "catdog_window_close"
+#: ``apply_async`` option -> the header that carries it to the worker
+CONTROL_HEADERS = {"window": WINDOW_HEADER, "limit": LIMIT_HEADER, "window_close": CLOSE_HEADER}
 
 TASKS_KEY = "catdog:tasks"
 #: message header: how many times workers handed the message on to another queue
@@ -136,6 +143,20 @@ class Heartbeat:
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
+    def age(self, now: float) -> float:
+        """Seconds since the worker wrote this heartbeat."""
+        return now - self.time
+
+    def is_fresh(self, now: float) -> bool:
+        """Whether the worker counts as alive at ``now``: the one test ``fab status``, ``fab
+        metrics`` and the kill switch's report use (written within :data:`OFFLINE_AFTER_S`).
+
+        >>> beat = Heartbeat("pi", "celery@pi", 1, time=100.0, started=90.0)
+        >>> beat.is_fresh(100.0 + OFFLINE_AFTER_S), beat.is_fresh(100.1 + OFFLINE_AFTER_S)
+        (True, False)
+        """
+        return self.age(now) <= OFFLINE_AFTER_S
+
     @classmethod
     def loads(cls, data: str | bytes) -> Heartbeat:
         raw: dict[str, Any] = json.loads(data)
@@ -168,4 +189,4 @@ def live_nodes(client: Any, devices: list[str], now: float | None = None) -> dic
     beats = {d: Heartbeat.loads(raw)
              for d, raw in zip(devices, client.mget([heartbeat_key(d) for d in devices]),
                                strict=True) if raw}
-    return {d: b.nodename for d, b in beats.items() if now - b.time <= OFFLINE_AFTER_S}
+    return {d: b.nodename for d, b in beats.items() if b.is_fresh(now)}

@@ -18,7 +18,7 @@ from kombu.exceptions import EncodeError
 
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
-from catdog.records import SENT_HEADER, TASKS_KEY, TaskRecord
+from catdog.records import CONTROL_HEADERS, SENT_HEADER, TASKS_KEY, TaskRecord
 from catdog.targets import Target
 from catdog.windows import parsed
 
@@ -105,8 +105,7 @@ class FleetTask(Task):
         if size is not None and size > MAX_ARGS_BYTES:
             raise TooLarge(f"task {self.name!r}: arguments of {size} bytes as JSON, over the "
                            f"{MAX_ARGS_BYTES}-byte limit; pass a path or URL to the data instead")
-        headers = {f"catdog_{k}": options.pop(k) for k in ("window", "limit", "window_close")
-                   if options.get(k)}
+        headers = {header: options.pop(k) for k, header in CONTROL_HEADERS.items() if options.get(k)}
         headers[SENT_HEADER] = time.time()  # the worker's metrics measure the queue wait from it
         options["headers"] = {**(options.get("headers") or {}), **headers}
         if self.target_arg and "queue" not in options:

@@ -49,6 +49,12 @@ def redis_server_binary() -> str:
     return found
 
 
+def start(state_dir: Path, inventory: Path | None = None) -> str:
+    """Start the embedded Redis in ``state_dir`` unless it answers; its URL. The ``catdog.embedded``
+    entry point ``redis``: how :func:`catdog.broker.resolve` starts it without importing ``ops``."""
+    return EmbeddedRedis(state_dir).ensure_running(inventory)
+
+
 class EmbeddedRedis:
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir)

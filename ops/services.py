@@ -27,17 +27,13 @@ from ops.beat import node_key
 from ops.files import write_private
 from ops.logfile import rotating_append
 from ops.results import ALREADY_RUNNING, FAILED, RUNNING, STOPPED, DeviceResult
-from ops.session import run_env
+from ops.session import run_env, session_name
 from ops.tmux import Tmux
 
 BEAT = "beat"
 FLOWER = "flower"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
-
-
-def session_name(service: str) -> str:
-    return f"catdog-{service}"
 
 
 def _launch(inventory: Inventory, service: str, argv: list[str], env: str

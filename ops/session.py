@@ -24,8 +24,10 @@ STATE_DIR = ".catdog"  # under an SSH device's workdir: run files and logs
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def session_name(device: str) -> str:
-    return f"{SESSION_PREFIX}{device}"
+def session_name(name: str) -> str:
+    """The tmux session of a device's worker, or of a coordinator service (``beat``, ``flower``):
+    ``catdog-<name>``. The one place the name is built (a device may not be named like a service)."""
+    return f"{SESSION_PREFIX}{name}"
 
 
 def referenced_variables(inventory: Inventory, environ: dict[str, str] | None = None

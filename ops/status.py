@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from catdog.inventory import Device, Inventory
-from catdog.records import OFFLINE_AFTER_S, Heartbeat, heartbeat_key
+from catdog.records import Heartbeat, heartbeat_key
 from catdog.routing import device_queue, queue_keys
 from ops import ownership
 from ops.session import session_name
@@ -53,8 +53,8 @@ def _row(device: Device, raw: bytes | None, backlog: int | None, now: float,
          panes: dict[str, Pane], foreign: dict[str, str], stopped: bool = False
          ) -> dict[str, Any]:
     beat = Heartbeat.loads(raw) if raw else None
-    age = round(now - beat.time, 1) if beat else None
-    state, reason = _stopped(device, panes) if stopped else _state(device, beat, age, panes)
+    age = round(beat.age(now), 1) if beat else None
+    state, reason = _stopped(device, panes) if stopped else _state(device, beat, now, panes)
     if device.is_local and session_name(device.name) in foreign:  # another inventory's worker
         beat, age, state, reason = None, None, OFFLINE, foreign[session_name(device.name)]
     live = beat is not None and state != OFFLINE
@@ -82,7 +82,7 @@ def _stopped(device: Device, panes: dict[str, Pane]) -> tuple[str, str]:
     return OFFLINE, FLEET_STOPPED
 
 
-def _state(device: Device, beat: Heartbeat | None, age: float | None, panes: dict[str, Pane]
+def _state(device: Device, beat: Heartbeat | None, now: float, panes: dict[str, Pane]
            ) -> tuple[str, str]:
     if device.is_local:
         pane = panes.get(session_name(device.name))
@@ -90,10 +90,10 @@ def _state(device: Device, beat: Heartbeat | None, age: float | None, panes: dic
             return OFFLINE, "not launched"
         if pane.dead:
             return OFFLINE, f"worker exited with status {pane.dead_status}"
-    if beat is None or age is None:
+    if beat is None:
         return OFFLINE, "no heartbeat"
-    if age > OFFLINE_AFTER_S:
-        return OFFLINE, f"last heartbeat {age:.0f}s ago"
+    if not beat.is_fresh(now):
+        return OFFLINE, f"last heartbeat {beat.age(now):.0f}s ago"
     running = f"running {', '.join(beat.active_names)}" if beat.active else ""
     if beat.paused:
         return PAUSED, "kill switch on" + (f"; still {running}" if running else "")

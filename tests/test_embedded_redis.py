@@ -89,3 +89,58 @@ def test_starting_it_says_so_on_stderr_once(server: EmbeddedRedis, capfd: pytest
                         f"(data in {server.dir}); `fab stop --inventory {inventory}` stops it\n")
     server.ensure_running(inventory)
     assert capfd.readouterr().err == ""
+
+
+SCRIPT = """
+import sys
+for name in sys.argv[1:]:  # a CatDog installed without these (the coordinator's side)
+    class Block:
+        def find_spec(self, module, path=None, target=None, name=name):
+            if module.split(".")[0] == name:
+                raise ImportError("not installed: " + module)
+    sys.meta_path.insert(0, Block())
+from catdog.tasks.examples import whoami
+try:
+    whoami.delay()
+except Exception as exc:
+    print(type(exc).__name__ + ": " + str(exc))
+else:
+    print("sent")
+"""
+
+
+def _user_script(tmp_path: Path, *blocked: str) -> tuple[str, str]:
+    """A user's own script on the coordinator sends a task; its (stdout, stderr)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "catdog.yaml").write_text("devices:\n  pc:\n    host: local\n")
+    env = {**os.environ, "CATDOG_INVENTORY": str(tmp_path / "catdog.yaml")}
+    env.pop("CATDOG_BROKER_URL", None)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, *blocked], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip(), done.stderr
+
+
+def test_a_users_script_on_the_coordinator_starts_the_embedded_redis(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / ".catdog")
+    try:
+        out, err = _user_script(tmp_path)
+        assert out == "sent"
+        assert "catdog: started the embedded Redis for " in err
+        assert server.answers()
+        queued = redis.Redis.from_url(server.url)
+        assert sum(queued.llen(k) for k in queued.scan_iter() if queued.type(k) == b"list") == 1
+    finally:
+        server.stop()
+
+
+def test_without_the_coordinators_code_the_script_is_told_what_to_install(tmp_path: Path
+                                                                          ) -> None:
+    out, err = _user_script(tmp_path, "ops")
+    assert out == (f"BrokerError: {tmp_path / 'catdog.yaml'}: no broker is set and the embedded "
+                   "Redis needs the coordinator extra: pip install 'catdog[coordinator]' "
+                   "(or set `broker:` in the inventory)")
+    assert "started the embedded Redis" not in err
+    assert not (tmp_path / ".catdog" / "redis.pid").exists()

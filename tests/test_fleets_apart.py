@@ -20,6 +20,7 @@ from catdog.loader import load_inventory
 from ops import ownership, services
 from ops.embedded_redis import alive
 from ops.results import FAILED, READY, STOPPED
+from ops.session import session_name
 from ops.tmux import OWNER_OPTION, Tmux
 
 from .conftest import ROOT, Sshd, device_spec
@@ -112,7 +113,7 @@ def test_beat_and_flower_sessions_of_another_inventory_are_left_alone(two, redis
     mine, other = load_inventory(first), load_inventory(second)
     tmux = Tmux(socket)
     for service in (services.BEAT, services.FLOWER):
-        name = services.session_name(service)
+        name = session_name(service)
         assert tmux.new_session(name, ["sleep", "300"], str(first.parent),
                                 owner=ownership.record(mine))
     started = services.start_beat(other, redis_url)
@@ -122,7 +123,7 @@ def test_beat_and_flower_sessions_of_another_inventory_are_left_alone(two, redis
     for service in (services.BEAT, services.FLOWER):
         stopped = services.stop_service(other, service)
         assert stopped is not None and stopped.state == "FAILED", stopped
-        assert not tmux.pane(services.session_name(service)).dead
+        assert not tmux.pane(session_name(service)).dead
         assert services.stop_service(mine, service).state == "STOPPED"
     assert tmux.panes() == {}
 

@@ -33,16 +33,13 @@ from catdog.deferral import Deferrals
 from catdog.errors import CatDogError, NoRoute
 from catdog.inventory import Device, Inventory, Limit
 from catdog.limits import Limiter
-from catdog.records import HOPS_HEADER
+from catdog.records import CLOSE_HEADER, HOPS_HEADER, LIMIT_HEADER, WINDOW_HEADER
 from catdog.routing import forward_queue, serves
 from catdog.windows import next_start, now_in, parsed
 from workers.killswitch import switch
 
 log = logging.getLogger(__name__)
 
-WINDOW_HEADER = "catdog_window"
-LIMIT_HEADER = "catdog_limit"
-CLOSE_HEADER = "catdog_window_close"
 #: with window_close="stop": seconds between the soft time limit at the close and the kill
 STOP_GRACE_S = 10.0
 MOVE_EVERY_S = 1.0
