@@ -60,9 +60,11 @@ def test_a_failed_launch_is_retried_from_scratch_once_fixed(make_fleet) -> None:
     fleet = make_fleet({"a": device_spec([])}, imports=["flaky_tasks"])
     module = fleet.folder / "flaky_tasks.py"
     module.write_text("raise SystemExit(4)\n")
-    assert fleet.launch()[0].state == FAILED
+    first = fleet.launch()[0]
+    assert first.state == FAILED, first.as_dict()
     module.write_text("VALUE = 1\n")
-    assert fleet.launch()[0].state == READY
+    again = fleet.launch()[0]
+    assert again.state == READY, again.as_dict()
 
 
 def test_worker_refuses_root_unless_allowed(make_fleet) -> None:
