@@ -14,8 +14,10 @@ Each takes the inventory path (default: ``$CATDOG_INVENTORY``, else ``./catdog.y
 A bad inventory raises :class:`catdog.InventoryError` before anything starts; a broker that does
 not answer raises :class:`catdog.errors.BrokerUnreachable` (a ``BrokerError``), at once for the
 calls that need it (launch, restart, beat, flower, metrics) and never the Redis client's own
-``ConnectionError``. A call that starts the embedded Redis says so on stderr; ``status`` and
-``stop`` never start it.
+``ConnectionError``. A call that starts the embedded Redis says so on stderr; ``status``,
+``stop`` and reading the kill switch never start it. ``status`` returns a row per device,
+``logs`` each device's log text, ``killswitch`` the switch's report (every ``fab`` command is one
+of these calls, :mod:`ops.commands`).
 """
 
 from __future__ import annotations
