@@ -1,7 +1,9 @@
 """CatDog's one exception tree.
 
-Every error CatDog raises on purpose derives from :class:`CatDogError`. Commands map these to exit
-statuses once, at their edge (:data:`EXIT_STATUS`); library code never calls ``sys.exit``.
+Every error CatDog raises on purpose derives from :class:`CatDogError` and carries its process
+exit status (``exit_status``: 1 unless the class says otherwise; :func:`exit_status` reads it).
+Commands map errors to exit statuses once, at their edge (:func:`catdog.edge.run`); library code
+never calls ``sys.exit``.
 """
 
 from __future__ import annotations

@@ -14,28 +14,30 @@ Each takes the inventory path (default: ``$CATDOG_INVENTORY``, else ``./catdog.y
 A bad inventory raises :class:`catdog.InventoryError` before anything starts; a broker that does
 not answer raises :class:`catdog.errors.BrokerUnreachable` (a ``BrokerError``), at once for the
 calls that need it (launch, restart, beat, flower, metrics) and never the Redis client's own
-``ConnectionError``. A call that starts the embedded Redis says so on stderr; ``status`` and
-``stop`` never start it.
+``ConnectionError``. A call that starts the embedded Redis says so on stderr; ``status``,
+``stop`` and reading the kill switch never start it. ``status`` returns a row per device,
+``logs`` each device's log text, ``killswitch`` the switch's report (every ``fab`` command is one
+of these calls, :mod:`ops.commands`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from catdog import broker
-from catdog.errors import BrokerError, BrokerUnreachable, CatDogError
+from catdog import broker, edge
+from catdog.errors import BrokerError, CatDogError, UsageError
 from catdog.fleet import fleet
 from catdog.inventory import Device, Inventory
+from catdog.killswitch import Report
 from catdog.loader import load_inventory
 from ops.fanout import EventCallback
 from ops.results import DeviceResult
 
 Devices = str | Sequence[str] | None
-Call = TypeVar("Call", bound=Callable[..., Any])
 
 
 class GroupResult(dict[str, DeviceResult]):
@@ -57,28 +59,9 @@ class GroupResult(dict[str, DeviceResult]):
         return not self.failed
 
 
-def broker_error(error: BaseException) -> BrokerUnreachable:
-    """The one-line :class:`BrokerUnreachable` for a Redis or kombu connection ``error`` raised
-    while working on the fleet this process talks to."""
-    try:
-        inv = fleet.inventory
-        url = broker.resolve(inv, start_embedded=False)
-    except CatDogError:
-        return broker.unreachable("(the fleet's broker)", error)
-    return broker.unreachable(url, error, inv)
-
-
-def _broker_errors(call: Call) -> Call:
-    """``call`` raises BrokerUnreachable where the Redis client or kombu raised theirs."""
-
-    @functools.wraps(call)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return call(*args, **kwargs)
-        except broker.UNREACHABLE as exc:
-            raise broker_error(exc) from exc
-
-    return run  # type: ignore[return-value]
+#: a Redis or kombu connection error as the one-line BrokerUnreachable (see :mod:`catdog.edge`)
+broker_error = edge.broker_error
+_broker_errors = edge.broker_errors
 
 
 def _broker(inv: Inventory) -> str:
@@ -262,3 +245,57 @@ def running_broker(inv: Inventory) -> str | None:
         return configured
     embedded = EmbeddedRedis(inv.state_dir)
     return embedded.url if embedded.answers() else None
+
+
+@_broker_errors
+def logs(inventory: str | None = None, devices: Devices = None, *, lines: int = 50,
+         color: bool = False, follow: bool = False) -> dict[str, str]:
+    """The last ``lines`` lines of each device's worker log, by device name (plain text unless
+    ``color``). ``follow``: stream the one device's log to stdout until Ctrl-C, and return {}."""
+    from ops import logs as worker_logs
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    if follow:
+        if len(selected) != 1:
+            raise UsageError("--follow takes exactly one device: --devices NAME")
+        worker_logs.follow(inv, selected[0], lines, color)
+        return {}
+    return {d.name: worker_logs.recent(inv, d, lines, color) for d in selected}
+
+
+@dataclass
+class StoppedSwitch:
+    """The kill switch of a stopped fleet: it is kept in the embedded Redis, which is not started
+    just to read it (``on`` is None: unknown)."""
+
+    devices: list[dict[str, Any]]
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"on": None, "reason": "", "by": "", "at": 0.0, "hard": False, "note": self.note,
+                "devices": self.devices}
+
+
+@_broker_errors
+def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = False,
+               reason: str = "", hard: bool = False) -> Report | StoppedSwitch:
+    """Turn the fleet's kill switch on (``reason`` required; ``hard`` also terminates running
+    tasks and re-queues them) or off, or (neither) read it with each device's state. Reading a
+    stopped fleet starts nothing (a :class:`StoppedSwitch`)."""
+    from catdog import killswitch as switch
+    from ops.status import FLEET_STOPPED
+
+    if on and off:
+        raise UsageError("--on and --off together: choose one")
+    if hard and not on:
+        raise UsageError("--hard goes with --on (it terminates running tasks and re-queues them)")
+    inv = load(inventory)
+    if not (on or off) and running_broker(inv) is None:
+        return StoppedSwitch(
+            [{"device": name, "state": "offline", "detail": FLEET_STOPPED} for name in inv.devices],
+            f"{FLEET_STOPPED}: the switch is kept there and holds again when `fab launch` "
+            f"starts it")
+    if on:
+        return switch.engage(reason, hard=hard)
+    return switch.release() if off else switch.devices_state()

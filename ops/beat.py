@@ -190,12 +190,7 @@ def run(inventory: Inventory, broker_url: str, node: str | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from catdog.errors import CatDogError, InventoryError, exit_status
-    from catdog.fleet import fleet
-    from catdog.loader import load_inventory
-    from catdog.taskmodules import import_tasks
-    from ops.tasknames import unknown_tasks
-    from workers.cli import load_env_file
+    from catdog import edge
 
     parser = argparse.ArgumentParser(prog="python -m ops.beat", description=__doc__)
     parser.add_argument("--inventory", required=True)
@@ -204,20 +199,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="[%(asctime)s] %(name)s %(levelname)s: %(message)s")
+    # also when started without `fab beat` (systemd, by hand)
+    return edge.run("catdog beat", lambda: start(args))
+
+
+def start(args: argparse.Namespace) -> int:
+    """Load and check the inventory and its schedule's tasks, then :func:`run`."""
+    from catdog.errors import InventoryError
+    from catdog.fleet import fleet
+    from catdog.loader import load_inventory
+    from catdog.taskmodules import import_tasks
+    from ops.tasknames import unknown_tasks
+    from workers.cli import load_env_file
+
     if args.env_file:
         load_env_file(Path(args.env_file))
     from catdog import app
 
-    try:
-        inventory = load_inventory(args.inventory)
-        fleet.use_loaded(inventory)
-        import_tasks(inventory)
-        problems = unknown_tasks(inventory, app.tasks)
-        if problems:
-            raise InventoryError(problems)
-    except CatDogError as exc:  # also when started without `fab beat` (systemd, by hand)
-        print(f"catdog beat: {exc}", file=sys.stderr, flush=True)
-        return exit_status(exc)
+    inventory = load_inventory(args.inventory)
+    fleet.use_loaded(inventory)
+    import_tasks(inventory)
+    problems = unknown_tasks(inventory, app.tasks)
+    if problems:
+        raise InventoryError(problems)
     return run(inventory, app.conf.broker_url, args.node)
 
 

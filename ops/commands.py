@@ -1,291 +1,169 @@
-"""The command edge: what each ``fab`` command prints, and its exit status (the work is in
-:mod:`ops.api` and the modules it calls).
+"""The ``fab`` commands as one table: each :class:`Command` names its :mod:`ops.api` function, its
+options (each spelled once: name, how its value is read, default, help) and its renderer in
+:mod:`ops.render`. :mod:`ops.fab` makes the invoke tasks from the table; from Python,
+``commands.launch("catdog.yaml", "cam", json=True)`` runs a command as ``fab`` does and returns
+its exit status.
 
-Errors become exit statuses here and only here (:func:`catdog.errors.exit_status`): a bad
-inventory or option value exits 2 before anything starts (option values are read by
-:mod:`ops.options`); a broker that does not answer is one line saying which and what to
-check. ``--json`` puts one JSON document on stdout and nothing else; progress goes to stderr.
+A command reads its option values first (:mod:`ops.options`: a bad one exits 2 before anything
+starts), calls its API function, and shows what it returned. Errors become exit statuses at one
+edge, :func:`catdog.edge.run` (also the workers', the scheduler's and Flower's): a CatDogError is
+one line on stderr and its status; a broker that does not answer is one line saying which and what
+to check.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-import threading
-import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any
 
-from catdog import broker
-from catdog.errors import CatDogError, UsageError, exit_status
-from ops import api, options, results
-from ops.results import DeviceResult
+from ops import options
+
+Reader = Callable[[str, Any], Any]
 
 
-def guarded(command: Callable[..., int]) -> Callable[..., int]:
-    """Run ``command``; a CatDogError is printed to stderr and mapped to its exit status, and so
-    is a broker that stops answering on the way (the Redis client's or kombu's error)."""
+@dataclass(frozen=True)
+class Option:
+    """One option: ``--name`` for ``fab``, ``name=`` from Python.
 
-    def run(*args: Any, **kwargs: Any) -> int:
+    A value option's ``fab`` default is a string (``"30"``) and ``read`` reads it: invoke would
+    cast it itself and answer a bad value with a ``ValueError`` traceback, not one line and exit
+    status 2. ``keyword``: the API function's name for it (None: it is the renderer's, like
+    ``--json``)."""
+
+    name: str
+    help: str
+    default: str | bool = ""
+    read: Reader | None = None
+    keyword: str | None = ""
+
+    def value(self, given: Any) -> Any:
+        return self.read(f"--{self.name}", given) if self.read else given
+
+    @property
+    def api_keyword(self) -> str | None:
+        return self.name if self.keyword == "" else self.keyword
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``fab`` command: ``doc`` is its help, ``api`` and ``render`` name the functions of
+    :mod:`ops.api` and :mod:`ops.render` (imported only when it runs: ``fab --list`` stays quick);
+    ``progress``: the API function gets an ``on_event`` that prints progress on stderr; ``check``
+    refuses a combination of option values before anything starts."""
+
+    name: str
+    doc: str
+    api: str
+    options: tuple[Option, ...]
+    render: str
+    progress: bool = False
+    check: Callable[[dict[str, Any]], None] | None = None
+
+    def __call__(self, *args: Any, **given: Any) -> int:
+        """Run it from Python: options by position (in the table's order) or by name (``as_json``
+        is accepted for ``json``); returns the exit status."""
+        if "as_json" in given:
+            given["json"] = given.pop("as_json")
+        given.update(zip((o.name for o in self.options), args, strict=False))
+        return self.run(given)
+
+    def run(self, given: dict[str, Any]) -> int:
+        """The exit status of the command with the option values ``given`` (missing: defaults)."""
+        from catdog import edge
+
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        try:
-            try:
-                return command(*args, **kwargs)
-            except broker.UNREACHABLE as exc:
-                raise api.broker_error(exc) from exc
-        except CatDogError as exc:
-            print(f"catdog: {exc}", file=sys.stderr)
-            return exit_status(exc)
+        return edge.run("catdog", lambda: self._run(given))
 
-    run.__name__ = command.__name__
-    run.__doc__ = command.__doc__
-    return run
+    def _run(self, given: dict[str, Any]) -> int:
+        from ops import api, render
 
+        values = {o.name: o.value(given.get(o.name, o.default)) for o in self.options}
+        if self.check:
+            self.check(values)
+        kwargs = {o.api_keyword: values[o.name] for o in self.options if o.api_keyword}
+        if self.progress:
+            kwargs["on_event"] = render.progress()
+        function = getattr(api, self.api)
 
-def _progress(out: TextIO = sys.stderr) -> Callable[[str, str, str], None]:
-    """Live progress, one line per device event (devices report from parallel threads)."""
-    lock = threading.Lock()
+        def call() -> Any:
+            return function(**kwargs)
 
-    def show(device: str, event: str, detail: str) -> None:
-        line = f"  {device}: {event}" + (f" ({detail})" if detail else "") + "\n"
-        with lock:
-            out.write(line)
-            out.flush()
-
-    return show
+        shown: int = getattr(render, self.render)(call(), render.Shown(values, call))
+        return shown
 
 
-def _emit(found: list[DeviceResult], as_json: bool, text: str) -> int:
-    print(results.to_json([r.as_dict() for r in found]) if as_json else text, flush=True)
-    return 0 if results.all_ok(found) else 1
+def _refuse_watched_json(values: dict[str, Any]) -> None:
+    from ops.render import refuse_watched_json
+
+    refuse_watched_json(values)
 
 
-@guarded
-def launch(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
-           timeout: float | str = 30.0, loglevel: str | None = None) -> int:
-    """Start workers in tmux; READY only when each answers a ping."""
-    devices = options.devices("--devices", devices)
-    timeout = options.seconds("--timeout", timeout)
-    found = list(api.launch(inventory, devices, timeout=timeout, on_event=_progress(),
-                            loglevel=loglevel).values())
-    return _emit(found, as_json, results.launch_report(found))
+INVENTORY = Option("inventory", "inventory file (default: $CATDOG_INVENTORY, else ./catdog.yaml)",
+                   read=options.text)
+DEVICES = Option("devices", "comma-separated device names (default: all)", read=options.devices)
+JSON = Option("json", "print one JSON document on stdout", False, keyword=None)
+TIMEOUT = Option("timeout", "seconds to wait per device (default 30)", "30", options.seconds)
+LOGLEVEL = Option("loglevel", "the workers' log level (default INFO; DEBUG adds Celery's line per "
+                              "task)", read=options.text)
 
+launch = Command(
+    "launch", "Start each device's worker in tmux; READY once it answers a ping.", "launch",
+    (INVENTORY, DEVICES, JSON, TIMEOUT, LOGLEVEL), "launched", progress=True)
+stop = Command(
+    "stop", "Warm shutdown (running tasks finish); without --devices also stops the embedded "
+            "Redis.", "stop",
+    (INVENTORY, DEVICES, JSON, TIMEOUT,
+     Option("force", "kill workers instead of a warm shutdown", False)), "stopped", progress=True)
+restart = Command("restart", "Stop, then launch.", "restart",
+                  (INVENTORY, DEVICES, JSON, TIMEOUT, LOGLEVEL), "launched", progress=True)
+status = Command(
+    "status", "A row per device: offline / idle / busy / paused, tasks, backlog, load, memory.",
+    "status",
+    (INVENTORY, DEVICES, JSON,
+     Option("watch", "redraw every second until Ctrl-C", False, keyword=None)),
+    "status", check=_refuse_watched_json)
+logs = Command(
+    "logs", "A worker's recent output, kept on its device; --follow streams it.", "logs",
+    (INVENTORY, DEVICES,
+     Option("lines", "how many of the last lines to show (default 50)", "50", options.count),
+     Option("follow", "keep streaming new lines until Ctrl-C (one device)", False),
+     Option("color", "keep the worker's colour codes (default: plain text)", False)), "logs")
+deploy = Command(
+    "deploy", "Put this project on each SSH device: CatDog into its venv (created if missing), "
+              "the task\n    modules into its workdir; idempotent.", "deploy",
+    (INVENTORY, DEVICES, JSON), "deployed", progress=True)
+doctor = Command(
+    "doctor", "Check each device (SSH, host key, Python, CatDog, tmux, broker, clock) and say the "
+              "fixes.", "doctor", (INVENTORY, DEVICES, JSON), "doctor", progress=True)
+killswitch = Command(
+    "killswitch", "Kill switch: --on --reason TEXT pauses the whole fleet, --off resumes, no flag "
+                  "shows it.", "killswitch",
+    (INVENTORY,
+     Option("on", "stop the whole fleet from starting tasks (needs --reason)", False),
+     Option("off", "let the fleet start tasks again", False),
+     Option("reason", "why the switch is on (shown to whoever looks)"),
+     Option("hard", "with --on: also terminate running tasks and re-queue them (prefork pool)",
+            False),
+     JSON), "killswitch")
+beat = Command(
+    "beat", "Start the scheduler (schedule:) in tmux session catdog-beat; one is active "
+            "fleet-wide.", "beat", (INVENTORY, JSON), "beat")
+metrics = Command(
+    "metrics", "Gather every device's task metrics (InfluxDB line protocol) into metrics/.",
+    "metrics",
+    (INVENTORY, DEVICES,
+     Option("since", "only the last period, like 15m, 1h or 2d (default: everything kept)",
+            read=options.duration, keyword="since_s"),
+     JSON), "metrics", progress=True)
+flower = Command(
+    "flower", "Start Flower for the fleet in tmux session catdog-flower; prints its URL.", "flower",
+    (INVENTORY,
+     Option("port", "Flower's port (default 5555)", "5555", options.port),
+     Option("address", "Flower's address (default 127.0.0.1; beyond loopback needs "
+                       "$CATDOG_FLOWER_AUTH)", "127.0.0.1", options.address),
+     JSON), "flower")
 
-@guarded
-def stop(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
-         timeout: float | str = 30.0, force: bool = False) -> int:
-    """Warm shutdown (then kill after ``timeout``); the whole fleet also stops the embedded Redis."""
-    devices = options.devices("--devices", devices)
-    timeout = options.seconds("--timeout", timeout)
-    found = list(api.stop(inventory, devices, timeout=timeout, force=force,
-                          on_event=_progress()).values())
-    rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
-    return _emit(found, as_json, results.table(rows, ("DEVICE", "STATE", "TIME", "REASON")))
-
-
-@guarded
-def restart(inventory: str | None = None, devices: str | None = None, as_json: bool = False,
-            timeout: float | str = 30.0, loglevel: str | None = None) -> int:
-    """Stop then launch the selected devices (the broker stays up)."""
-    devices = options.devices("--devices", devices)
-    timeout = options.seconds("--timeout", timeout)
-    found = list(api.restart(inventory, devices, timeout=timeout, on_event=_progress(),
-                             loglevel=loglevel).values())
-    return _emit(found, as_json, results.launch_report(found))
-
-
-@guarded
-def beat(inventory: str | None = None, as_json: bool = False) -> int:
-    """Start the scheduler in tmux; returns once it has reported (active or standby)."""
-    return _service_report(list(api.beat(inventory).values()), as_json, "REASON")
-
-
-@guarded
-def flower(inventory: str | None = None, port: int | str = 5555, address: str = "127.0.0.1",
-           as_json: bool = False) -> int:
-    """Start Flower for the fleet in tmux; returns once it answers, with its URL."""
-    port = options.port("--port", port)
-    address = options.address("--address", address)
-    found = list(api.flower(inventory, port=port, address=address).values())
-    return _service_report(found, as_json, "URL / REASON")
-
-
-def _service_report(found: list[DeviceResult], as_json: bool, reason_header: str) -> int:
-    """A coordinator service's row, and its last output lines when it failed to start."""
-    rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
-    text = results.table(rows, ("SERVICE", "STATE", "TIME", reason_header))
-    for r in found:
-        if r.output:
-            text += f"\n--- {r.device}: last output lines ---\n" + "\n".join(r.output)
-    return _emit(found, as_json, text)
-
-
-@guarded
-def show_status(inventory: str | None = None, devices: str | None = None,
-                as_json: bool = False, watch: bool = False) -> int:
-    """A row per device: state, capabilities, active, done, failed, heartbeat age, backlog, load
-    and memory; ``watch`` redraws it every second until Ctrl-C."""
-    devices = options.devices("--devices", devices)
-    if watch and as_json:
-        raise UsageError("--watch redraws a table for people; scripts poll --json instead")
-    inv = api.load(inventory)
-    selected = inv.select(devices)
-    if as_json:
-        print(results.to_json(api.status_of(inv, selected)), flush=True)
-        return 0
-    while True:
-        text = status_table(api.status_of(inv, selected))
-        if not watch:
-            print(text, flush=True)
-            return 0
-        print(f"\x1b[H\x1b[2J{text}\n\n(every 1 s; Ctrl-C stops)", flush=True)
-        try:
-            time.sleep(1.0)
-        except KeyboardInterrupt:
-            return 0
-
-
-def status_table(rows: list[dict[str, Any]]) -> str:
-    def active(r: dict[str, Any]) -> str:
-        return f"{r['active']} {','.join(r['active_tasks'])}".strip() if r["active"] else "0"
-
-    cells = [(r["device"], r["state"], ",".join(r["capabilities"]), active(r), r["done"],
-              r["failed"], "-" if r["heartbeat_age_s"] is None else r["heartbeat_age_s"],
-              "-" if r["backlog"] is None else r["backlog"], "-" if r["load"] is None else r["load"],
-              "-" if r["rss_mb"] is None else r["rss_mb"], r["reason"]) for r in rows]
-    return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
-                                 "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "REASON"))
-
-
-@guarded
-def logs(inventory: str | None = None, devices: str | None = None, lines: int | str = 50,
-         follow: bool = False, color: bool = False) -> int:
-    """The recent output of one device's worker; ``follow`` streams it until Ctrl-C; plain text
-    unless ``color``."""
-    from ops import logs as worker_logs
-
-    devices = options.devices("--devices", devices)
-    lines = options.count("--lines", lines)
-    inv = api.load(inventory)
-    selected = inv.select(devices)
-    if follow:
-        if len(selected) != 1:
-            raise UsageError("--follow takes exactly one device: --devices NAME")
-        return worker_logs.follow(inv, selected[0], lines, color)
-    for device in selected:
-        text = worker_logs.recent(inv, device, lines, color)
-        print(f"==> {device.name} <==\n{text}" if len(selected) > 1 else text, end="", flush=True)
-    return 0
-
-
-@guarded
-def deploy(inventory: str | None = None, devices: str | None = None, as_json: bool = False) -> int:
-    """Install this checkout on each SSH device (venv created if missing); says what changed."""
-    devices = options.devices("--devices", devices)
-    found = list(api.deploy(inventory, devices, on_event=_progress()).values())
-    rows = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in found]
-    text = [results.table(rows, ("DEVICE", "STATE", "TIME", "WHAT CHANGED / REASON"))]
-    for r in found:
-        if r.output:
-            text += [f"\n--- {r.device}: last output lines ---", *r.output]
-    return _emit(found, as_json, "\n".join(text))
-
-
-@guarded
-def doctor(inventory: str | None = None, devices: str | None = None, as_json: bool = False) -> int:
-    """Per device: host key, SSH, Python, CatDog, tmux, broker from the device, clock skew."""
-    from ops.doctor import CHECKS, DoctorResult
-
-    devices = options.devices("--devices", devices)
-    found = [r for r in api.doctor(inventory, devices, on_event=_progress()).values()
-             if isinstance(r, DoctorResult)]
-    cells = [(r.device, r.state, *(_cell(r.check(n).ok, r.check(n).detail) for n in CHECKS))
-             for r in found]
-    text = [results.table(cells, ("DEVICE", "STATE", *(n.upper().replace("_", " ")
-                                                       for n in CHECKS)))]
-    failed = [(r.device, c) for r in found for c in r.checks if c.ok is False]
-    if failed:
-        text.append("\nTo fix:")
-        text += [f"  {device}: {c.name}: {c.detail}" + (f"\n      fix: {c.fix}" if c.fix else "")
-                 for device, c in failed]
-    return _emit(list(found), as_json, "\n".join(text))
-
-
-def _cell(ok: bool | None, detail: str) -> str:
-    if ok is None:
-        return "-"
-    if not ok:
-        return "FAIL"
-    return detail.split(" ")[0] if len(detail) > 14 else detail
-
-
-@guarded
-def killswitch(inventory: str | None = None, on: bool = False, off: bool = False,
-               reason: str = "", hard: bool = False, as_json: bool = False) -> int:
-    """Turn the fleet's kill switch on or off, or show it (who, when, why, each device)."""
-    import datetime
-    import json
-
-    from catdog import killswitch as switch
-
-    if on and off:
-        raise UsageError("--on and --off together: choose one")
-    if hard and not on:
-        raise UsageError("--hard goes with --on (it terminates running tasks and re-queues them)")
-    inv = api.load(inventory)
-    if not (on or off) and api.running_broker(inv) is None:
-        return _switch_of_stopped_fleet(inv, as_json)  # read-only: starts nothing
-    if on:
-        report = switch.engage(reason, hard=hard)
-    elif off:
-        report = switch.release()
-    else:
-        report = switch.devices_state()
-    if as_json:
-        print(json.dumps(report.as_dict(), indent=2), flush=True)
-        return 0
-    s = report.switch
-    when = (datetime.datetime.fromtimestamp(s.at).astimezone().isoformat(timespec="seconds")
-            if s.at else "never set")
-    head = (f"kill switch ON{' (hard)' if s.hard else ''} since {when} by {s.by}: {s.reason}"
-            if s.on else "kill switch off" + (f" (since {when}, by {s.by})" if s.at else ""))
-    rows = [(r["device"], r["state"], r["detail"]) for r in report.devices]
-    print(head + "\n\n" + results.table(rows, ("DEVICE", "STATE", "DETAIL")), flush=True)
-    return 0
-
-
-def _switch_of_stopped_fleet(inv: Any, as_json: bool) -> int:
-    """``fab killswitch`` on a stopped fleet: the switch is kept in the embedded Redis, which is
-    not started just to read it."""
-    import json
-
-    from ops.status import FLEET_STOPPED
-
-    rows = [{"device": name, "state": "offline", "detail": FLEET_STOPPED} for name in inv.devices]
-    note = (f"{FLEET_STOPPED}: the switch is kept there and holds again when `fab launch` "
-            f"starts it")
-    if as_json:
-        print(json.dumps({"on": None, "reason": "", "by": "", "at": 0.0, "hard": False,
-                          "note": note, "devices": rows}, indent=2), flush=True)
-        return 0
-    cells = [(r["device"], r["state"], r["detail"]) for r in rows]
-    print(f"kill switch unknown: {note}\n\n" + results.table(cells, ("DEVICE", "STATE", "DETAIL")),
-          flush=True)
-    return 0
-
-
-@guarded
-def metrics(inventory: str | None = None, devices: str | None = None, since: str = "",
-            as_json: bool = False) -> int:
-    """Gather every device's task metrics (InfluxDB line protocol) into metrics/."""
-    from catdog.durations import parse_duration
-
-    devices = options.devices("--devices", devices)
-    since_s = None
-    if since:
-        since_s = parse_duration(since)
-        if since_s is None:
-            raise UsageError(f"--since {since!r}: expected a duration like 90s, 15m, 1h or 2d")
-    found = list(api.metrics(inventory, devices, since_s=since_s, on_event=_progress()).values())
-    rows = [(r.device, r.state, r.reason) for r in found]
-    return _emit(found, as_json, results.table(rows, ("DEVICE", "STATE", "WHAT")))
+#: every command, as ``fab --list`` shows them
+COMMANDS = (beat, deploy, doctor, flower, killswitch, launch, logs, metrics, restart, status, stop)

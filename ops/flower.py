@@ -30,24 +30,31 @@ def is_loopback(address: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from catdog.fleet import fleet
-    from workers.cli import load_env_file
+    from catdog import edge
 
     parser = argparse.ArgumentParser(prog="python -m ops.flower", description=__doc__)
     parser.add_argument("--inventory", required=True)
     parser.add_argument("--env-file")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--address", default=DEFAULT_ADDRESS)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # exits 2 on misuse
+    return edge.run("catdog flower", lambda: serve(args))
+
+
+def serve(args: argparse.Namespace) -> int:
+    from catdog.errors import UsageError
+    from catdog.fleet import fleet
+    from catdog.loader import load_inventory
+    from workers.cli import load_env_file
+
     if args.env_file:
         load_env_file(Path(args.env_file))
     if not os.environ.get("FLOWER_BASIC_AUTH"):
         if not is_loopback(args.address):
-            print(f"catdog flower: refusing to serve {args.address} without authentication; "
-                  f"export {AUTH_ENV}=user:password", file=sys.stderr)
-            return 2
+            raise UsageError(f"refusing to serve {args.address} without authentication; "
+                             f"export {AUTH_ENV}=user:password")
         os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
-    fleet.use(args.inventory)
+    fleet.use_loaded(load_inventory(args.inventory))  # a bad one is one line, before Flower starts
     from catdog import app
 
     return int(app.start(["flower", f"--port={args.port}", f"--address={args.address}"]) or 0)

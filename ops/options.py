@@ -106,3 +106,27 @@ def devices(option: str, value: str | None) -> str | None:
         raise UsageError(f"{option} {value!r}: expected comma-separated device names, "
                          f"like cam,probe")
     return ",".join(names)
+
+
+def text(option: str, value: str | None) -> str | None:
+    """Any text; empty is None (the option not given)."""
+    return value or None
+
+
+def duration(option: str, value: str | None) -> float | None:
+    """A period like 90s, 15m, 1h or 2d, in seconds (empty: None, no limit).
+
+    >>> duration("--since", "15m")
+    900.0
+    >>> duration("--since", "soon")
+    Traceback (most recent call last):
+    catdog.errors.UsageError: --since 'soon': expected a duration like 90s, 15m, 1h or 2d
+    """
+    from catdog.durations import parse_duration
+
+    if not value:
+        return None
+    found = parse_duration(value)
+    if found is None:
+        raise UsageError(f"{option} {value!r}: expected a duration like 90s, 15m, 1h or 2d")
+    return float(found)

@@ -19,7 +19,8 @@ from typing import Any
 
 import click
 
-from catdog.errors import CatDogError, WorkerRefused, exit_status
+from catdog import edge
+from catdog.errors import CatDogError, WorkerRefused
 from catdog.fleet import fleet
 from catdog.inventory import Device, Inventory
 from catdog.routing import worker_queues
@@ -39,14 +40,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    try:
-        if args["env_file"]:
-            load_env_file(Path(args["env_file"]))
-        device = prepare(args["inventory"], args["device"], os.geteuid(),
-                         Path(args["project"]) if args["project"] else None)
-    except CatDogError as exc:
-        print(f"catdog worker: {exc}", file=sys.stderr)
-        return exit_status(exc)
+    return edge.run("catdog worker", lambda: serve(args, argv))
+
+
+def serve(args: dict[str, Any], argv: list[str]) -> int:
+    """Prepare the device named in ``args`` (the options given), then :func:`run` its worker."""
+    if args["env_file"]:
+        load_env_file(Path(args["env_file"]))
+    device = prepare(args["inventory"], args["device"], os.geteuid(),
+                     Path(args["project"]) if args["project"] else None)
     state_dir = Path(args["state_dir"]) if args["state_dir"] else Path.cwd() / ".catdog"
     return run(device, fleet.inventory, loglevel=args["loglevel"], state_dir=state_dir,
                argv=argv)

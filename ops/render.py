@@ -1,0 +1,192 @@
+"""What each ``fab`` command prints for what :mod:`ops.api` returned, and its exit status: a table
+for people, or with ``--json`` one JSON document on stdout and nothing else (progress goes to
+stderr). Each renderer is ``render(found, shown) -> exit status``; :mod:`ops.commands` names which.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+from catdog.errors import UsageError
+from ops import results
+from ops.results import DeviceResult
+
+if TYPE_CHECKING:
+    from catdog.killswitch import Report
+    from ops.api import StoppedSwitch
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How a command's result is shown: its option values, and the API call once more (for
+    ``fab status --watch``)."""
+
+    options: dict[str, Any]
+    again: Callable[[], Any]
+
+    @property
+    def json(self) -> bool:
+        return bool(self.options.get("json"))
+
+
+def progress(out: TextIO = sys.stderr) -> Callable[[str, str, str], None]:
+    """Live progress, one line per device event (devices report from parallel threads)."""
+    lock = threading.Lock()
+
+    def show(device: str, event: str, detail: str) -> None:
+        line = f"  {device}: {event}" + (f" ({detail})" if detail else "") + "\n"
+        with lock:
+            out.write(line)
+            out.flush()
+
+    return show
+
+
+def _emit(found: list[DeviceResult], as_json: bool, text: str) -> int:
+    print(results.to_json([r.as_dict() for r in found]) if as_json else text, flush=True)
+    return 0 if results.all_ok(found) else 1
+
+
+def _rows(found: dict[str, DeviceResult]) -> list[DeviceResult]:
+    return list(found.values())
+
+
+def launched(found: dict[str, DeviceResult], shown: Shown) -> int:
+    """``fab launch`` and ``fab restart``."""
+    rows = _rows(found)
+    return _emit(rows, shown.json, results.launch_report(rows))
+
+
+def stopped(found: dict[str, DeviceResult], shown: Shown) -> int:
+    rows = _rows(found)
+    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in rows]
+    return _emit(rows, shown.json, results.table(cells, ("DEVICE", "STATE", "TIME", "REASON")))
+
+
+def _service(found: dict[str, DeviceResult], as_json: bool, reason_header: str) -> int:
+    """A coordinator service's row, and its last output lines when it failed to start."""
+    rows = _rows(found)
+    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in rows]
+    text = results.table(cells, ("SERVICE", "STATE", "TIME", reason_header))
+    for r in rows:
+        if r.output:
+            text += f"\n--- {r.device}: last output lines ---\n" + "\n".join(r.output)
+    return _emit(rows, as_json, text)
+
+
+def beat(found: dict[str, DeviceResult], shown: Shown) -> int:
+    return _service(found, shown.json, "REASON")
+
+
+def flower(found: dict[str, DeviceResult], shown: Shown) -> int:
+    return _service(found, shown.json, "URL / REASON")
+
+
+def refuse_watched_json(options: dict[str, Any]) -> None:
+    if options.get("watch") and options.get("json"):
+        raise UsageError("--watch redraws a table for people; scripts poll --json instead")
+
+
+def status(rows: list[dict[str, Any]], shown: Shown) -> int:
+    """The status rows; ``--watch`` redraws them every second until Ctrl-C."""
+    if shown.json:
+        print(results.to_json(rows), flush=True)
+        return 0
+    while True:
+        text = status_table(rows)
+        if not shown.options.get("watch"):
+            print(text, flush=True)
+            return 0
+        print(f"\x1b[H\x1b[2J{text}\n\n(every 1 s; Ctrl-C stops)", flush=True)
+        try:
+            time.sleep(1.0)
+        except KeyboardInterrupt:
+            return 0
+        rows = shown.again()
+
+
+def status_table(rows: list[dict[str, Any]]) -> str:
+    def active(r: dict[str, Any]) -> str:
+        return f"{r['active']} {','.join(r['active_tasks'])}".strip() if r["active"] else "0"
+
+    cells = [(r["device"], r["state"], ",".join(r["capabilities"]), active(r), r["done"],
+              r["failed"], "-" if r["heartbeat_age_s"] is None else r["heartbeat_age_s"],
+              "-" if r["backlog"] is None else r["backlog"], "-" if r["load"] is None else r["load"],
+              "-" if r["rss_mb"] is None else r["rss_mb"], r["reason"]) for r in rows]
+    return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
+                                 "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "REASON"))
+
+
+def logs(texts: dict[str, str], shown: Shown) -> int:
+    """Each device's log text, under a ``==> name <==`` line when there are several."""
+    for name, text in texts.items():
+        print(f"==> {name} <==\n{text}" if len(texts) > 1 else text, end="", flush=True)
+    return 0
+
+
+def deployed(found: dict[str, DeviceResult], shown: Shown) -> int:
+    rows = _rows(found)
+    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in rows]
+    text = [results.table(cells, ("DEVICE", "STATE", "TIME", "WHAT CHANGED / REASON"))]
+    for r in rows:
+        if r.output:
+            text += [f"\n--- {r.device}: last output lines ---", *r.output]
+    return _emit(rows, shown.json, "\n".join(text))
+
+
+def doctor(found: dict[str, DeviceResult], shown: Shown) -> int:
+    from ops.doctor import CHECKS, DoctorResult
+
+    rows = [r for r in found.values() if isinstance(r, DoctorResult)]
+    cells = [(r.device, r.state, *(_cell(r.check(n).ok, r.check(n).detail) for n in CHECKS))
+             for r in rows]
+    text = [results.table(cells, ("DEVICE", "STATE", *(n.upper().replace("_", " ")
+                                                       for n in CHECKS)))]
+    failed = [(r.device, c) for r in rows for c in r.checks if c.ok is False]
+    if failed:
+        text.append("\nTo fix:")
+        text += [f"  {device}: {c.name}: {c.detail}" + (f"\n      fix: {c.fix}" if c.fix else "")
+                 for device, c in failed]
+    return _emit(list(rows), shown.json, "\n".join(text))
+
+
+def _cell(ok: bool | None, detail: str) -> str:
+    if ok is None:
+        return "-"
+    if not ok:
+        return "FAIL"
+    return detail.split(" ")[0] if len(detail) > 14 else detail
+
+
+def killswitch(report: Report | StoppedSwitch, shown: Shown) -> int:
+    """The switch (who, when, why) and each device's state; a stopped fleet's is unknown."""
+    from ops.api import StoppedSwitch
+
+    if shown.json:
+        print(json.dumps(report.as_dict(), indent=2), flush=True)
+        return 0
+    cells = [(r["device"], r["state"], r["detail"]) for r in report.devices]
+    table = results.table(cells, ("DEVICE", "STATE", "DETAIL"))
+    if isinstance(report, StoppedSwitch):
+        print(f"kill switch unknown: {report.note}\n\n" + table, flush=True)
+        return 0
+    s = report.switch
+    when = (datetime.datetime.fromtimestamp(s.at).astimezone().isoformat(timespec="seconds")
+            if s.at else "never set")
+    head = (f"kill switch ON{' (hard)' if s.hard else ''} since {when} by {s.by}: {s.reason}"
+            if s.on else "kill switch off" + (f" (since {when}, by {s.by})" if s.at else ""))
+    print(head + "\n\n" + table, flush=True)
+    return 0
+
+
+def metrics(found: dict[str, DeviceResult], shown: Shown) -> int:
+    rows = _rows(found)
+    cells = [(r.device, r.state, r.reason) for r in rows]
+    return _emit(rows, shown.json, results.table(cells, ("DEVICE", "STATE", "WHAT")))
