@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from catdog import broker
+from catdog.context import FleetContext, open_fleet
 from catdog.errors import BrokerError, BrokerUnreachable, CatDogError
 from catdog.fleet import fleet
 from catdog.inventory import Device, Inventory
@@ -62,7 +63,7 @@ def broker_error(error: BaseException) -> BrokerUnreachable:
     while working on the fleet this process talks to."""
     try:
         inv = fleet.inventory
-        url = broker.resolve(inv, start_embedded=False)
+        url = _resolved(inv, start_embedded=False)
     except CatDogError:
         return broker.unreachable("(the fleet's broker)", error)
     return broker.unreachable(url, error, inv)
@@ -81,11 +82,26 @@ def _broker_errors(call: Call) -> Call:
     return run  # type: ignore[return-value]
 
 
+def _resolved(inv: Inventory, *, start_embedded: bool) -> str:
+    """The fleet's broker URL (this module's one :func:`catdog.broker.resolve`)."""
+    return broker.resolve(inv, start_embedded=start_embedded)
+
+
 def _broker(inv: Inventory) -> str:
     """The fleet's broker URL once it answers (the embedded Redis started if need be)."""
-    url = broker.resolve(inv, start_embedded=True)
-    broker.client(url, inv)
-    return url
+    return _answering(inv).url
+
+
+def _answering(inv: Inventory) -> FleetContext:
+    """The call's fleet context, its broker answering (the embedded Redis started if need be)."""
+    context = open_fleet(inv, _resolved(inv, start_embedded=True))
+    context.answering().close()
+    return context
+
+
+def _running(inv: Inventory) -> FleetContext:
+    """The call's fleet context, with the broker only if it runs (nothing is started)."""
+    return open_fleet(inv, running_broker(inv))
 
 
 def load(inventory: str | None = None) -> Inventory:
@@ -112,8 +128,8 @@ def launch(inventory: str | None = None, devices: Devices = None, *, timeout: fl
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before the broker starts
-    url = _broker(inv)
-    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event,
+    context = _answering(inv)
+    return GroupResult(Launcher(inv, context.url, timeout=timeout, on_event=on_event,
                                 loglevel=loglevel).launch(selected))
 
 
@@ -128,7 +144,8 @@ def stop(inventory: str | None = None, devices: Devices = None, *, timeout: floa
 
     inv = load(inventory)
     selected = _select(inv, devices)
-    found = GroupResult(Stopper(inv, broker_url=running_broker(inv), timeout=timeout, force=force,
+    context = _running(inv)
+    found = GroupResult(Stopper(inv, broker_url=context.broker_url, timeout=timeout, force=force,
                                 on_event=on_event).stop(selected))
     if not devices:
         from ops.services import BEAT, FLOWER, stop_service
@@ -178,9 +195,9 @@ def restart(inventory: str | None = None, devices: Devices = None, *, timeout: f
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before anything stops
-    url = _broker(inv)
-    Stopper(inv, broker_url=url, timeout=timeout, on_event=on_event).stop(selected)
-    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event,
+    context = _answering(inv)
+    Stopper(inv, broker_url=context.url, timeout=timeout, on_event=on_event).stop(selected)
+    return GroupResult(Launcher(inv, context.url, timeout=timeout, on_event=on_event,
                                 loglevel=loglevel).launch(selected))
 
 
@@ -206,7 +223,7 @@ def doctor(inventory: str | None = None, devices: Devices = None, *,
     selected = _select(inv, devices)
     url, problem = None, ""
     try:
-        url = broker.resolve(inv, start_embedded=True)
+        url = _resolved(inv, start_embedded=True)
     except BrokerError as exc:
         problem = str(exc)
     fingerprint = None
@@ -228,9 +245,9 @@ def metrics(inventory: str | None = None, devices: Devices = None, *,
 
     inv = load(inventory)
     selected = _select(inv, devices)
-    url = running_broker(inv)
-    if url is not None:
-        flush_live_workers(broker.client(url, inv), selected)
+    context = _running(inv)
+    if context.broker_url is not None:
+        flush_live_workers(context.answering(), selected)
     folder = Path(dest) if dest else inv.root / "metrics"
     return GroupResult(Gatherer(inv, folder, since_s, on_event).gather(selected))
 
@@ -247,9 +264,9 @@ def status_of(inv: Inventory, selected: Sequence[Device]) -> list[dict[str, Any]
     """:func:`status` of a loaded inventory (``fab status --watch`` asks every second)."""
     from ops.status import status as rows
 
-    url = running_broker(inv)
-    client = broker.client(url, inv) if url is not None else None
-    with broker.translated(url or "", inv):
+    context = _running(inv)
+    client = context.answering() if context.broker_url is not None else None
+    with context.translated():
         return rows(inv, selected, client)
 
 

@@ -14,8 +14,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import redis
-
+from catdog import broker
 from catdog.errors import UsageError
 from catdog.inventory import Device, Inventory
 from catdog.records import exit_status_from, heartbeat_key, ready_key
@@ -53,7 +52,7 @@ class Launcher:
         self.broker_url = broker_url
         self.timeout = timeout
         self.on_event = on_event or quiet
-        self.redis = redis.Redis.from_url(broker_url, socket_timeout=10)
+        self.redis = broker.connect(broker_url)
 
     def launch(self, devices: Sequence[Device]) -> list[DeviceResult]:
         """Launch ``devices`` in parallel; one result per device, in the order given."""
