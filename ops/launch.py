@@ -84,7 +84,7 @@ class Launcher:
     def _command(self, session: WorkerSession) -> list[str]:
         """The worker's command; the broker URL goes in a mode-600 file, never on a command line."""
         env_file, inventory = session.install_run_files(run_env(self.inventory, self.broker_url),
-                                                        self.inventory.path.read_text())
+                                                        self.inventory.text)
         return [session.python, "-m", "workers", "--device", session.device.name,
                 "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
                 # an SSH device's inventory is a run file: its project is the workdir (fab deploy)

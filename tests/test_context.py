@@ -95,3 +95,50 @@ def test_a_context_without_a_broker_says_to_launch_the_fleet(tmp_path: Path) -> 
     path.write_text(yaml.safe_dump({"devices": {"a": {"host": "local"}}}))
     with pytest.raises(BrokerError, match="fab launch"):
         open_fleet(load_inventory(path), None).redis()
+
+
+# -- the inventory text: read once per operation, the validated text shipped, ${VAR}s found once
+
+INVENTORY_TEXT = """\
+# ${IN_A_COMMENT} is not read by the loader
+broker: "redis://:${CTX_PASSWORD}@127.0.0.1:6379/0"
+devices:
+  far:
+    host: ${CTX_HOST}
+    user: "$${LITERAL}"
+"""
+
+
+class RecordedSession:
+    """What ``Launcher._command`` needs of a session; keeps what it would install."""
+
+    python, state_dir, workdir = "python3", "/tmp/state", "/tmp/work"
+
+    def __init__(self, device: object) -> None:
+        self.device = device
+        self.installed: list[tuple[str, str]] = []
+
+    def install_run_files(self, env: str, inventory_text: str) -> tuple[str, str]:
+        self.installed.append((env, inventory_text))
+        return "env", "inventory"
+
+
+def test_the_launcher_ships_the_validated_inventory_text_and_its_variables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ops.session import referenced_variables
+
+    environ = {"CTX_PASSWORD": "pw", "CTX_HOST": "10.9.8.7", "IN_A_COMMENT": "x", "LITERAL": "y"}
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "catdog.yaml"
+    path.write_text(INVENTORY_TEXT)
+    inventory = load_inventory(path)
+    path.write_text("devices: {}\n")  # changed after it was validated: never shipped, never read
+    assert inventory.text == INVENTORY_TEXT
+    assert referenced_variables(inventory, environ) == {"CTX_HOST": "10.9.8.7",
+                                                        "CTX_PASSWORD": "pw"}
+    session = RecordedSession(inventory.devices["far"])
+    Launcher(inventory, "redis://127.0.0.1:1/0")._command(session)  # type: ignore[arg-type]
+    [(env, shipped)] = session.installed
+    assert shipped == INVENTORY_TEXT
+    assert "CTX_HOST=10.9.8.7\nCTX_PASSWORD=pw\n" in env and "IN_A_COMMENT" not in env
