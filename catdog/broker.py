@@ -38,9 +38,19 @@ NEEDS_COORDINATOR = "the embedded Redis needs the coordinator extra: pip install
 UNREACHABLE: tuple[type[Exception], ...] = (
     redis.ConnectionError, redis.TimeoutError, redis.exceptions.InvalidResponse,
     kombu.exceptions.OperationalError)
-#: a coordinator command asks once more, briefly, then says the broker does not answer (kombu
-#: and redis-py would otherwise retry for seconds per call)
+# -- the one timeout policy of every CatDog Redis client (:func:`connect`; coordinator and worker)
+#: connecting gives up after this (a coordinator command says at once that the broker does not
+#: answer; kombu and redis-py would otherwise retry for seconds per call)
 CONNECT_TIMEOUT_S = 1.5
+#: the ping of :func:`client` (a coordinator command's first word to the broker) waits this long
+PROBE_TIMEOUT_S = CONNECT_TIMEOUT_S
+#: any other reply: above the longest blocking wait of a caller (the launcher's 1 s BLPOP)
+SOCKET_TIMEOUT_S = 5.0
+#: a connection idle this long is pinged before it is used again (a long-lived client, such as
+#: a worker's heartbeat, finds a broker that restarted instead of writing into a dead socket)
+HEALTH_CHECK_S = 30
+#: a failed command is tried once more, after a short backoff
+RETRIES = 1
 
 
 def configured_url(inventory: Inventory, environ: Mapping[str, str] | None = None) -> str | None:
@@ -79,17 +89,25 @@ def start_embedded_redis(inventory: Inventory) -> str:
     return str(start(inventory.state_dir, inventory.path))
 
 
-def client(url: str, inventory: Inventory | None = None, *, socket_timeout: float = 5.0
-           ) -> redis.Redis:
-    """A Redis client for ``url`` that has just answered a ping, with a bounded retry; raises
-    :class:`BrokerUnreachable` (one line: which broker, why, what to check) otherwise."""
-    retry = Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
-    probe = redis.Redis.from_url(url, socket_timeout=CONNECT_TIMEOUT_S,
-                                 socket_connect_timeout=CONNECT_TIMEOUT_S, retry=retry)
-    with translated(url, inventory), contextlib.closing(probe):
+def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S, retries: int = RETRIES
+            ) -> redis.Redis:
+    """The one factory of CatDog's Redis clients: a client for ``url`` with the timeout policy
+    above (a probe passes :data:`PROBE_TIMEOUT_S`; "is it up?" passes ``retries=0``). It
+    connects on first use."""
+    return redis.Redis.from_url(
+        url, socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT_S,
+        health_check_interval=HEALTH_CHECK_S,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), retries))
+
+
+def client(url: str, inventory: Inventory | None = None) -> redis.Redis:
+    """A client of :func:`connect` for ``url`` once the broker has just answered a ping (within
+    :data:`PROBE_TIMEOUT_S`); raises :class:`BrokerUnreachable` (one line: which broker, why,
+    what to check) otherwise."""
+    with translated(url, inventory), contextlib.closing(
+            connect(url, socket_timeout=PROBE_TIMEOUT_S)) as probe:
         probe.ping()
-    return redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                socket_connect_timeout=CONNECT_TIMEOUT_S, retry=retry)
+    return connect(url)
 
 
 @contextlib.contextmanager

@@ -129,6 +129,10 @@ class Inventory:
     schedule: Mapping[str, ScheduleEntry] = field(default_factory=dict)
     insecure: bool = False
     timezone: str | None = None
+    #: the file's text as it was read and validated (what ``fab launch`` ships to SSH devices)
+    text: str = field(default="", repr=False, compare=False)
+    #: the ``${VAR}`` names its values use, in file order (what a device's env file must carry)
+    variables: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def root(self) -> Path:

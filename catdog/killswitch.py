@@ -11,6 +11,9 @@ not answer raises :class:`catdog.errors.BrokerUnreachable` within a few seconds:
     killswitch.engage("camera firmware update")
     killswitch.current()        # Switch(on=True, reason='camera firmware update', by='ana@lab', ...)
     killswitch.release()
+
+Each takes the fleet to work on as ``context`` (a :class:`catdog.context.FleetContext`, as
+``ops.api`` builds one); without it, the process's fleet and app (the task API's default).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any
 
 import redis
 
-from catdog import broker
+from catdog.context import FleetContext, from_process
 from catdog.errors import UsageError
+from catdog.inventory import Inventory
 from catdog.records import (
     KILLSWITCH_COMMAND,
     KILLSWITCH_KEY,
@@ -52,70 +56,56 @@ def who() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _client() -> redis.Redis:
-    """A client of the fleet's broker that has just answered (else BrokerUnreachable, at once:
-    the remote control would retry connecting for seconds)."""
-    from catdog import app
-    from catdog.fleet import fleet
-
-    return broker.client(app.conf.broker_url, fleet.inventory)
-
-
-def _translated() -> Any:
-    from catdog import app
-    from catdog.fleet import fleet
-
-    return broker.translated(app.conf.broker_url, fleet.inventory)
-
-
-def current() -> Switch:
+def current(context: FleetContext | None = None) -> Switch:
     """The switch as recorded in Redis (off if never set)."""
-    client = _client()
-    with _translated():
+    context = context or from_process()
+    client = context.answering()
+    with context.translated():
         return Switch.loads(client.get(KILLSWITCH_KEY))
 
 
 def engage(reason: str, *, hard: bool = False, by: str | None = None,
-           timeout: float = REPLY_TIMEOUT_S) -> Report:
+           timeout: float = REPLY_TIMEOUT_S, context: FleetContext | None = None) -> Report:
     """Turn the switch on: no device starts a task until :func:`release`."""
     if not reason.strip():
         raise UsageError("the kill switch needs a reason: --reason TEXT (who reads it later "
                          "will want to know why the fleet stopped)")
     return _set(Switch(on=True, reason=reason.strip(), by=by or who(), at=time.time(), hard=hard),
-                timeout)
+                timeout, context or from_process())
 
 
-def release(*, by: str | None = None, timeout: float = REPLY_TIMEOUT_S) -> Report:
+def release(*, by: str | None = None, timeout: float = REPLY_TIMEOUT_S,
+            context: FleetContext | None = None) -> Report:
     """Turn the switch off: devices consume again."""
-    return _set(Switch(on=False, by=by or who(), at=time.time()), timeout)
+    return _set(Switch(on=False, by=by or who(), at=time.time()), timeout,
+                context or from_process())
 
 
-def devices_state() -> Report:
+def devices_state(context: FleetContext | None = None) -> Report:
     """The switch, and whether each live device reports itself paused (from heartbeats)."""
-    switch = current()
-    with _translated():
-        beats = _heartbeats()
+    context = context or from_process()
+    switch = current(context)
+    client = context.answering()
+    with context.translated():
+        beats = _heartbeats(client, context.inventory)
     return Report(switch, [{"device": name, "state": _reported(beat, switch.on), "detail": ""}
                            for name, beat in beats.items()])
 
 
-def _set(switch: Switch, timeout: float) -> Report:
-    client = _client()
-    with _translated():
-        return _record(client, switch, timeout)
+def _set(switch: Switch, timeout: float, context: FleetContext) -> Report:
+    client = context.answering()
+    with context.translated():
+        return _record(client, switch, timeout, context)
 
 
-def _record(client: redis.Redis, switch: Switch, timeout: float) -> Report:
-    from catdog import app
-
+def _record(client: redis.Redis, switch: Switch, timeout: float, context: FleetContext
+            ) -> Report:
     client.set(KILLSWITCH_KEY, switch.dumps())  # first: a worker starting now reads it
-    from catdog.fleet import fleet
-
-    names = list(fleet.inventory.devices)
+    names = list(context.inventory.devices)
     live = live_nodes(client, names)
     replies: dict[str, Any] = {}
     if live:
-        answers = app.control.broadcast(
+        answers = context.app.control.broadcast(
             KILLSWITCH_COMMAND, arguments={"on": switch.on, "hard": switch.hard, "at": switch.at},
             destination=list(live.values()), reply=True, timeout=timeout) or []
         replies = {node: reply for answer in answers for node, reply in answer.items()}
@@ -147,12 +137,9 @@ def _detail(reply: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _heartbeats(client: redis.Redis | None = None) -> dict[str, Heartbeat | None]:
+def _heartbeats(client: redis.Redis, inventory: Inventory) -> dict[str, Heartbeat | None]:
     """Each inventory device's latest heartbeat (None when it has none)."""
-    from catdog.fleet import fleet
-
-    client = client or _client()
-    names = list(fleet.inventory.devices)
+    names = list(inventory.devices)
     raws = client.mget([heartbeat_key(n) for n in names]) if names else []
     return {n: Heartbeat.loads(raw) if raw else None for n, raw in zip(names, raws, strict=True)}
 

@@ -135,7 +135,8 @@ class _Checker(Fields):
         self._check_broker(top.get("broker"), settings, devices)
         if self.problems:
             return None
-        return Inventory(path=where, devices=devices, limits=limits, schedule=schedule, **settings)
+        return Inventory(path=where, devices=devices, limits=limits, schedule=schedule,
+                         text=self.source, variables=tuple(self.variables), **settings)
 
     def _section(self, top: Pairs, name: str, allowed: tuple[str, ...] | None = None) -> Pairs:
         if name not in top:

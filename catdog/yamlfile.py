@@ -93,6 +93,9 @@ class Nodes:
         self._resolver = yaml.resolver.Resolver()
         self._values = _Memo()
         self._pairs = _Memo()
+        #: the text :meth:`compose` read (``source``), and the ``${VAR}`` names :meth:`expand` met (in order)
+        self.source = ""
+        self.variables: dict[str, None] = {}
 
     def problem(self, where: Node | int | None, field: str, message: str) -> None:
         line = line_of(where) if isinstance(where, Node) else where
@@ -208,7 +211,9 @@ class Nodes:
                 return "${"
             if match[2] is None:
                 malformed = True
-            elif match[2] in self.environ:
+                return ""
+            self.variables[match[2]] = None
+            if match[2] in self.environ:
                 return self.environ[match[2]]
             else:
                 missing.append(match[2])
@@ -230,6 +235,7 @@ class Nodes:
         text = self._read(where)
         if text is None:
             return None
+        self.source = text
         try:
             root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog import broker, edge
+from catdog.context import FleetContext, open_fleet
 from catdog.errors import BrokerError, CatDogError, UsageError
 from catdog.fleet import fleet
 from catdog.inventory import Device, Inventory
@@ -64,11 +65,26 @@ broker_error = edge.broker_error
 _broker_errors = edge.broker_errors
 
 
+def _resolved(inv: Inventory, *, start_embedded: bool) -> str:
+    """The fleet's broker URL (this module's one :func:`catdog.broker.resolve`)."""
+    return broker.resolve(inv, start_embedded=start_embedded)
+
+
 def _broker(inv: Inventory) -> str:
     """The fleet's broker URL once it answers (the embedded Redis started if need be)."""
-    url = broker.resolve(inv, start_embedded=True)
-    broker.client(url, inv)
-    return url
+    return _answering(inv).url
+
+
+def _answering(inv: Inventory) -> FleetContext:
+    """The call's fleet context, its broker answering (the embedded Redis started if need be)."""
+    context = open_fleet(inv, _resolved(inv, start_embedded=True))
+    context.answering().close()
+    return context
+
+
+def _running(inv: Inventory) -> FleetContext:
+    """The call's fleet context, with the broker only if it runs (nothing is started)."""
+    return open_fleet(inv, running_broker(inv))
 
 
 def load(inventory: str | None = None) -> Inventory:
@@ -95,8 +111,8 @@ def launch(inventory: str | None = None, devices: Devices = None, *, timeout: fl
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before the broker starts
-    url = _broker(inv)
-    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event,
+    context = _answering(inv)
+    return GroupResult(Launcher(inv, context.url, timeout=timeout, on_event=on_event,
                                 loglevel=loglevel).launch(selected))
 
 
@@ -111,7 +127,8 @@ def stop(inventory: str | None = None, devices: Devices = None, *, timeout: floa
 
     inv = load(inventory)
     selected = _select(inv, devices)
-    found = GroupResult(Stopper(inv, broker_url=running_broker(inv), timeout=timeout, force=force,
+    context = _running(inv)
+    found = GroupResult(Stopper(inv, broker_url=context.broker_url, timeout=timeout, force=force,
                                 on_event=on_event).stop(selected))
     if not devices:
         from ops.services import BEAT, FLOWER, stop_service
@@ -161,9 +178,9 @@ def restart(inventory: str | None = None, devices: Devices = None, *, timeout: f
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before anything stops
-    url = _broker(inv)
-    Stopper(inv, broker_url=url, timeout=timeout, on_event=on_event).stop(selected)
-    return GroupResult(Launcher(inv, url, timeout=timeout, on_event=on_event,
+    context = _answering(inv)
+    Stopper(inv, broker_url=context.url, timeout=timeout, on_event=on_event).stop(selected)
+    return GroupResult(Launcher(inv, context.url, timeout=timeout, on_event=on_event,
                                 loglevel=loglevel).launch(selected))
 
 
@@ -189,7 +206,7 @@ def doctor(inventory: str | None = None, devices: Devices = None, *,
     selected = _select(inv, devices)
     url, problem = None, ""
     try:
-        url = broker.resolve(inv, start_embedded=True)
+        url = _resolved(inv, start_embedded=True)
     except BrokerError as exc:
         problem = str(exc)
     fingerprint = None
@@ -211,9 +228,9 @@ def metrics(inventory: str | None = None, devices: Devices = None, *,
 
     inv = load(inventory)
     selected = _select(inv, devices)
-    url = running_broker(inv)
-    if url is not None:
-        flush_live_workers(broker.client(url, inv), selected)
+    context = _running(inv)
+    if context.broker_url is not None:
+        flush_live_workers(context.answering(), selected)
     folder = Path(dest) if dest else inv.root / "metrics"
     return GroupResult(Gatherer(inv, folder, since_s, on_event).gather(selected))
 
@@ -230,9 +247,9 @@ def status_of(inv: Inventory, selected: Sequence[Device]) -> list[dict[str, Any]
     """:func:`status` of a loaded inventory (``fab status --watch`` asks every second)."""
     from ops.status import status as rows
 
-    url = running_broker(inv)
-    client = broker.client(url, inv) if url is not None else None
-    with broker.translated(url or "", inv):
+    context = _running(inv)
+    client = context.answering() if context.broker_url is not None else None
+    with context.translated():
         return rows(inv, selected, client)
 
 
@@ -296,6 +313,7 @@ def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = Fa
             [{"device": name, "state": "offline", "detail": FLEET_STOPPED} for name in inv.devices],
             f"{FLEET_STOPPED}: the switch is kept there and holds again when `fab launch` "
             f"starts it")
+    context = _answering(inv)
     if on:
-        return switch.engage(reason, hard=hard)
-    return switch.release() if off else switch.devices_state()
+        return switch.engage(reason, hard=hard, context=context)
+    return switch.release(context=context) if off else switch.devices_state(context=context)

@@ -34,6 +34,7 @@ from celery.beat import ScheduleEntry as CeleryEntry
 from celery.beat import Scheduler
 from celery.schedules import crontab, schedule
 
+from catdog import broker
 from catdog.inventory import Inventory, ScheduleEntry
 from catdog.windows import now_in
 
@@ -162,7 +163,7 @@ def run(inventory: Inventory, broker_url: str, node: str | None = None) -> int:
     from catdog import app
 
     node = node or f"{socket.gethostname()}:{os.getpid()}"
-    client = redis.Redis.from_url(broker_url, socket_timeout=5)
+    client = broker.connect(broker_url)
     scheduler = FleetScheduler(app, inventory, client, node)
     stopping = False
 

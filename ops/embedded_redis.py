@@ -22,9 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from catdog import broker
 from catdog.broker import PASSWORD_FILE, PORT_FILE
 from catdog.errors import EmbeddedRedisError
 from ops.files import write_private
@@ -100,9 +99,7 @@ class EmbeddedRedis:
 
     def _client(self) -> redis.Redis:
         """A client that fails at once instead of retrying: "is it up?" wants a quick answer."""
-        return redis.Redis(host=HOST, port=self._port(), password=self._password(),
-                           socket_timeout=2, socket_connect_timeout=1,
-                           retry=Retry(NoBackoff(), 0))
+        return broker.connect(self.url, socket_timeout=broker.PROBE_TIMEOUT_S, retries=0)
 
     def pid(self) -> int | None:
         try:

@@ -14,8 +14,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import redis
-
+from catdog import broker
 from catdog.errors import UsageError
 from catdog.inventory import Device, Inventory
 from catdog.records import exit_status_from, heartbeat_key, ready_key
@@ -53,7 +52,7 @@ class Launcher:
         self.broker_url = broker_url
         self.timeout = timeout
         self.on_event = on_event or quiet
-        self.redis = redis.Redis.from_url(broker_url, socket_timeout=10)
+        self.redis = broker.connect(broker_url)
 
     def launch(self, devices: Sequence[Device]) -> list[DeviceResult]:
         """Launch ``devices`` in parallel; one result per device, in the order given."""
@@ -85,7 +84,7 @@ class Launcher:
     def _command(self, session: WorkerSession) -> list[str]:
         """The worker's command; the broker URL goes in a mode-600 file, never on a command line."""
         env_file, inventory = session.install_run_files(run_env(self.inventory, self.broker_url),
-                                                        self.inventory.path.read_text())
+                                                        self.inventory.text)
         return [session.python, "-m", "workers", "--device", session.device.name,
                 "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
                 # an SSH device's inventory is a run file: its project is the workdir (fab deploy)

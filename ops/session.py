@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from ops.tmux import Pane, Tmux, parse_pane
 
 SESSION_PREFIX = "catdog-"
 STATE_DIR = ".catdog"  # under an SSH device's workdir: run files and logs
-_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def session_name(name: str) -> str:
@@ -32,10 +30,10 @@ def session_name(name: str) -> str:
 
 def referenced_variables(inventory: Inventory, environ: dict[str, str] | None = None
                          ) -> dict[str, str]:
-    """The ``${VAR}``s the inventory uses, with the coordinator's values (for the device's env file)."""
+    """The ``${VAR}``s the inventory uses, with the coordinator's values (for the device's env file):
+    those its loader expanded (:attr:`Inventory.variables`), not the file read again."""
     environ = dict(os.environ) if environ is None else environ
-    names = set(_VAR_RE.findall(inventory.path.read_text()))
-    return {n: environ[n] for n in sorted(names) if n in environ}
+    return {n: environ[n] for n in sorted(inventory.variables) if n in environ}
 
 
 def run_env(inventory: Inventory, broker_url: str) -> str:

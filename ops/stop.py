@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import redis
 
+from catdog import broker
 from catdog.inventory import Device, Inventory
 from catdog.records import heartbeat_key
 from ops.fanout import EventCallback, on_each, quiet
@@ -33,7 +34,7 @@ class Stopper:
         self.timeout = timeout
         self.force = force
         self.on_event = on_event or quiet
-        self.redis = redis.Redis.from_url(broker_url, socket_timeout=2) if broker_url else None
+        self.redis = broker.connect(broker_url) if broker_url else None
 
     def stop(self, devices: Sequence[Device]) -> list[DeviceResult]:
         """Stop ``devices`` in parallel; one result per device, in the order given."""

@@ -11,7 +11,6 @@ import redis
 import yaml
 
 from catdog import killswitch
-from catdog.fleet import fleet
 from catdog.loader import load_inventory
 from catdog.records import OFFLINE_AFTER_S, Heartbeat, heartbeat_key, live_nodes
 from ops.status import OFFLINE, status
@@ -40,13 +39,8 @@ def test_status_metrics_and_the_kill_switch_agree_on_which_heartbeat_is_fresh(
         f"stale-{tag}": "last heartbeat 8s ago", f"gone-{tag}": "last heartbeat 24s ago"}
 
     # the kill switch's report reads the clock itself: time only moves on, so the stale stay stale
-    before = fleet._path, fleet._inventory
-    fleet.use_loaded(inventory)
-    try:
-        reported = {name: killswitch._reported(beat, on=False)
-                    for name, beat in killswitch._heartbeats(redis_client).items()}
-    finally:
-        fleet._path, fleet._inventory = before
+    reported = {name: killswitch._reported(beat, on=False)
+                for name, beat in killswitch._heartbeats(redis_client, inventory).items()}
     assert reported[f"stale-{tag}"] == reported[f"gone-{tag}"] == "offline"
 
 

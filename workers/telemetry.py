@@ -18,6 +18,7 @@ import redis
 from celery.worker import state
 from celery.worker.request import Request
 
+from catdog import broker
 from catdog.records import (
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_TTL_S,
@@ -97,7 +98,7 @@ class Telemetry:
         self.queues = queues
         self.queue_keys = [key for q in queues for key in queue_keys(q)]
         self.argv = argv or ["--device", device]
-        self.redis = redis.Redis.from_url(broker_url, socket_timeout=5, health_check_interval=30)
+        self.redis = broker.connect(broker_url)
         self.nodename = ""
         self.started = time.time()
         self.hub: Any = None

@@ -1,0 +1,71 @@
+"""The fleet one operation works on, built once at its edge and passed down.
+
+A :class:`FleetContext` holds what every part of an operation would otherwise look up again on
+its own: the loaded inventory, the broker URL (None when the fleet's embedded Redis is not
+running and the operation does not start it), the Celery app, and Redis clients from the one
+factory (:func:`catdog.broker.connect`, one timeout policy). ``ops.api`` builds one per call;
+the kill switch takes one. The process-global :data:`catdog.fleet.fleet` remains only as the
+default behind the task API users call (``task.delay``, ``task.on``, ``run_on.delay``) and
+behind calls made without a context (:func:`from_process`). Nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from redis import Redis
+
+from catdog import broker
+from catdog.errors import BrokerError
+from catdog.inventory import Inventory
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+@dataclass(frozen=True)
+class FleetContext:
+    inventory: Inventory
+    broker_url: str | None
+    app: Celery
+
+    @property
+    def url(self) -> str:
+        """The broker URL; a :class:`BrokerError` when this context has none."""
+        if self.broker_url is None:
+            raise BrokerError(f"{self.inventory.path}: the fleet's embedded Redis is not "
+                              f"running; start the fleet with `fab launch`")
+        return self.broker_url
+
+    def redis(self) -> Redis:
+        """A client of the broker (:func:`catdog.broker.connect`); it connects on first use."""
+        return broker.connect(self.url)
+
+    def answering(self) -> Redis:
+        """A client of the broker once it has just answered, else BrokerUnreachable at once."""
+        return broker.client(self.url, self.inventory)
+
+    @contextlib.contextmanager
+    def translated(self) -> Iterator[None]:
+        """Inside, a broker that stops answering raises :class:`BrokerUnreachable`."""
+        with broker.translated(self.broker_url or "(the fleet's broker)", self.inventory):
+            yield
+
+
+def from_process() -> FleetContext:
+    """The context of the process-global fleet and app (what the task API routes by): the
+    inventory of :data:`catdog.fleet.fleet`, the broker the app is configured with."""
+    from catdog.application import app
+    from catdog.fleet import fleet
+
+    return FleetContext(fleet.inventory, app.conf.broker_url, app)
+
+
+def open_fleet(inventory: Inventory, broker_url: str | None) -> FleetContext:
+    """The context of a loaded ``inventory`` and its broker, with the process's Celery app."""
+    from catdog.application import app
+
+    return FleetContext(inventory, broker_url, app)
