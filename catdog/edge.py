@@ -28,7 +28,7 @@ def broker_error(error: BaseException) -> BrokerUnreachable:
 
     try:
         inv = fleet.inventory
-        url = broker.resolve(inv, start_embedded=False)
+        url = broker.configured_url(inv) or broker.embedded_url(inv.state_dir)
     except CatDogError:
         return broker.unreachable("(the fleet's broker)", error)
     return broker.unreachable(url, error, inv)
