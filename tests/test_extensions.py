@@ -4,6 +4,7 @@ extensions are proven by the real-worker tests (kill switch, controls, metrics, 
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -88,3 +89,26 @@ def test_requests_find_the_running_extensions_on_the_app_and_none_elsewhere() ->
     extensions.install(app)
     assert running(app) is extensions
     assert extensions.get(Fake).name == "only"
+
+
+def test_no_worker_module_keeps_a_worker_object_at_module_level() -> None:
+    """The worker builds its extensions once (workers/cli.py build_extensions) and passes them
+    where needed; no module holds a gate, switch, leases, recorder, watchdog or filter of its own."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import workers
+
+    found = []
+    for info in pkgutil.iter_modules(workers.__path__):
+        if info.name == "__main__":
+            continue
+        module = importlib.import_module(f"workers.{info.name}")
+        for name, value in vars(module).items():
+            kind = type(value)
+            if kind.__module__.startswith("workers.") and not inspect.isclass(value):
+                found.append(f"workers.{info.name}.{name}: a {kind.__name__}")
+            if isinstance(value, logging.Filter):
+                found.append(f"workers.{info.name}.{name}: a log filter")
+    assert found == []

@@ -164,10 +164,13 @@ class Extensions:
             extension.on_stop()
 
 
-#: a worker started another way (``celery -A catdog worker``): no extension runs
-NONE = Extensions()
-
-
 def running(app: Any) -> Extensions:
-    """The running worker's extensions (none when the worker was not started by CatDog)."""
-    return getattr(app, APP_ATTRIBUTE, NONE)
+    """The running worker's extensions (an empty list, left on the app at the first ask, for a
+    worker CatDog did not start: ``celery -A catdog worker``)."""
+    try:
+        extensions: Extensions = getattr(app, APP_ATTRIBUTE)
+        return extensions
+    except AttributeError:
+        extensions = Extensions()
+        extensions.install(app)
+        return extensions
