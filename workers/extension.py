@@ -27,7 +27,6 @@ A Request is made by Celery, not by the worker: it finds the running list on the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 #: what an ``on_ready``/``on_beat`` hook returns: called with its own replies, after the round trip
@@ -39,19 +38,19 @@ E = TypeVar("E", bound="Extension")
 APP_ATTRIBUTE = "catdog_extensions"
 
 
-@dataclass
 class Worker:
-    """What the running worker offers its extensions at ``on_start``."""
+    """What the running worker offers its extensions at ``on_start``: its device, queues and
+    arguments, its Redis client, Celery's consumer and event loop (``hub``, None for a green
+    pool), and ``wake`` (beat now instead of at the next interval, after a change the heartbeat
+    must carry)."""
 
-    device: str
-    queues: list[str]
-    argv: list[str]
-    redis: Any
-    consumer: Any = None
-    #: the event loop (None for a green pool)
-    hub: Any = None
-    #: beat now instead of at the next interval (after a change the heartbeat must carry)
-    wake: Callable[[], None] = field(default=lambda: None)
+    __slots__ = ("argv", "consumer", "device", "hub", "queues", "redis", "wake")
+
+    def __init__(self, device: str, queues: list[str], argv: list[str], redis: Any,
+                 consumer: Any = None, hub: Any = None,
+                 wake: Callable[[], None] = lambda: None) -> None:
+        self.device, self.queues, self.argv, self.redis = device, queues, argv, redis
+        self.consumer, self.hub, self.wake = consumer, hub, wake
 
 
 class Extension:
