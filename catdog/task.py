@@ -86,8 +86,8 @@ class FleetTask(Task):
     window_close: str = "finish"
     #: the first positional argument is the target (``run_on("pi4", "uname -a")``)
     target_arg: bool = False
-    #: counts outcomes in the worker's main process (see :mod:`workers.telemetry`)
-    Request = "workers.telemetry:CountingRequest"
+    #: hands each task to the worker's extensions in its main process (:mod:`workers.telemetry`)
+    Request = "workers.telemetry:ExtendedRequest"
 
     def on(self, target: Target | str) -> Signature:
         """A signature pinned to ``target``; for ``all`` and ``all:X`` a group, one per device."""

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from catdog.fleet import fleet
 from catdog.inventory import Device, Inventory
 from catdog.routing import worker_queues
 from catdog.taskmodules import import_tasks, project_task_modules
+
+if TYPE_CHECKING:
+    from workers.extension import Extensions
 
 __all__ = ["import_tasks", "main", "prepare", "project_task_modules", "run"]
 
@@ -124,44 +127,56 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     from celery import signals
 
     from catdog import app
-    from workers.gate import gate
-    from workers.killswitch import register_control_command
-    from workers.metrics import recorder
-    from workers.metrics import register_control_command as register_metrics_command
+    from workers import killswitch, metrics
     from workers.privileges import note_root
     from workers.tasklog import on_logging_setup
     from workers.telemetry import Telemetry
-    from workers.watchdog import watchdog
 
     queues = worker_queues(device, declared_requirements())
-    telemetry = Telemetry(device.name, app.conf.broker_url, queues, argv)
-    register_control_command()
-    register_metrics_command()
-    gate.install(telemetry.redis, inventory)
-    recorder.install(device.name, (state_dir or Path.cwd() / ".catdog") / "metrics")
+    extensions = build_extensions(device, inventory, queues, state_dir or Path.cwd() / ".catdog")
+    extensions.install(app)
+    telemetry = Telemetry(device.name, app.conf.broker_url, queues, extensions, argv)
+    recorder = extensions.get(metrics.Recorder)
+    killswitch.register_control_command(extensions.get(killswitch.KillSwitch))
+    metrics.register_control_command(recorder)
     signals.after_setup_logger.connect(on_logging_setup, weak=False)
     note_root(device, os.geteuid())
     signals.worker_ready.connect(lambda sender, **_: telemetry.on_ready(sender), weak=False)
+    # every orderly exit stops the extensions (the metrics written): a warm shutdown (SIGTERM
+    # from `fab stop`, Ctrl-C) sends worker_shutdown once its running tasks have settled; a
+    # cold one does not, and returns here (pool processes never do: they leave by os._exit)
     signals.worker_shutdown.connect(lambda **_: telemetry.stop(), weak=False)
-    # every orderly exit writes the buffered metrics: a warm shutdown (SIGTERM from `fab stop`,
-    # Ctrl-C) sends worker_shutdown once its running tasks have settled; a cold one does not,
-    # and returns here (pool processes never do: they leave by os._exit)
-    signals.worker_shutdown.connect(lambda **_: write_metrics(recorder), weak=False)
     for taken in (signals.task_received, signals.task_unknown, signals.task_rejected):
-        taken.connect(watchdog.took, weak=False)
+        taken.connect(extensions.received, weak=False)
     try:
         app.worker_main(worker_argv(device, queues, loglevel))
     finally:
-        write_metrics(recorder)
+        recorder.write_all()
     return 0
 
 
-def write_metrics(recorder: Any) -> None:
-    """Write everything the recorder holds (on the way out: a full disk is said, not raised)."""
-    try:
-        recorder.flush(everything=True)
-    except OSError as exc:
-        print(f"catdog worker: task metrics not written: {exc}", file=sys.stderr, flush=True)
+def build_extensions(device: Device, inventory: Inventory, queues: list[str],
+                     state_dir: Path) -> Extensions:
+    """The worker's extensions, in the order their hooks run (the heartbeat's record first on
+    each beat)."""
+    from workers.extension import Extensions
+    from workers.gate import Gate
+    from workers.heartbeat import HeartbeatRecord
+    from workers.killswitch import KillSwitch
+    from workers.leases import Leases
+    from workers.metrics import Recorder
+    from workers.watchdog import Watchdog
+
+    switch = KillSwitch()
+    recorder = Recorder(device.name, state_dir / "metrics")
+    return Extensions([
+        HeartbeatRecord(device.name, queues, switch),
+        switch,
+        Watchdog(paused=lambda: switch.engaged),
+        Leases(),
+        Gate(inventory, switch, device),
+        recorder,
+    ])
 
 
 def worker_argv(device: Device, queues: list[str], loglevel: str) -> list[str]:

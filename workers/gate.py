@@ -1,7 +1,8 @@
 """The last look before a task starts: the right device, kill switch, run window, rate limit.
 
 Called in the worker's main process for each request just before it goes to the pool (Celery asks
-``Request.revoked()`` there; :class:`workers.telemetry.CountingRequest` asks this gate too). A task
+``Request.revoked()`` there; :class:`workers.telemetry.ExtendedRequest` asks the worker's
+extensions too, of which the gate is one: :mod:`workers.extension`). A task
 that may not start is never dropped and never holds a worker slot:
 
 - a task this device may not run (it lacks a capability the task ``requires``, or the task is
@@ -36,7 +37,8 @@ from catdog.limits import Limiter
 from catdog.records import CLOSE_HEADER, HOPS_HEADER, LIMIT_HEADER, WINDOW_HEADER
 from catdog.routing import forward_queue, serves
 from catdog.windows import next_start, now_in, parsed
-from workers.killswitch import switch
+from workers.extension import Extension, Worker
+from workers.killswitch import KillSwitch
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +49,37 @@ MOVE_EVERY_S = 1.0
 MAX_HOPS = 5
 
 
-class Gate:
-    def __init__(self) -> None:
-        self.limits: dict[str, Limit] = {}
-        self.timezone: str | None = None
+class Gate(Extension):
+    """The gate of a worker serving ``device`` of ``inventory``, held shut by ``switch``."""
+
+    def __init__(self, inventory: Inventory, switch: KillSwitch,
+                 device: Device | None = None) -> None:
+        self.inventory = inventory
+        self.switch = switch
+        self.device = device
+        self.limits: dict[str, Limit] = dict(inventory.limits)
+        self.timezone: str | None = inventory.timezone
         self.limiter: Limiter | None = None
         self.deferrals: Deferrals | None = None
-        self.inventory: Inventory | None = None
-        self.device: Device | None = None
         self.client: redis.Redis | None = None
         self._wake = threading.Event()
 
-    def install(self, client: redis.Redis, inventory: Inventory, device: Device | None = None
-                ) -> None:
-        from catdog.fleet import fleet
+    def on_start(self, worker: Worker) -> None:
+        self.install(worker.redis)
 
-        self.inventory, self.client = inventory, client
-        self.device = device or fleet.device
-        self.limits = dict(inventory.limits)
-        self.timezone = inventory.timezone
+    def install(self, client: redis.Redis) -> None:
+        """Use ``client`` for limits and deferrals; start moving due deferred messages."""
+        self.client = client
         self.limiter = Limiter(client)
         self.deferrals = Deferrals(client)
         threading.Thread(target=self._mover, name="catdog-deferrals", daemon=True).start()
 
+    def before_start(self, request: Any) -> bool:
+        return self.hold(request)
+
     def hold(self, request: Any) -> bool:
         """True when ``request`` must not start now (it has been put back or deferred)."""
-        if switch.engaged:
+        if self.switch.engaged:
             request.reject(requeue=True)
             state.task_ready(request)
             return True
@@ -191,6 +198,3 @@ class Gate:
             timeout = MOVE_EVERY_S if next_due is None else min(
                 MOVE_EVERY_S, max(0.01, next_due - time.time()))
 
-
-#: the worker's gate (one worker per process)
-gate = Gate()

@@ -20,6 +20,9 @@ finished tasks and the worker takes nothing more, even once it is back. So the m
 forgotten here at once (the slot is free), and its ``unacked`` entry is removed by the first
 heartbeat that reaches Redis again. A cut shorter than ``visibility_timeout`` therefore runs the
 task once; a longer one may run it again elsewhere (at least once).
+
+Leases are one of the worker's extensions (:mod:`workers.extension`): renewals and owed
+acknowledgements ride on the heartbeat's pipeline (``on_beat``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from typing import Any
 
 from kombu.transport import virtual
 
+from workers.extension import Extension, Replies, Worker
+
 log = logging.getLogger(__name__)
 
 UNACKED_INDEX_KEY = "unacked_index"  # kombu's default (Channel.unacked_index_key)
@@ -41,7 +46,7 @@ UNACKED_KEY = "unacked"  # kombu's default (Channel.unacked_key)
 Owed = tuple[str, str, str]
 
 
-class Leases:
+class Leases(Extension):
     """The delivery tags this worker holds, read from its task channel's QoS."""
 
     def __init__(self) -> None:
@@ -51,6 +56,18 @@ class Leases:
 
     def attach(self, consumer: Any) -> None:
         self.consumer = consumer
+
+    def on_start(self, worker: Worker) -> None:
+        self.attach(worker.consumer)
+
+    def on_beat(self, pipe: Any) -> Replies:
+        self.renew(pipe)
+        owed = self.pay(pipe)
+        return lambda _replies: self.paid(owed)
+
+    def on_ack_lost(self, request: Any, error: BaseException) -> bool:
+        self.owe(request.message, error)
+        return True
 
     def held(self) -> list[str]:
         """Tags of the messages taken and not yet acknowledged (a snapshot: the event loop may
@@ -109,5 +126,3 @@ class Leases:
     def owed(self) -> int:
         return len(self._owed)
 
-
-leases = Leases()

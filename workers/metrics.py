@@ -8,7 +8,8 @@ when ``fab metrics`` asks, or when :data:`MAX_BUFFERED` tasks are waiting), boun
 - ``catdog_minute,device=D succeeded=..i,failed=..i,retried=..i,mean_duration_s=..,
   max_duration_s=.. <minute, ns>`` for every minute that had tasks.
 
-Recorded in the worker's main process, where Celery settles every request whatever the pool.
+Recorded in the worker's main process, where Celery settles every request whatever the pool
+(the recorder is one of the worker's extensions, :mod:`workers.extension`: ``on_settled``).
 The file is rotated at :data:`MAX_BYTES` with one older file kept, so a device never holds more
 than twice that.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -25,6 +27,7 @@ from typing import Any
 
 from catdog.lineprotocol import line
 from catdog.records import METRICS_FLUSH_COMMAND, SENT_HEADER
+from workers.extension import Extension, Worker
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +38,34 @@ MAX_BYTES = 5 * 1024 * 1024
 STATES = {"task-succeeded": "SUCCESS", "task-failed": "FAILURE", "task-retried": "RETRY"}
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.device = ""
-        self.path: Path | None = None
+class Recorder(Extension):
+    """The task metrics of ``device``, written in ``folder``."""
+
+    def __init__(self, device: str, folder: Path) -> None:
+        self.device = device
+        self.path: Path | None = folder / f"{device}.lp"
         self._tasks: list[tuple[str, str, float | None, float | None, str, float]] = []
         self._minutes: dict[int, dict[str, Any]] = defaultdict(
             lambda: {"SUCCESS": 0, "FAILURE": 0, "RETRY": 0, "durations": []})
         self._lock = threading.Lock()
         self._wake = threading.Event()
 
-    def install(self, device: str, folder: Path) -> None:
-        self.device = device
-        self.path = folder / f"{device}.lp"
+    def on_start(self, worker: Worker) -> None:
         threading.Thread(target=self._flusher, name="catdog-metrics", daemon=True).start()
+
+    def on_settled(self, request: Any, event: str, runtime: float | None) -> None:
+        self.record(request, event, runtime)
+
+    def on_stop(self) -> None:
+        """A warm shutdown (SIGTERM from `fab stop`, Ctrl-C), once its running tasks settled."""
+        self.write_all()
+
+    def write_all(self) -> None:
+        """Write everything held (on the way out: a full disk is said, not raised)."""
+        try:
+            self.flush(everything=True)
+        except OSError as exc:
+            print(f"catdog worker: task metrics not written: {exc}", file=sys.stderr, flush=True)
 
     def record(self, request: Any, event: str, runtime: float | None) -> None:
         """One settled task (called from the request's event, in the main process). Only the
@@ -114,11 +131,7 @@ class Recorder:
                 log.warning("metrics not written: %s", exc)
 
 
-#: the worker's recorder (one worker per process)
-recorder = Recorder()
-
-
-def register_control_command() -> None:
+def register_control_command(recorder: Recorder) -> None:
     """``catdog_metrics_flush``: write everything buffered now (``fab metrics`` asks first)."""
     from celery.worker.control import control_command
 

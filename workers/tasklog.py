@@ -28,9 +28,6 @@ class NoSuccessLines(logging.Filter):
         return record.msg is not trace.LOG_SUCCESS
 
 
-_filter = NoSuccessLines()
-
-
 def quiet_task_lines(loglevel: int | str) -> None:
     """Above DEBUG: no receipt line, no success line; retries and failures stay."""
     level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
@@ -38,8 +35,8 @@ def quiet_task_lines(loglevel: int | str) -> None:
         return
     logging.getLogger(RECEIPT_LOGGER).setLevel(logging.WARNING)
     tracer = logging.getLogger(TRACE_LOGGER)
-    if _filter not in tracer.filters:
-        tracer.addFilter(_filter)
+    if not any(isinstance(f, NoSuccessLines) for f in tracer.filters):
+        tracer.addFilter(NoSuccessLines())
 
 
 def on_logging_setup(loglevel: Any = None, **_: Any) -> None:

@@ -9,6 +9,10 @@ worker with room takes a waiting message within milliseconds.
 The cure is the one an operator would apply: restart the worker, in place (same process id,
 same tmux pane, same arguments). The restart is warm, as Celery's own SIGHUP restart: running
 tasks finish first. Held messages are safe either way (late acks).
+
+The watchdog is one of the worker's extensions (:mod:`workers.extension`): every message that
+reaches the worker is a take (``on_received``), and each heartbeat reads the backlog of its
+queues in the same round trip (``on_beat``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from catdog.routing import queue_keys
+from workers.extension import Extension, Replies, Worker
+
 log = logging.getLogger(__name__)
 
 STUCK_AFTER_S = 30.0
@@ -29,21 +36,55 @@ STUCK_AFTER_S = 30.0
 WARM_RESTART_GRACE_S = 120.0
 
 
-class Watchdog:
-    """Decides, from what each heartbeat sees, whether the worker is stuck."""
+class Watchdog(Extension):
+    """Decides, from what each heartbeat sees, whether the worker is stuck; restarts it then.
+
+    ``paused`` tells whether the kill switch holds the worker (a paused worker takes nothing).
+    """
 
     def __init__(self, stuck_after: float = STUCK_AFTER_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 paused: Callable[[], bool] = lambda: False) -> None:
         self.stuck_after = stuck_after
+        self.paused = paused
+        self.queues: list[str] = []
+        self.queue_keys: list[str] = []
+        self.argv: list[str] = []
+        self.consumer: Any = None
         self.clock = clock
         self.last_take = clock()
         self.waiting_since: float | None = None  # a backlog seen with room to take it, since
         self.fired = False
 
+    def on_start(self, worker: Worker) -> None:
+        self.queues, self.argv, self.consumer = worker.queues, worker.argv, worker.consumer
+        self.queue_keys = [key for q in worker.queues for key in queue_keys(q)]
+
     def took(self, **_: Any) -> None:
         """A message reached the worker (a task, an unknown one or a rejected one)."""
         self.last_take = self.clock()
         self.waiting_since = None
+
+    def on_received(self) -> None:
+        self.took()
+
+    def on_beat(self, pipe: Any) -> Replies:
+        for key in self.queue_keys:
+            pipe.llen(key)
+        return self._seen
+
+    def _seen(self, lengths: list[Any]) -> None:
+        backlog = sum(lengths)
+        if self.check(backlog, self.has_room(), self.paused()):
+            restart_in_place(f"{backlog} task(s) waiting on {', '.join(self.queues)} but "
+                             f"none taken for {self.stuck_after:.0f} s while able to "
+                             f"take one (connected but not consuming)", self.argv)
+
+    def has_room(self) -> bool:
+        """Whether the worker may take another message (its prefetch allows it)."""
+        channel = getattr(getattr(self.consumer, "task_consumer", None), "channel", None)
+        qos = getattr(channel, "qos", None)
+        return bool(qos is not None and qos.can_consume())
 
     def check(self, backlog: int, room: bool, paused: bool) -> bool:
         """True once, when the worker has left a backlog untouched for ``stuck_after`` seconds
@@ -94,6 +135,3 @@ def _exec_again(argv: list[str]) -> None:
 
     platforms.close_open_fds([sys.__stdin__, sys.__stdout__, sys.__stderr__])
     os.execv(sys.executable, [sys.executable, "-m", "workers", *rerun_argv(argv)])
-
-
-watchdog = Watchdog()

@@ -1,0 +1,90 @@
+"""What a worker tells the coordinator: "ready" once (with what each of its tasks needs, for
+tasks sent by name), then a heartbeat every few seconds (:class:`catdog.records.Heartbeat`).
+
+Counts are kept in the worker's main process (where Celery settles every request, whatever the
+pool), so counting costs no Redis round trip per task. The heartbeat is one of the worker's
+extensions (:mod:`workers.extension`); its record goes first on each beat's pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any
+
+import redis
+from celery.worker import state
+
+from catdog.records import (
+    HEARTBEAT_TTL_S,
+    TASKS_KEY,
+    Heartbeat,
+    heartbeat_key,
+    ready_key,
+    task_records,
+)
+from workers import usage
+from workers.extension import Extension, Worker
+from workers.killswitch import KillSwitch
+
+#: seconds the ready records of a device are kept
+READY_TTL_S = 120
+
+
+class HeartbeatRecord(Extension):
+    """The ready record and the heartbeat of ``device``'s worker (paused when ``switch`` is)."""
+
+    def __init__(self, device: str, queues: list[str], switch: KillSwitch) -> None:
+        self.device = device
+        self.queues = queues
+        self.switch = switch
+        self.started = time.time()
+        self.nodename = ""
+        self.failed = 0
+        self.redis: Any = None
+
+    def on_start(self, worker: Worker) -> None:
+        self.nodename = worker.consumer.hostname
+        self.redis = worker.redis
+
+    def on_ready(self, pipe: Any) -> None:
+        beat = self.heartbeat()
+        pipe.set(heartbeat_key(self.device), beat.dumps(), ex=HEARTBEAT_TTL_S)
+        pipe.rpush(ready_key(self.device), beat.dumps())
+        pipe.expire(ready_key(self.device), READY_TTL_S)
+        records: dict[Any, Any] = self.task_records()
+        if records:  # what each task needs, for whoever sends one by name
+            pipe.hset(TASKS_KEY, mapping=records)
+
+    def on_beat(self, pipe: Any) -> None:
+        pipe.set(heartbeat_key(self.device), self.heartbeat().dumps(), ex=HEARTBEAT_TTL_S)
+
+    def on_failure(self, request: Any) -> None:
+        self.failed += 1
+
+    def on_stop(self) -> None:
+        if self.redis is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.redis.delete(heartbeat_key(self.device))
+
+    @staticmethod
+    def task_records() -> dict[str, str]:
+        from catdog import app
+
+        return task_records(app.tasks)
+
+    def done(self) -> int:
+        """Tasks finished without failing: received, no longer held, and not failed."""
+        return state.all_total_count[0] - len(state.requests) - self.failed
+
+    def heartbeat(self) -> Heartbeat:
+        active = list(state.active_requests)
+        return Heartbeat(
+            device=self.device, nodename=self.nodename, pid=os.getpid(), time=time.time(),
+            started=self.started, active=len(active),
+            active_names=sorted({r.name for r in active}), done=self.done(),
+            failed=self.failed, queues=self.queues, paused=self.switch.engaged,
+            load=usage.load1(), rss_mb=usage.tree_rss_mb(),
+            mem_available_mb=usage.mem_available_mb(),
+        )
