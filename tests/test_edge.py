@@ -115,7 +115,9 @@ def test_beat_stopped_while_its_broker_is_away_says_so_in_one_line(tmp_path: Pat
         f"check that Redis runs there and that $CATDOG_BROKER_URL is right")
 
 
-def test_logs_and_killswitch_go_through_the_api(tmp_path: Path) -> None:
+def test_logs_and_killswitch_go_through_the_api(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CATDOG_BROKER_URL", raising=False)  # the session's broker: not this fleet's
     path = str(_inventory(tmp_path, "cam", "probe"))
     with pytest.raises(UsageError, match="--follow takes exactly one device"):
         api.logs(path, follow=True)
