@@ -20,6 +20,7 @@ from catdog.loader import load_inventory
 from catdog.records import KILLSWITCH_KEY
 from ops.launch import Launcher
 from ops.stop import Stopper
+from workers.extension import Extensions
 from workers.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def test_coordinator_and_worker_clients_share_one_timeout_policy(tmp_path: Path)
     stopper = Stopper(inventory, broker_url=url)
     assert stopper.redis is not None
     clients = {"launcher": Launcher(inventory, url).redis, "stopper": stopper.redis,
-               "worker": Telemetry("a", url, ["catdog.any"]).redis,
+               "worker": Telemetry("a", url, ["catdog.any"], Extensions()).redis,
                "context": open_fleet(inventory, url).redis()}
     assert {name: policy(c) for name, c in clients.items()} == dict.fromkeys(clients, expected)
 
