@@ -140,17 +140,24 @@ class Lan:
         return {**spec, **fields}
 
     def start_redis(self) -> tuple[str, int]:
-        """A Redis on the bridge address only, with a password; returns (password, port)."""
+        """A Redis on the bridge address only, with a password; returns (password, port).
+
+        The port is picked free, then handed to redis-server: another process may take it in
+        between, so a server that exits is started again on a new port (its log says why)."""
         password = secrets.token_urlsafe(16)
-        with socket.socket() as s:
-            s.bind((self.gateway, 0))
-            port = s.getsockname()[1]
-        self.redis = subprocess.Popen(
-            [redis_server_binary(), "--bind", self.gateway, "--port", str(port),
-             "--requirepass", password, "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_port(self.gateway, port, None)
-        return password, port
+        log = self.folder / "lan-redis.log"
+        for _attempt in range(3):
+            with socket.socket() as s:
+                s.bind((self.gateway, 0))
+                port = s.getsockname()[1]
+            self.redis = subprocess.Popen(
+                [redis_server_binary(), "--bind", self.gateway, "--port", str(port),
+                 "--requirepass", password, "--save", "", "--appendonly", "no",
+                 "--dir", str(self.folder), "--logfile", str(log)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if _wait_for_port(self.gateway, port, log, self.redis):
+                return password, port
+        raise RuntimeError(f"redis-server would not start on {self.gateway}: {log.read_text()}")
 
     def close(self) -> None:
         for host in self.hosts:
@@ -166,14 +173,20 @@ class Lan:
         ip("link", "del", self.bridge, check=False)
 
 
-def _wait_for_port(address: str, port: int, log: Path | None) -> None:
-    deadline = time.monotonic() + 10
+def _wait_for_port(address: str, port: int, log: Path | None,
+                   server: subprocess.Popen[bytes] | None = None) -> bool:
+    """True once something listens on ``address:port``; False when ``server`` exited first
+    (raises after 30 s, with ``log``)."""
+    deadline = time.monotonic() + 30
     while True:
         try:
             socket.create_connection((address, port), timeout=1).close()
-            return
+            return True
         except OSError:
+            if server is not None and server.poll() is not None:
+                return False
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nothing listens on {address}:{port}"
-                                   + (f"; {log.read_text()}" if log else "")) from None
+                                   + (f"; {log.read_text()}" if log and log.exists() else "")
+                                   ) from None
             time.sleep(0.05)
