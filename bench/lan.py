@@ -153,11 +153,12 @@ class Lan:
             self.redis = subprocess.Popen(
                 [redis_server_binary(), "--bind", self.gateway, "--port", str(port),
                  "--requirepass", password, "--save", "", "--appendonly", "no",
-                 "--dir", str(self.folder), "--logfile", str(log)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 "--dir", str(self.folder)],
+                stdout=log.open("ab"), stderr=subprocess.STDOUT)
             if _wait_for_port(self.gateway, port, log, self.redis):
                 return password, port
-        raise RuntimeError(f"redis-server would not start on {self.gateway}: {log.read_text()}")
+        shown = log.read_text() if log.exists() else "(it wrote nothing)"
+        raise RuntimeError(f"redis-server would not start on {self.gateway}: {shown}")
 
     def close(self) -> None:
         for host in self.hosts:
