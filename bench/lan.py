@@ -150,11 +150,11 @@ class Lan:
             with socket.socket() as s:
                 s.bind((self.gateway, 0))
                 port = s.getsockname()[1]
-            self.redis = subprocess.Popen(
-                [redis_server_binary(), "--bind", self.gateway, "--port", str(port),
-                 "--requirepass", password, "--save", "", "--appendonly", "no",
-                 "--dir", str(self.folder)],
-                stdout=log.open("ab"), stderr=subprocess.STDOUT)
+            with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+                self.redis = subprocess.Popen(
+                    [redis_server_binary(), "--bind", self.gateway, "--port", str(port),
+                     "--requirepass", password, "--save", "", "--appendonly", "no",
+                     "--dir", str(self.folder)], stdout=out, stderr=subprocess.STDOUT)
             if _wait_for_port(self.gateway, port, log, self.redis):
                 return password, port
         shown = log.read_text() if log.exists() else "(it wrote nothing)"
