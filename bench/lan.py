@@ -7,7 +7,9 @@ really leaves through its own interface and can be cut off by taking its link do
 also gets its own ``TMUX_TMPDIR`` (real hosts have their own ``/tmp``): tmux sockets are files,
 which namespaces do not separate.
 
-Also a password-protected Redis listening on the bridge address only: the LAN's broker.
+Also a password-protected Redis listening on the bridge address only: the LAN's broker;
+``durable`` gives it an append-only file (fsync every second, no eviction, as the embedded Redis
+has), so a kill loses no queued task and :meth:`Lan.restart_redis` brings it back on its port.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class Lan:
         self.bridge = f"cdb{self.uid}"
         self.hosts: list[LanHost] = []
         self.redis: subprocess.Popen[bytes] | None = None
+        self._redis_argv: list[str] = []
         ip("link", "add", self.bridge, "type", "bridge")
         ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
@@ -139,26 +142,44 @@ class Lan:
             spec["allow_root"] = True
         return {**spec, **fields}
 
-    def start_redis(self) -> tuple[str, int]:
+    def start_redis(self, durable: bool = False) -> tuple[str, int]:
         """A Redis on the bridge address only, with a password; returns (password, port).
 
         The port is picked free, then handed to redis-server: another process may take it in
         between, so a server that exits is started again on a new port (its log says why)."""
         password = secrets.token_urlsafe(16)
-        log = self.folder / "lan-redis.log"
+        persistence = (["--appendonly", "yes", "--appendfsync", "everysec",
+                        "--appendfilename", "lan-redis.aof", "--maxmemory-policy", "noeviction"]
+                       if durable else ["--appendonly", "no"])
         for _attempt in range(3):
             with socket.socket() as s:
                 s.bind((self.gateway, 0))
                 port = s.getsockname()[1]
-            with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-                self.redis = subprocess.Popen(
-                    [redis_server_binary(), "--bind", self.gateway, "--port", str(port),
-                     "--requirepass", password, "--save", "", "--appendonly", "no",
-                     "--dir", str(self.folder)], stdout=out, stderr=subprocess.STDOUT)
-            if _wait_for_port(self.gateway, port, log, self.redis):
+            self._redis_argv = [redis_server_binary(), "--bind", self.gateway, "--port", str(port),
+                                "--requirepass", password, "--save", "", *persistence,
+                                "--dir", str(self.folder)]
+            if self._spawn_redis():
                 return password, port
-        shown = log.read_text() if log.exists() else "(it wrote nothing)"
-        raise RuntimeError(f"redis-server would not start on {self.gateway}: {shown}")
+        raise RuntimeError(f"redis-server would not start on {self.gateway}: {self._redis_log()}")
+
+    def restart_redis(self) -> None:
+        """Start the LAN's Redis again, same port, password and data (after it died or was
+        killed); raises when it will not come up."""
+        if self.redis is not None and self.redis.poll() is None:
+            return
+        if not self._spawn_redis():
+            raise RuntimeError(f"redis-server would not start again on {self.gateway}: "
+                               f"{self._redis_log()}")
+
+    def _spawn_redis(self) -> bool:
+        with (self.folder / "lan-redis.log").open("ab") as out:  # the child keeps its own copy
+            self.redis = subprocess.Popen(self._redis_argv, stdout=out, stderr=subprocess.STDOUT)
+        port = int(self._redis_argv[self._redis_argv.index("--port") + 1])
+        return _wait_for_port(self.gateway, port, self.folder / "lan-redis.log", self.redis)
+
+    def _redis_log(self) -> str:
+        log = self.folder / "lan-redis.log"
+        return log.read_text() if log.exists() else "(it wrote nothing)"
 
     def close(self) -> None:
         for host in self.hosts:

@@ -1,6 +1,7 @@
 """A task module the test workers import (``imports:``), whose tasks record each start in Redis:
 ``"<n> <time> <device>"`` pushed to ``<module>:starts``, so tests can see when and where tasks
-really started, and how often."""
+really started, and how often. ``soak`` keeps trying to record its start for two minutes (the
+soak kills the broker and cuts links while tasks start)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,28 @@ def _note(n):
             _client = None
             if attempt == 2:
                 raise
+
+
+def _note_surely(n):
+    global _client
+    deadline = time.monotonic() + 120
+    while True:
+        _client = _client or redis.Redis.from_url(os.environ["CATDOG_BROKER_URL"])
+        try:
+            _client.rpush("{module}:starts", f"{{n}} {{time.time()}} {{fleet.device.name}}")
+            return
+        except redis.ConnectionError:  # the broker restarting (or loading its data), a cut link
+            _client = None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@app.task(name="{module}.soak")
+def soak(n, seconds=0.0):
+    _note_surely(n)
+    time.sleep(seconds)
+    return n
 
 
 @app.task(name="{module}.record")

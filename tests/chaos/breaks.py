@@ -1,4 +1,5 @@
-"""The breaks themselves: a power cut of one device's worker (its whole process tree at once)."""
+"""The breaks themselves: a power cut of one device's worker (its whole process tree at once), and
+a signal to many processes at once (the soak's kills and stops)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ def worker_pids(fleet: FleetUnderTest, device: str) -> list[int]:
 def power_cut(fleet: FleetUnderTest, device: str) -> list[int]:
     """SIGKILL the worker's whole process tree at once, as a power cut would."""
     pids = worker_pids(fleet, device)
+    signal_all(pids, signal.SIGKILL)
+    return pids
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    """Send ``signum`` to each process (one already gone is skipped)."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return pids
+            os.kill(pid, signum)

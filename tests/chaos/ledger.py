@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import redis
 
@@ -30,12 +31,16 @@ class Tally:
     lost: int
     notes: dict[str, Any] = field(default_factory=dict)
 
-    def report(self) -> Tally:
-        print(self)
+    def report(self, stream: TextIO | None = None) -> Tally:
+        """Print the counts (on ``stream``, default stdout) and append them to the artifacts."""
+        print(self, file=stream or sys.stdout)
         ARTIFACTS.mkdir(exist_ok=True)
         with (ARTIFACTS / "chaos.jsonl").open("a") as f:
-            f.write(json.dumps(asdict(self)) + "\n")
+            f.write(json.dumps(self.as_dict()) + "\n")
         return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def __str__(self) -> str:
         extra = "".join(f", {k} {v}" for k, v in self.notes.items())

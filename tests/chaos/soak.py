@@ -1,0 +1,197 @@
+"""The chaos soak: a steady stream of tasks on a four-device fleet while a fault strikes every 10 s.
+
+``python -m tests.chaos.soak --minutes 10 --tasks 10000`` (root: it builds network namespaces).
+The fleet is :class:`~tests.chaos.soakfleet.SoakFleet`; the faults are drawn from one seed
+(:mod:`tests.chaos.schedule`, printed; ``--seed`` reproduces the schedule) and struck by
+:mod:`tests.chaos.faults`. Tasks sleep 0.05 s to 5 s (most are short), and go to ``any``, to a
+capability or to one device; each carries its number, which the ledger checks. At the end every
+fault is healed, the fleet drains (bounded by ``--drain``: a killed worker's tasks come back
+about 65 s after it died), and the ledger is printed and appended to ``artifacts/chaos.jsonl``:
+sent, completed, duplicates (extra starts), lost (sent, never completed), the longest a task
+waited from its send to its first start, and the faults struck by kind. ``--json`` prints it as
+one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from catdog import app
+
+from .faults import Faults
+from .ledger import Tally
+from .schedule import plan
+from .soakfleet import LINKED, SoakFleet
+
+SEND_RETRY_FOR_S = 60.0
+TARGETS = (("any", 35), ("cap:soak", 20), ("cap:lan", 10), ("cap:gpu", 10), ("device", 25))
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=2.0, help="minutes of faults and tasks")
+    parser.add_argument("--tasks", type=int, default=480, help="tasks sent, evenly over them")
+    parser.add_argument("--seed", type=int, help="the seed of faults and tasks (default: random)")
+    parser.add_argument("--every", type=float, default=10.0, help="seconds between faults")
+    parser.add_argument("--drain", type=float, default=240.0,
+                        help="seconds the healed fleet gets to finish every task")
+    parser.add_argument("--folder", type=Path, help="where the fleet lives (default: a new "
+                                                     "temporary folder)")
+    parser.add_argument("--json", action="store_true", help="the ledger as JSON on stdout")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    say(f"seed {seed} (--seed {seed} reproduces the schedule)")
+    signal.signal(signal.SIGTERM, _interrupted)
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="catdog-soak-"))
+    module = f"soak_{uuid.uuid4().hex[:8]}"
+    fleet = SoakFleet(folder, module, f"catdog-soak-{uuid.uuid4().hex[:6]}")
+    try:
+        tally = soak(fleet, args, seed)
+    finally:
+        fleet.close()
+    tally.report(sys.stderr if args.json else None)
+    if args.json:
+        print(json.dumps(tally.as_dict()))
+    if tally.lost == 0 and args.folder is None:
+        shutil.rmtree(folder, ignore_errors=True)  # kept when something was lost: the logs
+    return 0 if tally.lost == 0 else 1
+
+
+def soak(fleet: SoakFleet, args: argparse.Namespace, seed: int) -> Tally:
+    launched = fleet.launch()
+    if set(launched.values()) != {"READY"}:
+        raise RuntimeError(f"the fleet did not launch: {launched}")
+    duration = args.minutes * 60
+    faults_planned = plan(seed, duration, fleet.names, list(LINKED), args.every)
+    rng = random.Random(seed + 1)
+    started = time.monotonic()
+    faults = Faults(fleet, started)
+    sent: dict[int, dict[str, Any]] = {}
+    retries = 0
+    pending = list(faults_planned)
+    for n in range(args.tasks):
+        due = started + n * duration / args.tasks
+        while pending and started + pending[0].at_s <= max(due, time.monotonic()):
+            faults.strike(pending.pop(0))
+        time.sleep(max(0.0, due - time.monotonic()))
+        target, seconds = draw(rng, fleet.names)
+        sent[n] = {"id": str(uuid.uuid4()), "target": target, "seconds": seconds,
+                   "at": time.time()}
+        retries += send(fleet, n, sent[n])
+    for fault in pending:  # those due after the last send
+        time.sleep(max(0.0, started + fault.at_s - time.monotonic()))
+        faults.strike(fault)
+    say(f"sent {len(sent)} in {time.monotonic() - started:.0f} s; healing every fault")
+    faults.wait(timeout=300)
+    heal_started = time.monotonic()
+    healed = fleet.launch()  # whatever a fault left down comes back
+    drained_after = drain(fleet, sent, args.drain)
+    say(f"healed ({healed}) and drained in {time.monotonic() - heal_started:.0f} s")
+    return ledger(fleet, sent, seed, args, faults, retries, drained_after)
+
+
+def draw(rng: random.Random, devices: list[str]) -> tuple[str, float]:
+    """A task's target and length: mostly short, a few up to 5 s."""
+    target = rng.choices([k for k, _ in TARGETS], [w for _, w in TARGETS])[0]
+    if target == "device":
+        target = rng.choice(devices)
+    roll = rng.random()
+    low, high = (0.05, 0.3) if roll < 0.7 else (0.3, 1.5) if roll < 0.92 else (1.5, 5.0)
+    return target, round(rng.uniform(low, high), 3)
+
+
+def send(fleet: SoakFleet, n: int, task: dict[str, Any]) -> int:
+    """Send task ``n``, trying again (same task id) while the broker is down; the retries."""
+    task_fn = fleet.probe.soak
+    retries = 0
+    while True:
+        try:
+            task_fn.on(task["target"]).apply_async((n, task["seconds"]), task_id=task["id"])
+            return retries
+        except Exception as exc:  # the broker being killed or restarting
+            retries += 1
+            if time.time() - task["at"] > SEND_RETRY_FOR_S:
+                raise RuntimeError(f"task {n} not sent within {SEND_RETRY_FOR_S:.0f} s") from exc
+            time.sleep(0.5)
+
+
+def results(fleet: SoakFleet, sent: dict[int, dict[str, Any]]) -> dict[int, Any]:
+    """Every task's result as the backend holds it (its value, or None while not a success)."""
+    backend = app.backend
+    keys = {n: backend.get_key_for_task(t["id"]) for n, t in sent.items()}
+    found: dict[int, Any] = {}
+    numbers = list(keys)
+    for i in range(0, len(numbers), 500):
+        chunk = numbers[i:i + 500]
+        for n, raw in zip(chunk, fleet.client.mget([keys[m] for m in chunk]), strict=True):
+            meta = backend.decode_result(raw) if raw else None
+            found[n] = meta["result"] if meta and meta["status"] == "SUCCESS" else None
+    return found
+
+
+def drain(fleet: SoakFleet, sent: dict[int, dict[str, Any]], bound: float) -> float | None:
+    """Seconds until every task completed, None if not within ``bound``."""
+    started = time.monotonic()
+    while time.monotonic() - started < bound:
+        try:
+            done = results(fleet, sent)
+        except Exception:  # the broker may still be coming back
+            done = {}
+        if done and all(done[n] == n for n in sent):
+            return round(time.monotonic() - started, 1)
+        time.sleep(2)
+    return None
+
+
+def ledger(fleet: SoakFleet, sent: dict[int, dict[str, Any]], seed: int,
+           args: argparse.Namespace, faults: Faults, retries: int,
+           drained_after: float | None) -> Tally:
+    done = results(fleet, sent)
+    starts: dict[int, list[float]] = {}
+    for raw in fleet.client.lrange(f"{fleet.module}:starts", 0, -1):
+        n, at, _device = (raw.decode() if isinstance(raw, bytes) else raw).split()
+        starts.setdefault(int(n), []).append(float(at))
+    waits = sorted((min(starts[n]) - t["at"], n) for n, t in sent.items() if n in starts)
+    completed = sum(done.get(n) == n for n in sent)
+    longest, which = waits[-1] if waits else (0.0, -1)
+    lost = sorted(n for n in sent if done.get(n) != n)
+    notes: dict[str, Any] = {
+        "seed": seed, "minutes": args.minutes, "rate_per_s": round(args.tasks / args.minutes / 60, 1),
+        "faults": faults.counts(), "longest_wait_s": round(longest, 1),
+        "longest_wait_target": sent[which]["target"] if which >= 0 else None,
+        "wait_p99_s": round(waits[int(0.99 * (len(waits) - 1))][0], 2) if waits else None,
+        "send_retries": retries, "drained_after_s": drained_after,
+        "faults_failed": [f.as_dict() for f in faults.struck if f.error],
+    }
+    if lost:
+        notes["lost_tasks"] = {n: sent[n] | {"started": len(starts.get(n, []))}
+                               for n in lost[:5]}
+    duplicates = sum(len(v) - 1 for n, v in starts.items() if n in sent and len(v) > 1)
+    return Tally("chaos soak", len(sent), completed, duplicates, len(sent) - completed, notes)
+
+
+def say(line: str) -> None:
+    print(f"soak: {line}", file=sys.stderr, flush=True)
+
+
+def _interrupted(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # the fleet is still taken down (finally)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
