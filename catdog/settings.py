@@ -37,7 +37,15 @@ worker_prefetch_multiplier = 1
 # exchanges (each app's broadcasts reach only its own workers, and each binding table is written
 # with one separator: plain Celery reads a table with kombu's own, and failed on ours with
 # "ValueError: not enough values to unpack"), and its queues (all named ``catdog.*``).
+#
+# A link cut while a worker waits in BRPOP: Redis may pop a message for it just after the cut and
+# send it into the dead link, where TCP retransmits it, with backoff, until the link is back (at
+# 25 s for a 20 s cut, 51 s for 40 s, 102 s for 100 s). kombu drops a BRPOP connection whose reply
+# is overdue by `health_check_interval` (25 s by default), and with it that message, which nothing
+# can restore (it was never in `unacked`): the chaos soak lost one so. 120 s lets a cut of up to
+# about 100 s deliver it; a consumer stuck on a half-open connection recovers within about 4 min.
 broker_transport_options = {"visibility_timeout": 60, "unacked_restore_interval": 5,
+                            "health_check_interval": 120,
                             "unacked_restore_throttle": 1, "priority_steps": list(range(10)),
                             "sep": ":", "queue_order_strategy": "priority",
                             "unacked_key": "catdog.unacked",

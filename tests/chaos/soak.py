@@ -26,6 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import redis
+from kombu.exceptions import OperationalError
+
 from catdog import app
 
 from .faults import Faults
@@ -118,12 +121,15 @@ def draw(rng: random.Random, devices: list[str]) -> tuple[str, float]:
 def send(fleet: SoakFleet, n: int, task: dict[str, Any]) -> int:
     """Send task ``n``, trying again (same task id) while the broker is down; the retries."""
     task_fn = fleet.probe.soak
+    # ``any`` is what a call with no target gets (`.on("any")` is refused: catdog.targets
+    # does not parse the word yet)
+    call = task_fn if task["target"] == "any" else task_fn.on(task["target"])
     retries = 0
     while True:
         try:
-            task_fn.on(task["target"]).apply_async((n, task["seconds"]), task_id=task["id"])
+            call.apply_async((n, task["seconds"]), task_id=task["id"])
             return retries
-        except Exception as exc:  # the broker being killed or restarting
+        except (OperationalError, redis.RedisError, OSError) as exc:  # the broker down
             retries += 1
             if time.time() - task["at"] > SEND_RETRY_FOR_S:
                 raise RuntimeError(f"task {n} not sent within {SEND_RETRY_FOR_S:.0f} s") from exc
