@@ -2,7 +2,9 @@
 
 Each fault runs in a thread of its own: strike, hold, heal, and a record of what happened
 (:class:`Struck`). A fault waits for the one before it on the same device to have healed (the
-schedule leaves room, a slow relaunch may not), so two faults never hold one device at once.
+schedule leaves room, a slow relaunch may not), so two faults never hold one device at once. A
+fault that finds its device's worker dead though nothing killed it (a worker that died by itself,
+say of a broker kill) notes it (:attr:`Faults.found_dead`), relaunches it, then strikes.
 
 - ``kill_worker``: SIGKILL of the worker's main process (a prefork pool is orphaned, as under the
   OOM killer); 20 s later it is launched again, as a user seeing it offline would.
@@ -42,6 +44,7 @@ class Struck:
     device: str | None
     planned_s: float
     struck_s: float = 0.0  # after the soak's start
+    struck_at: float = 0.0  # time.time() of the strike
     healed_after_s: float | None = None  # from the strike to healed
     detail: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -58,6 +61,8 @@ class Faults:
         self._threads: list[threading.Thread] = []
         self._device_locks = {name: threading.Lock() for name in fleet.names}
         self._redis_lock = threading.Lock()
+        #: workers a fault found dead though nothing had killed them, relaunched before it struck
+        self.found_dead: list[dict[str, Any]] = []
 
     def strike(self, fault: Fault) -> None:
         """Strike ``fault`` now, in a thread of its own (it holds and heals there)."""
@@ -84,9 +89,12 @@ class Faults:
     def _run(self, fault: Fault, record: Struck) -> None:
         lock = self._redis_lock if fault.device is None else self._device_locks[fault.device]
         with lock:
-            record.struck_s = round(time.monotonic() - self.started, 1)
-            at = time.monotonic()
             try:
+                if fault.device is not None:
+                    self._revive(fault.device)
+                record.struck_s = round(time.monotonic() - self.started, 1)
+                record.struck_at = time.time()
+                at = time.monotonic()
                 record.detail = getattr(self, f"_{fault.kind}")(fault.device)
                 record.healed_after_s = round(time.monotonic() - at, 1)
             except Exception as exc:  # reported in the ledger: a fault that did not strike
@@ -94,6 +102,16 @@ class Faults:
             print(f"soak: t+{record.struck_s:.0f}s {fault.kind} {fault.device or ''} "
                   f"{record.error or record.detail} healed after {record.healed_after_s} s",
                   file=sys.stderr, flush=True)
+
+    def _revive(self, device: str) -> None:
+        """A device whose worker died by itself is noted, and relaunched (as its user would)."""
+        if self.fleet.worker_pid(device) is not None:
+            return
+        found_s = round(time.monotonic() - self.started, 1)
+        print(f"soak: t+{found_s:.0f}s {device}'s worker found dead; relaunching it",
+              file=sys.stderr, flush=True)
+        self.found_dead.append({"device": device, "found_s": found_s,
+                                "relaunch_s": round(self.fleet.relaunch(device), 1)})
 
     def _kill_worker(self, device: str) -> dict[str, Any]:
         pid = self.fleet.worker_pid(device)

@@ -37,6 +37,14 @@ from .schedule import plan
 from .soakfleet import LINKED, SoakFleet
 
 SEND_RETRY_FOR_S = 60.0
+#: kombu's Redis transport notes a message in ``unacked`` only after Redis handed it over: a
+#: worker or a broker killed in between loses it (docs/guarantees.md). A task lost so was sent
+#: at most this long before such a kill, and never started: the ledger counts those apart.
+DELIVERY_WINDOW_S = 2.0
+WINDOW_KINDS = ("kill_redis", "kill_worker", "reboot")
+#: the drain gives up once nothing completed for this long: 60 s visibility timeout, the 5 s
+#: sweep, a 5 s task, and room
+STALL_S = 100.0
 TARGETS = (("any", 35), ("cap:soak", 20), ("cap:lan", 10), ("cap:gpu", 10), ("device", 25))
 
 
@@ -151,15 +159,20 @@ def results(fleet: SoakFleet, sent: dict[int, dict[str, Any]]) -> dict[int, Any]
 
 
 def drain(fleet: SoakFleet, sent: dict[int, dict[str, Any]], bound: float) -> float | None:
-    """Seconds until every task completed, None if not within ``bound``."""
+    """Seconds until every task completed; None when not within ``bound``, or when nothing more
+    completed for :data:`STALL_S` (longer than a dead worker's tasks take to come back)."""
     started = time.monotonic()
-    while time.monotonic() - started < bound:
+    progress, completed = started, -1
+    while time.monotonic() - started < bound and time.monotonic() - progress < STALL_S:
         try:
             done = results(fleet, sent)
         except Exception:  # the broker may still be coming back
             done = {}
-        if done and all(done[n] == n for n in sent):
+        now_completed = sum(done.get(n) == n for n in sent)
+        if now_completed == len(sent):
             return round(time.monotonic() - started, 1)
+        if now_completed > completed:
+            progress, completed = time.monotonic(), now_completed
         time.sleep(2)
     return None
 
@@ -184,8 +197,14 @@ def ledger(fleet: SoakFleet, sent: dict[int, dict[str, Any]], seed: int,
         "send_retries": retries, "drained_after_s": drained_after,
         "faults_failed": [f.as_dict() for f in faults.struck if f.error],
     }
+    kills = [f.struck_at for f in faults.struck if f.kind in WINDOW_KINDS and f.struck_at]
+    in_window = [n for n in lost if n not in starts and any(
+        k - DELIVERY_WINDOW_S <= sent[n]["at"] <= k + 0.5 for k in kills)]
+    notes["lost_in_delivery_window"] = len(in_window)
+    notes["workers_found_dead"] = faults.found_dead
     if lost:
-        notes["lost_tasks"] = {n: sent[n] | {"started": len(starts.get(n, []))}
+        notes["lost_tasks"] = {n: sent[n] | {"started": len(starts.get(n, [])),
+                                             "in_delivery_window": n in in_window}
                                for n in lost[:5]}
     duplicates = sum(len(v) - 1 for n, v in starts.items() if n in sent and len(v) > 1)
     return Tally("chaos soak", len(sent), completed, duplicates, len(sent) - completed, notes)
