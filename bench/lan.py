@@ -142,13 +142,13 @@ class Lan:
             spec["allow_root"] = True
         return {**spec, **fields}
 
-    def start_redis(self, durable: bool = False) -> tuple[str, int]:
+    def start_redis(self, durable: bool = False, fsync: str = "everysec") -> tuple[str, int]:
         """A Redis on the bridge address only, with a password; returns (password, port).
 
         The port is picked free, then handed to redis-server: another process may take it in
         between, so a server that exits is started again on a new port (its log says why)."""
         password = secrets.token_urlsafe(16)
-        persistence = (["--appendonly", "yes", "--appendfsync", "everysec",
+        persistence = (["--appendonly", "yes", "--appendfsync", fsync,
                         "--appendfilename", "lan-redis.aof", "--maxmemory-policy", "noeviction"]
                        if durable else ["--appendonly", "no"])
         for _attempt in range(3):

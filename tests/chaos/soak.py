@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +34,7 @@ from catdog import app
 
 from .faults import Faults
 from .ledger import Tally
-from .schedule import plan
+from .schedule import Fault, plan
 from .soakfleet import LINKED, SoakFleet
 
 SEND_RETRY_FOR_S = 60.0
@@ -59,6 +60,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds the healed fleet gets to finish every task")
     parser.add_argument("--folder", type=Path, help="where the fleet lives (default: a new "
                                                      "temporary folder)")
+    parser.add_argument("--fsync", choices=("everysec", "always"), default="everysec",
+                        help="the broker's appendfsync (the embedded Redis's is everysec)")
     parser.add_argument("--json", action="store_true", help="the ledger as JSON on stdout")
     return parser.parse_args(argv)
 
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupted)
     folder = args.folder or Path(tempfile.mkdtemp(prefix="catdog-soak-"))
     module = f"soak_{uuid.uuid4().hex[:8]}"
-    fleet = SoakFleet(folder, module, f"catdog-soak-{uuid.uuid4().hex[:6]}")
+    fleet = SoakFleet(folder, module, f"catdog-soak-{uuid.uuid4().hex[:6]}", args.fsync)
     try:
         tally = soak(fleet, args, seed)
     finally:
@@ -92,21 +95,19 @@ def soak(fleet: SoakFleet, args: argparse.Namespace, seed: int) -> Tally:
     rng = random.Random(seed + 1)
     started = time.monotonic()
     faults = Faults(fleet, started)
+    striker = threading.Thread(target=strike_all, args=(faults, faults_planned, started),
+                               daemon=True, name="striker")
+    striker.start()
     sent: dict[int, dict[str, Any]] = {}
     retries = 0
-    pending = list(faults_planned)
     for n in range(args.tasks):
-        due = started + n * duration / args.tasks
-        while pending and started + pending[0].at_s <= max(due, time.monotonic()):
-            faults.strike(pending.pop(0))
-        time.sleep(max(0.0, due - time.monotonic()))
+        # half a period off the faults' whole seconds: no send is timed to land with a strike
+        time.sleep(max(0.0, started + (n + 0.5) * duration / args.tasks - time.monotonic()))
         target, seconds = draw(rng, fleet.names)
         sent[n] = {"id": str(uuid.uuid4()), "target": target, "seconds": seconds,
                    "at": time.time()}
         retries += send(fleet, n, sent[n])
-    for fault in pending:  # those due after the last send
-        time.sleep(max(0.0, started + fault.at_s - time.monotonic()))
-        faults.strike(fault)
+    striker.join()
     say(f"sent {len(sent)} in {time.monotonic() - started:.0f} s; healing every fault")
     faults.wait(timeout=300)
     heal_started = time.monotonic()
@@ -114,6 +115,13 @@ def soak(fleet: SoakFleet, args: argparse.Namespace, seed: int) -> Tally:
     drained_after = drain(fleet, sent, args.drain)
     say(f"healed ({healed}) and drained in {time.monotonic() - heal_started:.0f} s")
     return ledger(fleet, sent, seed, args, faults, retries, drained_after)
+
+
+def strike_all(faults: Faults, planned: list[Fault], started: float) -> None:
+    """Strike each fault at its time (each then holds and heals in a thread of its own)."""
+    for fault in planned:
+        time.sleep(max(0.0, started + fault.at_s - time.monotonic()))
+        faults.strike(fault)
 
 
 def draw(rng: random.Random, devices: list[str]) -> tuple[str, float]:
@@ -190,7 +198,8 @@ def ledger(fleet: SoakFleet, sent: dict[int, dict[str, Any]], seed: int,
     longest, which = waits[-1] if waits else (0.0, -1)
     lost = sorted(n for n in sent if done.get(n) != n)
     notes: dict[str, Any] = {
-        "seed": seed, "minutes": args.minutes, "rate_per_s": round(args.tasks / args.minutes / 60, 1),
+        "seed": seed, "minutes": args.minutes, "fsync": args.fsync,
+        "rate_per_s": round(args.tasks / args.minutes / 60, 1),
         "faults": faults.counts(), "longest_wait_s": round(longest, 1),
         "longest_wait_target": sent[which]["target"] if which >= 0 else None,
         "wait_p99_s": round(waits[int(0.99 * (len(waits) - 1))][0], 2) if waits else None,

@@ -49,7 +49,8 @@ RELAUNCH_FOR_S = 120.0
 
 
 class SoakFleet:
-    def __init__(self, folder: Path, module: str, tmux_socket: str) -> None:
+    def __init__(self, folder: Path, module: str, tmux_socket: str,
+                 fsync: str = "everysec") -> None:
         self.folder = folder
         self.module = module
         self.socket = tmux_socket
@@ -57,6 +58,7 @@ class SoakFleet:
         self.lan = Lan(folder / "lan")
         self.hosts: dict[str, LanHost] = {}
         self._launching = threading.Lock()
+        self.fsync = fsync
         try:
             self._build()
         except BaseException:
@@ -64,7 +66,7 @@ class SoakFleet:
             raise
 
     def _build(self) -> None:
-        password, port = self.lan.start_redis(durable=True)
+        password, port = self.lan.start_redis(durable=True, fsync=self.fsync)
         os.environ[PASSWORD_VAR] = password
         devices: dict[str, dict[str, Any]] = {}
         for name in LINKED:
