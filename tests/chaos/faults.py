@@ -103,6 +103,12 @@ class Faults:
                   f"{record.error or record.detail} healed after {record.healed_after_s} s",
                   file=sys.stderr, flush=True)
 
+    def note_dead(self, devices: list[str], when: str) -> None:
+        """Note each device whose worker died by itself (before the fleet is healed)."""
+        for device in devices:
+            if self.fleet.worker_pid(device) is None:
+                self.found_dead.append({"device": device, "found": when})
+
     def _revive(self, device: str) -> None:
         """A device whose worker died by itself is noted, and relaunched (as its user would)."""
         if self.fleet.worker_pid(device) is not None:

@@ -111,6 +111,7 @@ def soak(fleet: SoakFleet, args: argparse.Namespace, seed: int) -> Tally:
     say(f"sent {len(sent)} in {time.monotonic() - started:.0f} s; healing every fault")
     faults.wait(timeout=300)
     heal_started = time.monotonic()
+    faults.note_dead(fleet.names, "at the end")
     healed = fleet.launch()  # whatever a fault left down comes back
     drained_after = drain(fleet, sent, args.drain)
     say(f"healed ({healed}) and drained in {time.monotonic() - heal_started:.0f} s")
