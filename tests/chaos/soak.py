@@ -211,6 +211,7 @@ def ledger(fleet: SoakFleet, sent: dict[int, dict[str, Any]], seed: int,
     in_window = [n for n in lost if n not in starts and any(
         k - DELIVERY_WINDOW_S <= sent[n]["at"] <= k + 0.5 for k in kills)]
     notes["lost_in_delivery_window"] = len(in_window)
+    notes["lost_but_still_queued"] = len(still_queued(fleet, {sent[n]["id"] for n in lost}))
     notes["workers_found_dead"] = faults.found_dead
     if lost:
         notes["lost_tasks"] = {n: sent[n] | {"started": len(starts.get(n, [])),
@@ -218,6 +219,25 @@ def ledger(fleet: SoakFleet, sent: dict[int, dict[str, Any]], seed: int,
                                for n in lost[:5]}
     duplicates = sum(len(v) - 1 for n, v in starts.items() if n in sent and len(v) > 1)
     return Tally("chaos soak", len(sent), completed, duplicates, len(sent) - completed, notes)
+
+
+def still_queued(fleet: SoakFleet, ids: set[str]) -> set[str]:
+    """Those of the task ``ids`` whose message is still on a queue, or held in ``unacked``: not
+    gone, only not run (yet)."""
+    if not ids:
+        return set()
+    raws: list[Any] = list(fleet.client.hvals("catdog.unacked"))
+    for key in fleet.client.scan_iter("catdog.*", count=1000):
+        if fleet.client.type(key) == b"list":
+            raws.extend(fleet.client.lrange(key, 0, -1))
+    found = set()
+    for raw in raws:
+        message = json.loads(raw)
+        message = message[0] if isinstance(message, list) else message  # unacked: [message, ...]
+        task_id = (message.get("headers") or {}).get("id")
+        if task_id in ids:
+            found.add(task_id)
+    return found
 
 
 def say(line: str) -> None:
