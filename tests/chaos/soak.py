@@ -207,15 +207,17 @@ def ledger(fleet: SoakFleet, sent: dict[int, dict[str, Any]], seed: int,
         "send_retries": retries, "drained_after_s": drained_after,
         "faults_failed": [f.as_dict() for f in faults.struck if f.error],
     }
+    queued = still_queued(fleet, {sent[n]["id"] for n in lost})
     kills = [f.struck_at for f in faults.struck if f.kind in WINDOW_KINDS and f.struck_at]
-    in_window = [n for n in lost if n not in starts and any(
+    in_window = [n for n in lost if n not in starts and sent[n]["id"] not in queued and any(
         k - DELIVERY_WINDOW_S <= sent[n]["at"] <= k + 0.5 for k in kills)]
-    notes["lost_in_delivery_window"] = len(in_window)
-    notes["lost_but_still_queued"] = len(still_queued(fleet, {sent[n]["id"] for n in lost}))
+    notes["lost_but_still_queued"] = len(queued)  # not gone: not run within the drain
+    notes["lost_in_delivery_window"] = len(in_window)  # gone, in kombu's window at a kill
     notes["workers_found_dead"] = faults.found_dead
     if lost:
         notes["lost_tasks"] = {n: sent[n] | {"started": len(starts.get(n, [])),
-                                             "in_delivery_window": n in in_window}
+                                             "in_delivery_window": n in in_window,
+                                             "still_queued": sent[n]["id"] in queued}
                                for n in lost[:5]}
     duplicates = sum(len(v) - 1 for n, v in starts.items() if n in sent and len(v) > 1)
     return Tally("chaos soak", len(sent), completed, duplicates, len(sent) - completed, notes)
