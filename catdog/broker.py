@@ -17,7 +17,7 @@ import re
 import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import kombu.exceptions
@@ -26,7 +26,12 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from catdog.errors import BrokerError, BrokerUnreachable
-from catdog.inventory import BROKER_ENV, Inventory
+
+if TYPE_CHECKING:
+    from catdog.inventory import Inventory
+
+#: the broker URL that overrides the inventory's ``broker:``
+BROKER_ENV = "CATDOG_BROKER_URL"
 
 PORT_FILE = "redis.port"
 PASSWORD_FILE = "redis.password"

@@ -3,7 +3,8 @@
 The file is read by :mod:`catdog.yamlfile` (values keep their lines, ``${VAR}`` expands) with the
 typed readers of :mod:`catdog.fields`; a device's and a schedule entry's keys, readers and defaults
 are declared once, on the :class:`~catdog.inventory.Device` and
-:class:`~catdog.inventory.ScheduleEntry` dataclasses. Every problem is collected, then raised at once
+:class:`~catdog.inventory.ScheduleEntry` dataclasses, and the top-level settings on
+:class:`~catdog.inventory.Inventory`. Every problem is collected, then raised at once
 as one :class:`~catdog.errors.InventoryError`; nothing is returned half-checked.
 
 Device fields may stand under ``defaults:``; a device's own values win, ``env`` merges key by key,
@@ -14,24 +15,23 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from yaml.nodes import MappingNode, Node
 
-from catdog.broker import BROKER_RE, NEEDS_BROKER, WHAT_BROKER, check_broker_url, chosen_url
+from catdog.broker import NEEDS_BROKER, check_broker_url, chosen_url
 from catdog.durations import WHAT_DURATION
 from catdog.errors import InventoryError
-from catdog.fields import DOTTED_RE, NAME_RULE, Fields, any_invalid, arguments, schema
+from catdog.fields import NAME_RULE, Fields, any_invalid, arguments, schema
 from catdog.inventory import (
     BROKER_ENV,
     INVENTORY_ENV,
     LOCAL_HOST,
     RESERVED_DEVICE_NAMES,
+    SECTIONS,
     WHAT_CRON,
     Device,
     Inventory,
@@ -43,12 +43,8 @@ from catdog.inventory import (
 from catdog.targets import NAME_RE, Kind, Target
 from catdog.yamlfile import INVALID, Pairs, line_of
 
-TOP_KEYS = ("broker", "tmux_socket", "imports", "defaults", "devices", "limits", "schedule",
-            "insecure", "timezone")
-SOCKET_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 RATE_RE = re.compile(r"^\s*([1-9][0-9]*)\s*/\s*([smh])\s*$")
 PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-WHAT_TIMEZONE = "an IANA time zone name like Europe/Paris or UTC"
 
 
 def load_inventory(path: str | os.PathLike[str] | None = None,
@@ -124,7 +120,7 @@ class _Checker(Fields):
     # -- the sections -----------------------------------------------------------------------
 
     def inventory(self, root: MappingNode, where: Path) -> Inventory | None:
-        top = self.fields(root, "", TOP_KEYS, "a mapping")
+        top = self.fields(root, "", (*schema(Inventory), *SECTIONS), "a mapping")
         settings = self._settings(top)
         found = self._section(top, "defaults", tuple(schema(Device)))
         defaults = self.read_section(Device, found, "defaults")
@@ -148,30 +144,10 @@ class _Checker(Fields):
         return {} if found is INVALID else dict(found)
 
     def _settings(self, top: Pairs) -> dict[str, Any]:
-        parsers: dict[str, Callable[[Node, str], Any]] = {
-            "broker": partial(self.text, what=WHAT_BROKER, pattern=BROKER_RE),
-            "tmux_socket": partial(self.text, what="a tmux socket name (letters, digits, '_', "
-                                   "'.' and '-')", pattern=SOCKET_RE),
-            "imports": partial(self.names, noun="module name", pattern=DOTTED_RE,
-                               rule="dotted, like mylab.tasks"),
-            "insecure": self.boolean,
-            "timezone": self._timezone,
-        }
-        settings: dict[str, Any] = {}
-        for name, parse in parsers.items():
-            if name in top and (got := parse(top[name][1], name)) is not INVALID:
-                settings[name] = got
-        return settings
-
-    def _timezone(self, node: Node, field: str) -> Any:
-        name = self.text(node, field, WHAT_TIMEZONE)
-        if name is INVALID:
-            return INVALID
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            return self.bad(node, field, WHAT_TIMEZONE, name)
-        return name
+        """The top-level settings given (:class:`Inventory`'s fields that :func:`reads`)."""
+        keys = schema(Inventory)
+        read = {name: keys[name].read(self, top[name][1], name) for name in keys if name in top}
+        return arguments(Inventory, {k: v for k, v in read.items() if v is not INVALID})
 
     # -- devices ----------------------------------------------------------------------------
 

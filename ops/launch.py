@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from catdog import broker
+from catdog.context import FleetContext
 from catdog.errors import UsageError
-from catdog.inventory import Device, Inventory
+from catdog.inventory import Device
 from catdog.records import exit_status_from, heartbeat_key, ready_key
 from ops.fanout import EventCallback, on_each, quiet
 from ops.pinging import ping
@@ -44,15 +44,18 @@ def check_loglevel(loglevel: str) -> str:
 
 
 class Launcher:
-    def __init__(self, inventory: Inventory, broker_url: str, *,
+    """Launches devices of the fleet ``context`` (its inventory, broker and app)."""
+
+    def __init__(self, context: FleetContext, *,
                  timeout: float = DEFAULT_TIMEOUT_S, on_event: EventCallback | None = None,
                  loglevel: str | None = None) -> None:
-        self.inventory = inventory
+        self.context = context
+        self.inventory = context.inventory
         self.loglevel = check_loglevel(loglevel) if loglevel else None
-        self.broker_url = broker_url
+        self.broker_url = context.url
         self.timeout = timeout
         self.on_event = on_event or quiet
-        self.redis = broker.connect(broker_url)
+        self.redis = context.redis()
 
     def launch(self, devices: Sequence[Device]) -> list[DeviceResult]:
         """Launch ``devices`` in parallel; one result per device, in the order given."""
@@ -104,7 +107,7 @@ class Launcher:
             while time.monotonic() < deadline:
                 if nodename is None:
                     nodename, served_at = self._announcement(device.name, fresh=owned)
-                if nodename and ping(nodename, timeout=PING_TIMEOUT_S):
+                if nodename and ping(self.context.app, nodename, timeout=PING_TIMEOUT_S):
                     delay = round(time.time() - served_at, 3) if owned and served_at else None
                     return DeviceResult(device.name, success, f"{nodename} answered ping",
                                         nodename=nodename, serve_to_ready_s=delay)
