@@ -43,7 +43,7 @@ SOCKET_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 WHAT_SOCKET = "a tmux socket name (letters, digits, '_', '.' and '-')"
 WHAT_TIMEZONE = "an IANA time zone name like Europe/Paris or UTC"
 #: the top-level sections that are not settings of :class:`Inventory` (read section by section)
-SECTIONS = ("defaults", "devices", "limits", "schedule")
+SECTIONS = ("defaults", "devices", "limits", "schedule", "embedded")
 
 
 def time_zone(name: str) -> str | None:
@@ -137,6 +137,22 @@ class ScheduleEntry:
 
 
 @dataclass(frozen=True)
+class Embedded:
+    """The ``embedded:`` section: how the embedded Redis serves SSH devices (no ``broker:``).
+
+    ``listen``: the coordinator's address the devices reach (None: the source address of the
+    route to each device); ``tls``: serve ``rediss://`` with a CA generated into ``.catdog/``.
+    Whether the coordinator has ``listen`` is checked where the server starts, on the
+    coordinator (a device reads the same file)."""
+
+    listen: str | None = field(default=None, metadata=reads(_text(
+        "an address of the coordinator, like 192.168.10.2", NO_SPACE_RE)))
+    tls: bool = field(default=False, metadata=reads(Fields.boolean))
+    line: int | None = None  # of the section
+    lines: Mapping[str, int | None] = field(default_factory=dict, compare=False)  # of each key
+
+
+@dataclass(frozen=True)
 class Inventory:
     """A validated inventory. Its fields with :func:`~catdog.fields.reads` are the top-level
     settings (their keys, in the order messages list them, come before :data:`SECTIONS`)."""
@@ -152,6 +168,7 @@ class Inventory:
     insecure: bool = field(default=False, metadata=reads(Fields.boolean))
     timezone: str | None = field(default=None, metadata=reads(partial(
         Fields.checked, what=WHAT_TIMEZONE, check=time_zone)))
+    embedded: Embedded = field(default_factory=Embedded)
     #: the file's text as it was read and validated (what ``fab launch`` ships to SSH devices)
     text: str = field(default="", repr=False, compare=False)
     #: the ``${VAR}`` names its values use, in file order (what a device's env file must carry)

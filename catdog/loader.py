@@ -22,7 +22,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node
 
-from catdog.broker import NEEDS_BROKER, check_broker_url, chosen_url
+from catdog.broker import check_broker_url, chosen_url
 from catdog.durations import WHAT_DURATION
 from catdog.errors import InventoryError
 from catdog.fields import NAME_RULE, Fields, any_invalid, arguments, schema
@@ -34,6 +34,7 @@ from catdog.inventory import (
     SECTIONS,
     WHAT_CRON,
     Device,
+    Embedded,
     Inventory,
     Limit,
     ScheduleEntry,
@@ -108,7 +109,6 @@ class _Checker(Fields):
 
     def __init__(self, file: str, environ: Mapping[str, str]) -> None:
         super().__init__(file, environ)
-        self._host_lines: dict[str, int | None] = {}
         self._listed: dict[str, Any] = {}  # every device named, to its capabilities (or INVALID)
 
     def read_section(self, section: type, found: Pairs, prefix: str) -> dict[str, _Got]:
@@ -128,11 +128,13 @@ class _Checker(Fields):
         limits_found = self._section(top, "limits")
         limits = self._limits(limits_found)
         schedule = self._schedule(self._section(top, "schedule"), tuple(limits_found))
-        self._check_broker(top.get("broker"), settings, devices)
-        if self.problems:
+        self._check_broker(top.get("broker"), settings)
+        embedded = self._embedded(top.get("embedded"), top.get("broker"), devices)
+        if self.problems or embedded is None:
             return None
         return Inventory(path=where, devices=devices, limits=limits, schedule=schedule,
-                         text=self.source, variables=tuple(self.variables), **settings)
+                         text=self.source, variables=tuple(self.variables), embedded=embedded,
+                         **settings)
 
     def _section(self, top: Pairs, name: str, allowed: tuple[str, ...] | None = None) -> Pairs:
         if name not in top:
@@ -185,7 +187,6 @@ class _Checker(Fields):
             self.problem(key, f"{field}.host",
                          "required field missing; expected a host name or 'local'")
             return None
-        self._host_lines[name] = merged["host"].line
         fits = self._pool_fits(merged, key, field)
         if not (named and fits) or any(g.value is INVALID for g in merged.values()):
             return None
@@ -300,8 +301,9 @@ class _Checker(Fields):
 
     # -- the broker -------------------------------------------------------------------------
 
-    def _check_broker(self, entry: tuple[Node, Node] | None, settings: dict[str, Any],
-                      devices: dict[str, Device]) -> None:
+    def _check_broker(self, entry: tuple[Node, Node] | None, settings: dict[str, Any]) -> None:
+        """A configured broker must be able to serve (without one, the embedded Redis serves
+        every device, SSH devices included: ``embedded:``)."""
         from_env = self.environ.get(BROKER_ENV) or None
         url = chosen_url(settings.get("broker"), self.environ)
         if url:
@@ -310,8 +312,31 @@ class _Checker(Fields):
                 self.problem(None, "broker", f"{message} (the URL comes from ${BROKER_ENV})")
             elif message and entry is not None:
                 self.problem(entry[1], "broker", message)
-            return
-        remote = [name for name, d in devices.items() if not d.is_local]
-        if remote and entry is None:
-            self.problem(self._host_lines.get(remote[0]), f"devices.{remote[0]}.host",
-                         f"{NEEDS_BROKER} (remote: {', '.join(remote)})")
+
+    def _embedded(self, entry: tuple[Node, Node] | None, broker: tuple[Node, Node] | None,
+                  devices: dict[str, Device]) -> Embedded | None:
+        """The ``embedded:`` section (None after a problem): it serves SSH devices, so it needs
+        some and no ``broker:``."""
+        if entry is None:
+            return Embedded()
+        key, node = entry
+        found = self.fields(node, "embedded", tuple(schema(Embedded)),
+                            "a mapping with `listen:` and/or `tls:`")
+        if found is INVALID:
+            return None
+        values = self.read_section(Embedded, found, "embedded")
+        if any(g.value is INVALID for g in values.values()):
+            return None
+        if broker is not None:
+            self.problem(key, "embedded", f"the embedded Redis serves only without `broker:` "
+                                          f"(line {line_of(broker[0])}); remove one of the two")
+            return None
+        if devices and all(d.is_local for d in devices.values()) and (
+                values.get("listen") or (values.get("tls") and values["tls"].value)):
+            name = "listen" if "listen" in values else "tls"
+            self.problem(values[name].line, f"embedded.{name}",
+                         "this fleet has no SSH device, and the embedded Redis serves local "
+                         f"devices on loopback; remove `{name}:` (or add a device with a host)")
+            return None
+        return Embedded(**arguments(Embedded, {k: g.value for k, g in values.items()}),
+                        line=line_of(key), lines={k: g.line for k, g in values.items()})

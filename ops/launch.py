@@ -19,6 +19,7 @@ from catdog.errors import UsageError
 from catdog.inventory import Device
 from catdog.records import exit_status_from, heartbeat_key, ready_key
 from ops.fanout import EventCallback, on_each, quiet
+from ops.lan_broker import device_url
 from ops.pinging import ping
 from ops.results import ALREADY_RUNNING, FAILED, READY, DeviceResult
 from ops.session import WorkerSession, run_env
@@ -86,7 +87,8 @@ class Launcher:
 
     def _command(self, session: WorkerSession) -> list[str]:
         """The worker's command; the broker URL goes in a mode-600 file, never on a command line."""
-        env_file, inventory = session.install_run_files(run_env(self.inventory, self.broker_url),
+        url = device_url(session, self.broker_url)  # the device's own user on a LAN fleet
+        env_file, inventory = session.install_run_files(run_env(self.inventory, url),
                                                         self.inventory.text)
         return [session.python, "-m", "workers", "--device", session.device.name,
                 "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
