@@ -151,8 +151,6 @@ class EmbeddedRedis:
         wanted = self._wanted()
         lan = [a for a in wanted.bind if a != HOST]
         where = f"on {', '.join(f'{a}:{self._port()}' for a in [HOST, *lan])}"
-        if wanted.front:
-            where += f" and TLS on {', '.join(f'{a}:{self.tls_port()}' for a in wanted.front)}"
         where += f" (data in {self.dir})"
         if inventory is None:
             return f"catdog: started the embedded Redis {where}"

@@ -77,11 +77,12 @@ def listening_for(inventory: Inventory) -> Listening:
     An ``embedded.listen`` the coordinator does not have is an :class:`InventoryError`."""
     if not serves_lan(inventory):
         return Listening()
-    addresses = []
+    listen = inventory.embedded.listen
+    addresses = [_own_address(inventory, listen)] if listen else []
     for device in inventory.devices.values():
-        if not device.is_local:
+        if not (device.is_local or listen):
             try:
-                addresses.append(device_address(inventory, device))
+                addresses.append(route_source(device))
             except CatDogError:
                 continue  # unreachable anyway: launching it says why
     users = tuple(rules(inventory, name) for name in inventory.devices)

@@ -122,6 +122,12 @@ def run_fleet(lan: Lan, hosts: dict[str, LanHost], inventory: Path, env: dict[st
     assert status.returncode == 0, status.stderr
     assert [(r["device"], r["state"]) for r in json.loads(status.stdout)] == [
         ("pi-a", "idle"), ("pi-b", "idle")]
+    # what else workers do with the broker, under their ACL users: pause and resume, metrics
+    for switch in (["--on", "--reason", "lan test"], ["--off"]):
+        done = fab("killswitch", "--inventory", str(inventory), *switch, "--json", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    metrics = fab("metrics", "--inventory", str(inventory), "--json", env=env)
+    assert metrics.returncode == 0, metrics.stdout + metrics.stderr
     return seen
 
 
@@ -236,7 +242,7 @@ def test_an_embedded_listen_address_the_coordinator_lacks_is_refused_before_anyt
     line = next(n for n, text in enumerate(inventory.read_text().splitlines(), 1)
                 if "listen:" in text)
     assert done.stderr.strip() == (
-        f"fab: {inventory}:{line} embedded.listen: the coordinator has no address '10.254.1.1' "
+        f"catdog: {inventory}:{line} embedded.listen: the coordinator has no address '10.254.1.1' "
         f"(the route to devices.pi-a leaves from {lan.gateway}); set it to an address of this "
         f"machine that the devices reach, or remove it to use the route to each device")
     assert not (inventory.parent / ".catdog" / "redis.port").exists()  # nothing started
