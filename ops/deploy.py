@@ -117,7 +117,7 @@ class Deployer:
         deployed = found.get("deployed") or {}
         if "catdog" not in found or deployed.get("fingerprint") != self.fingerprint:
             changes.append(self._install(session, found))
-        ca = copy_ca(session)  # a TLS embedded Redis: devices check it against this CA
+        ca = copy_ca(self.inventory, session)  # a TLS embedded Redis: devices check it against this CA
         if ca and ca[1]:
             changes.append("broker CA in place")
         return changes + self._copy_task_modules(session)

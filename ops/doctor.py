@@ -103,7 +103,7 @@ class Doctor:
         if self.broker_url and sftp.ok:
             # one file per device and run: devices may share a workdir, doctors may run at once
             env_file = f"{session.state_dir}/run/doctor-{session.device.name}-{os.getpid()}.env"
-            url = device_url(session, self.broker_url)  # the device's own, on a LAN fleet
+            url = device_url(self.inventory, session, self.broker_url)  # the device's own, on a LAN fleet
             session.host.write_private(env_file, f"CATDOG_BROKER_URL={url}\n")
         try:
             found = session.probe(env_file)

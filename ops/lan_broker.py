@@ -153,13 +153,13 @@ def ensure_user(admin: redis.Redis, inventory: Inventory, device: str) -> None:
     admin.execute_command("ACL", "SETUSER", wanted[0], "reset", *wanted[1:])
 
 
-def device_url(session: WorkerSession, admin_url: str) -> str:
+def device_url(inventory: Inventory, session: WorkerSession, admin_url: str) -> str:
     """The broker URL ``session``'s worker gets (in its mode-600 env file): ``admin_url`` when
     the embedded Redis does not serve the LAN (or a broker is configured); else the device's
     own user at the address it reaches, over TLS when set (the CA copied to the device)."""
-    inventory, device = session.inventory, session.device
     if not serves_lan(inventory):
         return admin_url
+    device = session.device
     server = EmbeddedRedis(inventory.state_dir)
     with broker.translated(admin_url, inventory):
         admin = broker.connect(admin_url)
@@ -172,19 +172,18 @@ def device_url(session: WorkerSession, admin_url: str) -> str:
     host = f"[{address}]" if ":" in address else address
     if device.is_local or not inventory.embedded.tls:
         return f"redis://{user}@{host}:{server.port}/0"
-    copied = copy_ca(session)
+    copied = copy_ca(inventory, session)
     assert copied is not None
     ca = copied[0]
     return f"rediss://{user}@{host}:{server.tls_port()}/0?ssl_ca_certs={quote(ca, safe='/')}"
 
 
-def copy_ca(session: WorkerSession) -> tuple[str, bool] | None:
+def copy_ca(inventory: Inventory, session: WorkerSession) -> tuple[str, bool] | None:
     """Put the embedded Redis's CA on ``session``'s SSH device (made now if it is not yet), where
     its URL's ``ssl_ca_certs`` names it: its path there and whether it was copied (not there
     yet, or another), or None when the fleet has no TLS."""
     from ops.certs import ensure_ca
 
-    inventory = session.inventory
     if session.device.is_local or not (serves_lan(inventory) and inventory.embedded.tls):
         return None
     text = ensure_ca(inventory.state_dir / TLS_DIR).read_text()

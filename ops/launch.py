@@ -87,7 +87,7 @@ class Launcher:
 
     def _command(self, session: WorkerSession) -> list[str]:
         """The worker's command; the broker URL goes in a mode-600 file, never on a command line."""
-        url = device_url(session, self.broker_url)  # the device's own user on a LAN fleet
+        url = device_url(self.inventory, session, self.broker_url)  # the device's own user on a LAN fleet
         env_file, inventory = session.install_run_files(run_env(self.inventory, url),
                                                         self.inventory.text)
         return [session.python, "-m", "workers", "--device", session.device.name,

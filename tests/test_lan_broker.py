@@ -128,6 +128,12 @@ def run_fleet(lan: Lan, hosts: dict[str, LanHost], inventory: Path, env: dict[st
         assert done.returncode == 0, done.stdout + done.stderr
     metrics = fab("metrics", "--inventory", str(inventory), "--json", env=env)
     assert metrics.returncode == 0, metrics.stdout + metrics.stderr
+    doctor = fab("doctor", "--inventory", str(inventory), "--json", env=env)
+    rows = json.loads(doctor.stdout)
+    assert doctor.returncode == 0, [r for r in rows if r["state"] != "OK"]
+    brokers = {r["device"]: next(c["detail"] for c in r["checks"] if c["name"] == "broker")
+               for r in rows}  # reached from each namespace, with the device's own URL
+    assert len(set(brokers.values())) == 1 and lan.gateway in brokers["pi-a"]
     return seen
 
 
