@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,11 @@ def _timed(work: Callable[[], Any]) -> float:
     started = time.perf_counter()
     work()
     return time.perf_counter() - started
+
+
+def _pings(client: redis.Redis) -> None:
+    for _ in range(PINGS):
+        client.ping()
 
 
 def _raw(where: tuple[str, int], password: str, context: ssl.SSLContext | None) -> None:
@@ -75,8 +81,7 @@ def measure(rounds: int) -> dict[str, Any]:
             context = ssl.create_default_context(cafile=options["tls"]["ssl_ca_certs"])
             for _ in range(rounds):
                 for kind, client in clients.items():
-                    found[kind]["ping"].append(_timed(lambda c=client: [
-                        c.ping() for _ in range(PINGS)]) / PINGS)
+                    found[kind]["ping"].append(_timed(partial(_pings, client)) / PINGS)
                     pipe = client.pipeline(transaction=False)
                     for i in range(100):
                         pipe.set(f"bench:{i}", "x" * 64)
@@ -84,7 +89,7 @@ def measure(rounds: int) -> dict[str, Any]:
                     where = (options[kind]["host"], options[kind]["port"])
                     secure = context if kind == "tls" else None
                     found[kind]["raw_connection"].append(_timed(
-                        lambda w=where, s=secure: _raw(w, password, s)))
+                        partial(_raw, where, password, secure)))
                     fresh = redis.Redis(password=password, **options[kind])
                     found[kind]["redis_py_connection"].append(_timed(fresh.ping))
                     fresh.close()
