@@ -220,6 +220,7 @@ def test_a_lan_fleet_on_tls_checks_the_generated_ca(lan: Lan, hosts: dict[str, L
         with pytest.raises(redis.ConnectionError):  # the plain port is not on the LAN
             redis.Redis(host=lan.gateway, port=server.port, socket_timeout=2).ping()
         urls = check_url_only_in_private_files(lan, hosts)
+        assert denied(state) == []
         for name, url in urls.items():
             parts = urlsplit(url)
             assert parts.scheme == "rediss" and parts.hostname == lan.gateway
