@@ -120,10 +120,12 @@ class EmbeddedRedis:
                       f"{', '.join(self.listening.bind + self.listening.front)} "
                       f"(its data stays)", file=sys.stderr, flush=True)
                 self._shutdown()
-            if not self.answers():
+            started = not self.answers()
+            if started:
                 self._start()
                 print(self.started_line(inventory), file=sys.stderr, flush=True)
-            if self._wanted().front and not self._front_answers():
+            # a server just started may have another port: its front starts again with it
+            if self._wanted().front and (started or not self._front_answers()):
                 self._start_front(self._wanted())
             elif self.listening is not None and not self.listening.front:
                 self._stop_front()
