@@ -26,6 +26,9 @@ from catdog.inventory import Device, Inventory
 from catdog.loader import load_inventory
 from ops import certs, lan_broker
 from ops.embedded_redis import EmbeddedRedis, Listening, alive
+from ops.session import worker_session
+
+from .conftest import Sshd
 
 NO_RETRY = Retry(NoBackoff(), 0)
 LAN = "127.0.0.2"  # stands for the coordinator's LAN address
@@ -203,3 +206,21 @@ def test_the_route_to_a_device_and_a_listen_address_the_coordinator_lacks(
     assert (problem.line, problem.field) == (2, "embedded.listen")  # its own line
     assert "the coordinator has no address '192.0.2.77'" in problem.message
     assert not (tmp_path / ".catdog").exists()  # refused before anything was made
+
+
+def test_deploy_and_launch_put_the_ca_on_an_ssh_device_once(
+        tmp_path: Path, sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CATDOG_BROKER_URL", raising=False)
+    path = tmp_path / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"embedded": {"tls": True}, "devices": {
+        "pi": sshd.device([], tmp_path / "pi"), "laptop": {"host": "local"}}}))
+    fleet = load_inventory(path, environ={})
+    with worker_session(fleet, fleet.devices["pi"]) as session:
+        first = lan_broker.copy_ca(fleet, session)
+        again = lan_broker.copy_ca(fleet, session)
+    with worker_session(fleet, fleet.devices["laptop"]) as session:
+        assert lan_broker.copy_ca(fleet, session) is None  # local: the coordinator's own file
+    where = tmp_path / "pi" / ".catdog" / "run" / "ca.pem"
+    assert first == (str(where), True) and again == (str(where), False)  # deploy: UNCHANGED
+    assert where.read_text() == (tmp_path / ".catdog" / "tls" / "ca.pem").read_text()
+    assert "PRIVATE KEY" not in where.read_text()  # the CA's key never leaves the coordinator
