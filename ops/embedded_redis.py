@@ -49,7 +49,7 @@ TLS_DIR = "tls"
 class Listening:
     """What the server serves beyond the coordinator's own commands: the addresses devices
     reach it at (none: loopback only), TLS or not, and each device's ACL user as
-    ``user NAME ...`` rules (:func:`ops.lan_broker.listening` builds it from an inventory)."""
+    ``user NAME ...`` rules (:func:`ops.lan_broker.listening_for` builds it from an inventory)."""
 
     addresses: tuple[str, ...] = ()
     tls: bool = False
@@ -124,15 +124,17 @@ class EmbeddedRedis:
             if started:
                 self._start()
                 print(self.started_line(inventory), file=sys.stderr, flush=True)
+            wanted = self.listening
             # a server just started may have another port: its front starts again with it
-            if self._wanted().front and (started or not self._front_answers()):
-                self._start_front(self._wanted())
-            elif self.listening is not None and not self.listening.front:
+            if wanted is not None and wanted.front and (started or not self._front_answers()):
+                self._start_front(wanted)
+            elif wanted is not None and not wanted.front:
                 self._stop_front()
             return self.url
 
     def _wanted(self) -> Listening:
-        return self.listening if self.listening is not None else self._recorded()
+        """What to start the server to serve (without a :class:`Listening`: loopback only)."""
+        return self.listening if self.listening is not None else Listening()
 
     def _recorded(self) -> Listening:
         """What the running server was started to serve (loopback only when unknown)."""

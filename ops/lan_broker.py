@@ -67,6 +67,7 @@ def password(inventory: Inventory, device: str) -> str:
     """``device``'s Redis password, generated the first time (mode 600)."""
     path = inventory.state_dir / USERS_DIR / f"{device}.password"
     if not path.exists():
+        inventory.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private from the start
         write_private(path, secrets.token_urlsafe(24) + "\n")
     return path.read_text().strip()
 

@@ -184,6 +184,9 @@ def test_what_the_embedded_redis_serves_follows_the_inventory(
     assert served.bind == ("127.0.0.1",)  # with TLS the plain port stays on loopback
     assert [u.split()[0] for u in served.users] == ["catdog-pi-a", "catdog-pi-b", "catdog-laptop"]
     assert all("-@admin -@dangerous" in u for u in served.users)
+    for folder in (fleet.state_dir, fleet.state_dir / "users"):
+        assert folder.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in (fleet.state_dir / "users").iterdir()} == {0o600}
 
     local = tmp_path / "local" / "catdog.yaml"
     local.parent.mkdir()
