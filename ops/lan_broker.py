@@ -187,6 +187,7 @@ def copy_ca(inventory: Inventory, session: WorkerSession) -> tuple[str, bool] | 
 
     if session.device.is_local or not (serves_lan(inventory) and inventory.embedded.tls):
         return None
+    inventory.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     text = ensure_ca(inventory.state_dir / TLS_DIR).read_text()
     path = f"{session.state_dir}/run/{CA_NAME}"
     copied = session.host.shell(f"cat {shlex.quote(path)} 2>/dev/null").stdout != text

@@ -227,3 +227,4 @@ def test_deploy_and_launch_put_the_ca_on_an_ssh_device_once(
     assert first == (str(where), True) and again == (str(where), False)  # deploy: UNCHANGED
     assert where.read_text() == (tmp_path / ".catdog" / "tls" / "ca.pem").read_text()
     assert "PRIVATE KEY" not in where.read_text()  # the CA's key never leaves the coordinator
+    assert (tmp_path / ".catdog").stat().st_mode & 0o777 == 0o700
