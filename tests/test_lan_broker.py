@@ -41,7 +41,10 @@ use_inventory(sys.argv[1])
 where = {r["device"]: r["stdout"] for r in
          run_on.delay("all", "ip -4 -o addr show scope global").get(timeout=60)}
 calls = [whoami.on(name).delay() for _ in range(5) for name in ("pi-a", "pi-b")]
-print(json.dumps({"addresses": where, "ran_on": [c.get(timeout=60)["device"] for c in calls]}))
+# a fleet-wide rate limit (a Lua script) that defers some of them (the deferral's sorted set)
+limited = [whoami.on(name).apply_async(limit="burst") for _ in range(3) for name in ("pi-a", "pi-b")]
+print(json.dumps({"addresses": where, "ran_on": [c.get(timeout=60)["device"] for c in calls],
+                  "limited": sorted(c.get(timeout=60)["device"] for c in limited)}))
 """
 #: what a device's credentials must be refused (and what each would do to the fleet)
 ADMIN_COMMANDS = [
@@ -73,7 +76,7 @@ def write_inventory(lan: Lan, hosts: dict[str, LanHost], folder: Path, **top: An
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "catdog.yaml"
     path.write_text(yaml.safe_dump({
-        "tmux_socket": f"catdog-lanb-{uuid.uuid4().hex[:6]}", **top,
+        "tmux_socket": f"catdog-lanb-{uuid.uuid4().hex[:6]}", **top, "limits": {"burst": "2/s"},
         "devices": {"pi-a": lan.device(hosts["pi-a"], ["camera"], concurrency=2),
                     "pi-b": lan.device(hosts["pi-b"], ["sensor"], pool="solo")},
     }, sort_keys=False))
@@ -118,6 +121,7 @@ def run_fleet(lan: Lan, hosts: dict[str, LanHost], inventory: Path, env: dict[st
     for name, host in hosts.items():  # each task really ran in the device's namespace
         assert seen["addresses"][name].split()[3] == f"{host.address}/24"
     assert seen["ran_on"] == ["pi-a", "pi-b"] * 5
+    assert seen["limited"] == ["pi-a"] * 3 + ["pi-b"] * 3
     status = fab("status", "--inventory", str(inventory), "--json", env=env)
     assert status.returncode == 0, status.stderr
     assert [(r["device"], r["state"]) for r in json.loads(status.stdout)] == [
