@@ -228,3 +228,26 @@ def test_deploy_and_launch_put_the_ca_on_an_ssh_device_once(
     assert where.read_text() == (tmp_path / ".catdog" / "tls" / "ca.pem").read_text()
     assert "PRIVATE KEY" not in where.read_text()  # the CA's key never leaves the coordinator
     assert (tmp_path / ".catdog").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_device_taken_out_of_the_inventory_is_refused_after_a_restart(
+        tmp_path: Path, state: Path) -> None:
+    fleet = inventory(tmp_path)
+    both = tuple(lan_broker.rules(fleet, name) for name in ("pi-a", "pi-b"))
+    server = EmbeddedRedis(state, Listening((LAN,), users=both))
+    server.ensure_running()
+
+    def answers(device: str) -> bool:
+        client = redis.Redis(host=LAN, port=server.port, username=f"catdog-{device}",
+                             password=lan_broker.password(fleet, device), retry=NO_RETRY)
+        try:
+            return bool(client.ping())
+        except redis.AuthenticationError:
+            return False
+        finally:
+            client.close()
+
+    assert answers("pi-a") and answers("pi-b")
+    server.stop()
+    EmbeddedRedis(state, Listening((LAN,), users=both[:1])).ensure_running()  # pi-b removed
+    assert answers("pi-a") and not answers("pi-b")
