@@ -147,9 +147,13 @@ def stop_fleet(inventory: Path, env: dict[str, str]) -> subprocess.CompletedProc
     return stopped
 
 
-def check_url_only_in_private_files(lan: Lan, hosts: dict[str, LanHost]) -> dict[str, str]:
+def check_url_only_in_private_files(lan: Lan, hosts: dict[str, LanHost], state: Path
+                                    ) -> dict[str, str]:
     urls = {}
+    admin_password = (state / "redis.password").read_text().strip()
     for name, host in hosts.items():
+        shipped = [f for f in (lan.folder / name / "work").rglob("*") if f.is_file()]
+        assert shipped and not [f for f in shipped if admin_password.encode() in f.read_bytes()]
         env_file, values = device_env(lan, name)
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         urls[name] = values["CATDOG_BROKER_URL"]
@@ -196,7 +200,7 @@ def test_a_lan_fleet_runs_on_the_embedded_redis_alone(lan: Lan, hosts: dict[str,
         assert {"appendonly yes", "maxmemory-policy noeviction", "protected-mode yes"} <= set(conf)
         assert any(line.startswith("requirepass ") for line in conf)
         assert stat.S_IMODE((state / "redis.conf").stat().st_mode) == 0o600
-        urls = check_url_only_in_private_files(lan, hosts)
+        urls = check_url_only_in_private_files(lan, hosts, state)
         assert denied(state) == []  # what the fleet did needed nothing a device may not do
         for name, url in urls.items():
             assert urlsplit(url).hostname == lan.gateway and url.startswith("redis://"), name
@@ -223,7 +227,7 @@ def test_a_lan_fleet_on_tls_checks_the_generated_ca(lan: Lan, hosts: dict[str, L
         assert "bind 127.0.0.1" in (state / "redis.conf").read_text().splitlines()
         with pytest.raises(redis.ConnectionError):  # the plain port is not on the LAN
             redis.Redis(host=lan.gateway, port=server.port, socket_timeout=2).ping()
-        urls = check_url_only_in_private_files(lan, hosts)
+        urls = check_url_only_in_private_files(lan, hosts, state)
         assert denied(state) == []
         for name, url in urls.items():
             parts = urlsplit(url)
