@@ -26,6 +26,7 @@ from catdog.broker import tls_settings
 from ops.embedded_redis import EmbeddedRedis, alive
 from ops.results import READY
 
+from .conftest import device_spec
 from .lan import Lan, LanHost, NetnsUnavailable
 from .test_cli import _env, fab
 from .tmuxserver import end_server
@@ -40,7 +41,7 @@ from catdog.tasks.examples import whoami
 use_inventory(sys.argv[1])
 where = {r["device"]: r["stdout"] for r in
          run_on.delay("all", "ip -4 -o addr show scope global").get(timeout=60)}
-calls = [whoami.on(name).delay() for _ in range(5) for name in ("pi-a", "pi-b")]
+calls = [whoami.on(name).delay() for _ in range(5) for name in ("pi-a", "pi-b", "laptop")]
 # a fleet-wide rate limit (a Lua script) that defers some of them (the deferral's sorted set)
 limited = [whoami.on(name).apply_async(limit="burst") for _ in range(3) for name in ("pi-a", "pi-b")]
 print(json.dumps({"addresses": where, "ran_on": [c.get(timeout=60)["device"] for c in calls],
@@ -78,7 +79,8 @@ def write_inventory(lan: Lan, hosts: dict[str, LanHost], folder: Path, **top: An
     path.write_text(yaml.safe_dump({
         "tmux_socket": f"catdog-lanb-{uuid.uuid4().hex[:6]}", **top, "limits": {"burst": "2/s"},
         "devices": {"pi-a": lan.device(hosts["pi-a"], ["camera"], concurrency=2),
-                    "pi-b": lan.device(hosts["pi-b"], ["sensor"], pool="solo")},
+                    "pi-b": lan.device(hosts["pi-b"], ["sensor"], pool="solo"),
+                    "laptop": device_spec(["gpu"])},  # the coordinator itself
     }, sort_keys=False))
     return path
 
@@ -112,7 +114,7 @@ def run_fleet(lan: Lan, hosts: dict[str, LanHost], inventory: Path, env: dict[st
     launched = fab("launch", "--inventory", str(inventory), "--json", env=env)
     assert launched.returncode == 0, launched.stdout + launched.stderr
     assert [(r["device"], r["state"]) for r in json.loads(launched.stdout)] == [
-        ("pi-a", READY), ("pi-b", READY)]
+        ("pi-a", READY), ("pi-b", READY), ("laptop", READY)]
     assert "started the embedded Redis" in launched.stderr
     produced = subprocess.run([sys.executable, "-c", PRODUCER, str(inventory)], env=env,
                               capture_output=True, text=True, timeout=180, check=False)
@@ -120,12 +122,12 @@ def run_fleet(lan: Lan, hosts: dict[str, LanHost], inventory: Path, env: dict[st
     seen = json.loads(produced.stdout)
     for name, host in hosts.items():  # each task really ran in the device's namespace
         assert seen["addresses"][name].split()[3] == f"{host.address}/24"
-    assert seen["ran_on"] == ["pi-a", "pi-b"] * 5
+    assert seen["ran_on"] == ["pi-a", "pi-b", "laptop"] * 5
     assert seen["limited"] == ["pi-a"] * 3 + ["pi-b"] * 3
     status = fab("status", "--inventory", str(inventory), "--json", env=env)
     assert status.returncode == 0, status.stderr
     assert [(r["device"], r["state"]) for r in json.loads(status.stdout)] == [
-        ("pi-a", "idle"), ("pi-b", "idle")]
+        ("pi-a", "idle"), ("pi-b", "idle"), ("laptop", "idle")]
     # what else workers do with the broker, under their ACL users: pause and resume, metrics
     for switch in (["--on", "--reason", "lan test"], ["--off"]):
         done = fab("killswitch", "--inventory", str(inventory), *switch, "--json", env=env)
@@ -137,7 +139,8 @@ def run_fleet(lan: Lan, hosts: dict[str, LanHost], inventory: Path, env: dict[st
     assert doctor.returncode == 0, [r for r in rows if r["state"] != "OK"]
     brokers = {r["device"]: next(c["detail"] for c in r["checks"] if c["name"] == "broker")
                for r in rows}  # reached from each namespace, with the device's own URL
-    assert len(set(brokers.values())) == 1 and lan.gateway in brokers["pi-a"]
+    assert brokers["pi-a"] == brokers["pi-b"] and lan.gateway in brokers["pi-a"]
+    assert brokers["laptop"].startswith("127.0.0.1:")  # a local device stays on loopback
     return seen
 
 
@@ -164,6 +167,8 @@ def check_url_only_in_private_files(lan: Lan, hosts: dict[str, LanHost], state: 
         assert not [line for line in lines if password in line or ("redis" in line.lower()
                     and "://" in line)], lines
     assert urlsplit(urls["pi-a"]).password != urlsplit(urls["pi-b"]).password
+    local = (state / "run" / "laptop.env").read_text()  # its own user too, on loopback
+    assert "CATDOG_BROKER_URL=redis://catdog-laptop:" in local and "@127.0.0.1:" in local
     return urls
 
 
@@ -212,7 +217,7 @@ def test_a_lan_fleet_runs_on_the_embedded_redis_alone(lan: Lan, hosts: dict[str,
         assert "NOPERM" not in worker_logs and "NoPermission" not in worker_logs
     finally:
         stopped = stop_fleet(inventory, env)
-    assert [r["state"] for r in json.loads(stopped.stdout)] == ["STOPPED"] * 2, stopped.stderr
+    assert [r["state"] for r in json.loads(stopped.stdout)] == ["STOPPED"] * 3, stopped.stderr
     assert not EmbeddedRedis(state).answers()
 
 
@@ -245,7 +250,7 @@ def test_a_lan_fleet_on_tls_checks_the_generated_ca(lan: Lan, hosts: dict[str, L
         assert front is not None and alive(front)
     finally:
         stopped = stop_fleet(inventory, env)
-    assert [r["state"] for r in json.loads(stopped.stdout)] == ["STOPPED"] * 2, stopped.stderr
+    assert [r["state"] for r in json.loads(stopped.stdout)] == ["STOPPED"] * 3, stopped.stderr
     assert not alive(front) and not EmbeddedRedis(state).answers()
 
 
