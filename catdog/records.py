@@ -40,8 +40,11 @@ SENT_HEADER = "catdog_sent"
 WINDOW_HEADER = "catdog_window"
 LIMIT_HEADER = "catdog_limit"
 CLOSE_HEADER = "catdog_window_close"
+#: message header: a call's own ``max_deliveries=`` (worker losses before quarantine)
+MAX_DELIVERIES_HEADER = "catdog_max_deliveries"
 #: ``apply_async`` option -> the header that carries it to the worker
-CONTROL_HEADERS = {"window": WINDOW_HEADER, "limit": LIMIT_HEADER, "window_close": CLOSE_HEADER}
+CONTROL_HEADERS = {"window": WINDOW_HEADER, "limit": LIMIT_HEADER, "window_close": CLOSE_HEADER,
+                   "max_deliveries": MAX_DELIVERIES_HEADER}
 
 TASKS_KEY = "catdog:tasks"
 #: message header: how many times workers handed the message on to another queue

@@ -310,3 +310,35 @@ def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = Fa
         if on:
             return switch.engage(reason, hard=hard, context=context)
         return switch.release(context=context) if off else switch.devices_state(context=context)
+
+
+@dataclass
+class QuarantineReport:
+    """What ``fab quarantine`` did (``listed``, ``requeued`` or ``dropped``) and the entries it
+    did it to (:class:`catdog.quarantine.Entry`)."""
+
+    action: str
+    entries: list[Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "entries": [e.summary() for e in self.entries]}
+
+
+@_broker_errors
+def quarantine(inventory: str | None = None, *, requeue: str | None = None,
+               drop: str | None = None) -> QuarantineReport:
+    """The messages held after ``max_deliveries`` worker losses; ``requeue`` sends the one of
+    that task id to its queue again (its count starts anew), ``drop`` forgets it. An id the
+    quarantine does not hold raises :class:`catdog.quarantine.NotQuarantined` (exit 2)."""
+    from catdog import quarantine as held
+
+    if requeue and drop:
+        raise UsageError("--requeue and --drop together: choose one")
+    inv = load(inventory)
+    with _answering(inv) as context, context.translated():
+        client = context.answering()
+        if requeue:
+            return QuarantineReport("requeued", [held.requeue(client, requeue)])
+        if drop:
+            return QuarantineReport("dropped", [held.drop(client, drop)])
+        return QuarantineReport("listed", held.entries(client))

@@ -165,5 +165,15 @@ flower = Command(
                        "$CATDOG_FLOWER_AUTH)", "127.0.0.1", options.address),
      JSON), "flower")
 
+quarantine = Command(
+    "quarantine", "Messages held after max_deliveries worker losses; --requeue ID runs one again, "
+                  "--drop ID forgets it.", "quarantine",
+    (INVENTORY,
+     Option("requeue", "send the held message ID to its queue again (its count starts anew)",
+            read=options.text),
+     Option("drop", "forget the held message ID for good", read=options.text),
+     JSON), "quarantine")
+
 #: every command, as ``fab --list`` shows them
-COMMANDS = (beat, deploy, doctor, flower, killswitch, launch, logs, metrics, restart, status, stop)
+COMMANDS = (beat, deploy, doctor, flower, killswitch, launch, logs, metrics, quarantine, restart,
+            status, stop)

@@ -1,5 +1,5 @@
 """CatDog's ``fab`` commands: launch, stop, restart, status, logs, deploy, doctor, killswitch,
-beat, flower, metrics.
+beat, flower, metrics, quarantine.
 
 A project's ``fabfile.py`` gets all of them with ``from ops.fab import *`` (``catdog init`` writes
 that line). Each is an invoke task made from its row of the command table,
@@ -18,7 +18,7 @@ from ops import commands
 from ops.commands import Command
 
 __all__ = ["beat", "deploy", "doctor", "flower", "killswitch", "launch", "logs", "metrics",
-           "restart", "status", "stop"]
+           "quarantine", "restart", "status", "stop"]
 
 
 def task(command: Command) -> Task[Any]:
@@ -47,6 +47,7 @@ killswitch = task(commands.killswitch)
 launch = task(commands.launch)
 logs = task(commands.logs)
 metrics = task(commands.metrics)
+quarantine = task(commands.quarantine)
 restart = task(commands.restart)
 status = task(commands.status)
 stop = task(commands.stop)

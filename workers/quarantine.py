@@ -1,0 +1,288 @@
+"""Counting each message's lost workers, and quarantining it after ``max_deliveries``.
+
+A worker can be lost two ways while it runs a task, and both count:
+
+- a pool process dies (prefork: out of memory, a segfault, ``os._exit``): Celery's main process
+  sees a ``WorkerLostError`` with the exit status or signal, and would re-queue the message at
+  once (``task_reject_on_worker_lost``). :meth:`Quarantine.on_lost` records the loss first, with
+  whether the kernel's OOM killer was involved (:class:`OomCounter`);
+- the whole worker dies (solo or threads pool, a SIGKILL, a power cut): nobody sees it end; its
+  message comes back after the visibility timeout (:mod:`workers.leases`). The delivery record
+  still says the delivery started and never settled, and the next delivery counts that as a loss.
+
+Every delivery that passes the gate (it is about to start: :meth:`Quarantine.before_start`) is
+recorded in one Redis script, which also says whether the losses so far reach the message's
+``max_deliveries``; then the message is held in the quarantine (:mod:`catdog.quarantine`),
+acknowledged only after its entry is written, and its result says why. A message that settles
+(success, a failure by raising, a retry) has its record removed with the next heartbeat. A
+pool process killed by the hard kill switch (:mod:`workers.killswitch`) is not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.worker import state
+
+from catdog.errors import UsageError
+from catdog.quarantine import (
+    DEFAULT_MAX_DELIVERIES,
+    DELIVERY_TTL_S,
+    POOL_PROCESS_DIED,
+    WORKER_LOST,
+    Entry,
+    Loss,
+    Quarantined,
+    checked_max_deliveries,
+    delivery_key,
+    hold,
+)
+from catdog.records import MAX_DELIVERIES_HEADER
+from workers.extension import Extension, Replies, Worker, running
+
+log = logging.getLogger(__name__)
+
+#: a request the hard kill switch cut short carries this attribute: its loss is not counted
+TERMINATED_ATTRIBUTE = "_catdog_terminated"
+SETTLED = ("task-succeeded", "task-failed", "task-retried", "task-revoked")
+SIGKILL = 9
+
+#: KEYS: the record; ARGV: device, node, pid, now, max_deliveries, ttl. A delivery left running
+#: (its worker was lost whole) becomes a loss; returns {1, losses} when they reach the limit
+#: (nothing starts), else {0, count} with this delivery recorded as running.
+_START = """
+local rec = {}
+local raw = redis.call('GET', KEYS[1])
+if raw then rec = cjson.decode(raw) end
+local losses = rec['losses'] or {}
+if rec['current'] then table.insert(losses, rec['current']) end
+rec['current'] = nil
+rec['losses'] = losses
+if #losses < tonumber(ARGV[5]) then
+  rec['current'] = {device=ARGV[1], node=ARGV[2], pid=tonumber(ARGV[3]),
+                    started=tonumber(ARGV[4]), how=ARGV[7]}
+end
+redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', ARGV[6])
+if rec['current'] then return {0, #losses} end
+return {1, cjson.encode(losses)}
+"""
+
+#: KEYS: the record; ARGV: what is known of the loss (JSON), max_deliveries, ttl, device, node.
+#: Returns {1, losses} when they reach the limit, else {0, count}.
+_LOST = """
+local rec = {}
+local raw = redis.call('GET', KEYS[1])
+if raw then rec = cjson.decode(raw) end
+local losses = rec['losses'] or {}
+local loss = rec['current'] or {device=ARGV[4], node=ARGV[5]}
+for k, v in pairs(cjson.decode(ARGV[1])) do loss[k] = v end
+table.insert(losses, loss)
+rec['current'] = nil
+rec['losses'] = losses
+redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', ARGV[3])
+if #losses >= tonumber(ARGV[2]) then return {1, cjson.encode(losses)} end
+return {0, #losses}
+"""
+
+_SIGNAL = re.compile(r"signal (\d+)")
+_EXITCODE = re.compile(r"exitcode (-?\d+)")
+
+
+def exit_of(error: BaseException) -> tuple[int | None, int | None]:
+    """(exit status, signal) of a lost pool process, from Celery's ``WorkerLostError`` text.
+
+    >>> from celery.exceptions import WorkerLostError
+    >>> exit_of(WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL) Job: 3."))
+    (None, 9)
+    >>> exit_of(WorkerLostError("Worker exited prematurely: exitcode 1 Job: 0."))
+    (1, None)
+    """
+    text = str(error)
+    signal, code = _SIGNAL.search(text), _EXITCODE.search(text)
+    return (int(code.group(1)) if code else None, int(signal.group(1)) if signal else None)
+
+
+class OomCounter:
+    """The kernel's count of OOM kills where this worker runs: its memory cgroup's (v1
+    ``memory.oom_control``, v2 ``memory.events``), else the machine's (``/proc/vmstat``); None
+    where none can be read. Each loss by SIGKILL uses up one kill counted since the last."""
+
+    def __init__(self, proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")
+                 ) -> None:
+        self.proc, self.cgroups = proc, cgroups
+        self._lock = threading.Lock()
+        self.seen = self.read()
+
+    def files(self) -> list[Path]:
+        """Where the count is kept, the most specific first."""
+        found: list[Path] = []
+        try:
+            lines = (self.proc / "self" / "cgroup").read_text().splitlines()
+        except OSError:
+            lines = []
+        for entry in lines:
+            _, controllers, path = entry.split(":", 2)
+            relative = path.lstrip("/")
+            if "memory" in controllers.split(","):
+                found.append(self.cgroups / "memory" / relative / "memory.oom_control")
+            elif controllers == "" and relative:
+                found.append(self.cgroups / relative / "memory.events")
+        return [*found, self.proc / "vmstat"]
+
+    def read(self) -> int | None:
+        for path in self.files():
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            for row in text.splitlines():
+                name, _, value = row.partition(" ")
+                if name == "oom_kill" and value.strip().isdigit():
+                    return int(value)
+        return None
+
+    def involved(self, signal: int | None) -> bool | None:
+        """Whether the OOM killer ended a process that died of ``signal`` (it sends SIGKILL)."""
+        if signal != SIGKILL:
+            return False
+        with self._lock:
+            count = self.read()
+            if count is None or self.seen is None:
+                self.seen = count
+                return None
+            if count > self.seen:
+                self.seen += 1
+                return True
+            return False
+
+
+class Quarantine(Extension):
+    """Delivery counts and the quarantine, for the worker of ``device``."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.node = device
+        self.redis: Any = None
+        self.oom = OomCounter()
+        self._start: Any = None
+        self._lost: Any = None
+        self._settled: list[str] = []
+        self._lock = threading.Lock()
+
+    def on_start(self, worker: Worker) -> None:
+        self.redis = worker.redis
+        self.node = str(getattr(worker.consumer, "hostname", "") or worker.device)
+        self._start = self.redis.register_script(_START)
+        self._lost = self.redis.register_script(_LOST)
+
+    def limit(self, request: Any) -> int:
+        """The request's ``max_deliveries``: the call's, else its task's, else the default."""
+        task = request.task
+        given = (request.request_dict or {}).get(MAX_DELIVERIES_HEADER)
+        default = getattr(task, "max_deliveries", DEFAULT_MAX_DELIVERIES)
+        try:
+            return checked_max_deliveries(default, f"task {request.name!r}") if given is None \
+                else checked_max_deliveries(given, f"task {request.name!r}[{request.id}]")
+        except UsageError as exc:
+            log.error("%s: counted with the default %d", exc, DEFAULT_MAX_DELIVERIES)
+            return DEFAULT_MAX_DELIVERIES
+
+    def before_start(self, request: Any) -> bool:
+        """Record the delivery; True (held back) when it is quarantined instead."""
+        if self._start is None or getattr(request, "_catdog_delivery", None):
+            return False
+        tag = str(request.message.delivery_tag)
+        request._catdog_delivery = tag
+        limit = self.limit(request)
+        try:
+            held, losses = self._start(keys=[delivery_key(tag)], args=[
+                self.device, self.node, os.getpid(), time.time(), limit, DELIVERY_TTL_S,
+                WORKER_LOST])
+        except Exception as exc:  # Redis is down: the task runs, uncounted, rather than waits
+            log.warning("delivery of %s[%s] not counted: %s", request.name, request.id, exc)
+            return False
+        if not held:
+            return False
+        self.quarantine(request, losses, limit)
+        return True
+
+    def on_lost(self, request: Any, error: BaseException) -> bool:
+        """A pool process died running ``request``: record how; True when the message is
+        quarantined (acknowledged here) instead of re-queued."""
+        tag = getattr(request, "_catdog_delivery", None)
+        if self._lost is None or tag is None or getattr(request, TERMINATED_ATTRIBUTE, False):
+            return False
+        status, signal = exit_of(error)
+        loss = {"lost": time.time(), "how": POOL_PROCESS_DIED, "exit_status": status,
+                "signal": signal, "oom": self.oom.involved(signal),
+                "pid": getattr(request, "worker_pid", None)}
+        limit = self.limit(request)
+        try:
+            held, losses = self._lost(keys=[delivery_key(tag)], args=[
+                json.dumps(loss), limit, DELIVERY_TTL_S, self.device, self.node])
+        except Exception as exc:
+            log.warning("loss of %s[%s] not counted: %s", request.name, request.id, exc)
+            return False
+        stored = getattr(request, "_success_was_stored", lambda: False)
+        if not held or stored():  # (it succeeded, then its process died: Celery acks it)
+            return False
+        self.quarantine(request, losses, limit)
+        return True
+
+    def on_settled(self, request: Any, event: str, runtime: float | None) -> None:
+        tag = getattr(request, "_catdog_delivery", None)
+        if tag is not None and event in SETTLED:
+            with self._lock:
+                self._settled.append(tag)
+
+    def on_beat(self, pipe: Any) -> Replies | None:
+        """Remove the records of the messages settled since the last beat."""
+        with self._lock:
+            settled = list(self._settled)
+        if not settled:
+            return None
+        pipe.delete(*(delivery_key(tag) for tag in settled))
+
+        def done(_replies: list[Any]) -> None:
+            with self._lock:
+                del self._settled[:len(settled)]
+
+        return done
+
+    def quarantine(self, request: Any, losses: Any, limit: int) -> None:
+        """Hold ``request``'s message: its entry written, then its result, then the ack."""
+        entry = self.entry(request, [Loss.of(x) for x in json.loads(losses)], limit)
+        hold(self.redis, entry)
+        error = Quarantined(
+            f"task {request.name}[{request.id}] quarantined after {len(entry.losses)} worker "
+            f"loss(es) on {', '.join(entry.devices)} (max_deliveries={limit}): `fab quarantine` "
+            f"shows it; `fab quarantine --requeue {request.id}` runs it again")
+        request.task.backend.mark_as_failure(request.id, error, request=request._context,
+                                             store_result=request.store_errors)
+        request.acknowledge()
+        state.task_ready(request)
+        running(request._app).failure(request)
+        request.send_event("task-failed", exception=repr(error))
+        log.error("%s", error)
+
+    def entry(self, request: Any, losses: list[Loss], limit: int) -> Entry:
+        message = request.message
+        channel = message.channel
+        raw = message._raw  # the message as the Redis transport stored it
+        info = request.delivery_info or {}
+        exchange, routing_key = info.get("exchange") or "", info.get("routing_key") or ""
+        queues = channel._lookup(exchange, routing_key) or [routing_key]
+        priority = channel._get_message_priority(raw, reverse=False)
+        return Entry(id=request.id, task=request.name, args=list(request.args or ()),
+                     kwargs=dict(request.kwargs or {}), max_deliveries=limit, losses=losses,
+                     held_at=time.time(), held_by=self.device,
+                     keys=[channel._q_for_pri(q, priority) for q in queues],
+                     queue=routing_key, message=raw)
+
