@@ -109,58 +109,66 @@ def exit_of(error: BaseException) -> tuple[int | None, int | None]:
     return (int(code.group(1)) if code else None, int(signal.group(1)) if signal else None)
 
 
+def _read(path: str | Path) -> str | None:
+    """A small kernel file's text (one system call: read as each task starts)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 class OomCounter:
     """The kernel's count of OOM kills where this worker runs: its memory cgroup's (v1
-    ``memory.oom_control``, v2 ``memory.events``), else the machine's (``/proc/vmstat``); None
-    where none can be read. Each loss by SIGKILL uses up one kill counted since the last."""
+    ``memory.oom_control``, v2 ``memory.events``), else the machine's (``/proc/vmstat``). Read
+    as a delivery starts and again when its pool process dies by SIGKILL: a kill counted in
+    between was the OOM killer's. None where no count can be read."""
 
     def __init__(self, proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")
                  ) -> None:
         self.proc, self.cgroups = proc, cgroups
-        self._lock = threading.Lock()
-        self.seen = self.read()
+        self._membership: str | None = None
+        self._files: list[str] = []
 
-    def files(self) -> list[Path]:
-        """Where the count is kept, the most specific first."""
-        found: list[Path] = []
-        try:
-            lines = (self.proc / "self" / "cgroup").read_text().splitlines()
-        except OSError:
-            lines = []
-        for entry in lines:
-            _, controllers, path = entry.split(":", 2)
-            relative = path.lstrip("/")
-            if "memory" in controllers.split(","):
-                found.append(self.cgroups / "memory" / relative / "memory.oom_control")
-            elif controllers == "" and relative:
-                found.append(self.cgroups / relative / "memory.events")
-        return [*found, self.proc / "vmstat"]
+    def files(self) -> list[str]:
+        """Where the count is kept, the most specific first (looked up each time: the worker
+        may have been moved to another cgroup since it started)."""
+        membership = _read(self.proc / "self" / "cgroup") or ""
+        if membership != self._membership:
+            found: list[str] = []
+            for entry in membership.splitlines():
+                _, controllers, path = entry.split(":", 2)
+                relative = path.lstrip("/")
+                if "memory" in controllers.split(","):
+                    found.append(str(self.cgroups / "memory" / relative / "memory.oom_control"))
+                elif controllers == "" and relative:
+                    found.append(str(self.cgroups / relative / "memory.events"))
+            self._membership, self._files = membership, [*found, str(self.proc / "vmstat")]
+        return self._files
 
-    def read(self) -> int | None:
+    def read(self) -> tuple[str, int] | None:
+        """(where, count), or None when no count can be read."""
         for path in self.files():
-            try:
-                text = path.read_text()
-            except OSError:
-                continue
-            for row in text.splitlines():
+            for row in (_read(path) or "").splitlines():
                 name, _, value = row.partition(" ")
                 if name == "oom_kill" and value.strip().isdigit():
-                    return int(value)
+                    return path, int(value)
         return None
 
-    def involved(self, signal: int | None) -> bool | None:
-        """Whether the OOM killer ended a process that died of ``signal`` (it sends SIGKILL)."""
+    def involved(self, signal: int | None, before: tuple[str, int] | None) -> bool | None:
+        """Whether the OOM killer ended a process that died of ``signal`` (it sends SIGKILL),
+        given the count ``before`` it started."""
         if signal != SIGKILL:
             return False
-        with self._lock:
-            count = self.read()
-            if count is None or self.seen is None:
-                self.seen = count
-                return None
-            if count > self.seen:
-                self.seen += 1
-                return True
-            return False
+        after = self.read()
+        if after is None or before is None or after[0] != before[0]:
+            return None
+        return after[1] > before[1]
 
 
 class Quarantine(Extension):
@@ -200,6 +208,7 @@ class Quarantine(Extension):
             return False
         tag = str(request.message.delivery_tag)
         request._catdog_delivery = tag
+        request._catdog_oom = self.oom.read()
         limit = self.limit(request)
         try:
             held, losses = self._start(keys=[delivery_key(tag)], args=[
@@ -221,7 +230,8 @@ class Quarantine(Extension):
             return False
         status, signal = exit_of(error)
         loss = {"lost": time.time(), "how": POOL_PROCESS_DIED, "exit_status": status,
-                "signal": signal, "oom": self.oom.involved(signal),
+                "signal": signal,
+                "oom": self.oom.involved(signal, getattr(request, "_catdog_oom", None)),
                 "pid": getattr(request, "worker_pid", None)}
         limit = self.limit(request)
         try:
