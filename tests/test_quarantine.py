@@ -28,7 +28,6 @@ from celery.result import AsyncResult
 
 from catdog import app
 from catdog.errors import UsageError
-from catdog.records import EXIT_LINE
 from catdog.quarantine import (
     POOL_PROCESS_DIED,
     QUARANTINE_KEY,
@@ -36,6 +35,7 @@ from catdog.quarantine import (
     Entry,
     entries,
 )
+from catdog.records import EXIT_LINE
 from ops import api, commands
 from ops.results import READY
 

@@ -176,7 +176,7 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
         Watchdog(paused=lambda: switch.engaged),
         Leases(),
         Gate(inventory, switch, device),
-        Quarantine(device.name),  # after the gate: counts only deliveries about to start
+        Quarantine(device.name, device.pool),  # after the gate: counts only deliveries about to start
         recorder,
     ])
 

@@ -11,11 +11,15 @@ A worker can be lost two ways while it runs a task, and both count:
   still says the delivery started and never settled, and the next delivery counts that as a loss.
 
 Every delivery that passes the gate (it is about to start: :meth:`Quarantine.before_start`) is
-recorded in one Redis script, which also says whether the losses so far reach the message's
-``max_deliveries``; then the message is held in the quarantine (:mod:`catdog.quarantine`),
-acknowledged only after its entry is written, and its result says why. A message that settles
-(success, a failure by raising, a retry) has its record removed with the next heartbeat. A
-pool process killed by the hard kill switch (:mod:`workers.killswitch`) is not counted.
+recorded. Only a message delivered again (kombu marks what it puts back ``redelivered``) can have
+lost a worker: it is counted in one Redis script before it may start, which also says whether
+its losses reach its ``max_deliveries``; then it is held in the quarantine
+(:mod:`catdog.quarantine`), acknowledged only after its entry is written, and its result says
+why. A first delivery costs a prefork worker no round trip (its record rides on the next
+heartbeat's pipeline), and a solo or threads worker one ``SET`` (a task there can kill the very
+process that would write it later). A message that settles (success, a failure by raising, a
+retry) has its record removed with the next heartbeat. A pool process killed by the hard kill
+switch (:mod:`workers.killswitch`) is not counted.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from celery.worker import state
@@ -46,13 +49,13 @@ from catdog.quarantine import (
 )
 from catdog.records import MAX_DELIVERIES_HEADER
 from workers.extension import Extension, Replies, Worker, running
+from workers.oom import OomCounter
 
 log = logging.getLogger(__name__)
 
 #: a request the hard kill switch cut short carries this attribute: its loss is not counted
 TERMINATED_ATTRIBUTE = "_catdog_terminated"
 SETTLED = ("task-succeeded", "task-failed", "task-retried", "task-revoked")
-SIGKILL = 9
 
 #: KEYS: the record; ARGV: device, node, pid, now, max_deliveries, ttl. A delivery left running
 #: (its worker was lost whole) becomes a loss; returns {1, losses} when they reach the limit
@@ -109,78 +112,21 @@ def exit_of(error: BaseException) -> tuple[int | None, int | None]:
     return (int(code.group(1)) if code else None, int(signal.group(1)) if signal else None)
 
 
-def _read(path: str | Path) -> str | None:
-    """A small kernel file's text (one system call: read as each task starts)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 65536).decode(errors="replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-class OomCounter:
-    """The kernel's count of OOM kills where this worker runs: its memory cgroup's (v1
-    ``memory.oom_control``, v2 ``memory.events``), else the machine's (``/proc/vmstat``). Read
-    as a delivery starts and again when its pool process dies by SIGKILL: a kill counted in
-    between was the OOM killer's. None where no count can be read."""
-
-    def __init__(self, proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")
-                 ) -> None:
-        self.proc, self.cgroups = proc, cgroups
-        self._membership: str | None = None
-        self._files: list[str] = []
-
-    def files(self) -> list[str]:
-        """Where the count is kept, the most specific first (looked up each time: the worker
-        may have been moved to another cgroup since it started)."""
-        membership = _read(self.proc / "self" / "cgroup") or ""
-        if membership != self._membership:
-            found: list[str] = []
-            for entry in membership.splitlines():
-                _, controllers, path = entry.split(":", 2)
-                relative = path.lstrip("/")
-                if "memory" in controllers.split(","):
-                    found.append(str(self.cgroups / "memory" / relative / "memory.oom_control"))
-                elif controllers == "" and relative:
-                    found.append(str(self.cgroups / relative / "memory.events"))
-            self._membership, self._files = membership, [*found, str(self.proc / "vmstat")]
-        return self._files
-
-    def read(self) -> tuple[str, int] | None:
-        """(where, count), or None when no count can be read."""
-        for path in self.files():
-            for row in (_read(path) or "").splitlines():
-                name, _, value = row.partition(" ")
-                if name == "oom_kill" and value.strip().isdigit():
-                    return path, int(value)
-        return None
-
-    def involved(self, signal: int | None, before: tuple[str, int] | None) -> bool | None:
-        """Whether the OOM killer ended a process that died of ``signal`` (it sends SIGKILL),
-        given the count ``before`` it started."""
-        if signal != SIGKILL:
-            return False
-        after = self.read()
-        if after is None or before is None or after[0] != before[0]:
-            return None
-        return after[1] > before[1]
-
-
 class Quarantine(Extension):
-    """Delivery counts and the quarantine, for the worker of ``device``."""
+    """Delivery counts and the quarantine, for the worker of ``device`` (its ``pool``)."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, pool: str = "prefork") -> None:
         self.device = device
         self.node = device
+        #: solo and threads pools run tasks in the worker's own process: a task that kills it
+        #: leaves only what was written before it started
+        self.durable_starts = pool != "prefork"
         self.redis: Any = None
         self.oom = OomCounter()
         self._start: Any = None
         self._lost: Any = None
+        self._pending: dict[str, str] = {}  # first deliveries' records, for the next beat
+        self._flushing: set[str] = set()
         self._settled: list[str] = []
         self._lock = threading.Lock()
 
@@ -203,17 +149,25 @@ class Quarantine(Extension):
             return DEFAULT_MAX_DELIVERIES
 
     def before_start(self, request: Any) -> bool:
-        """Record the delivery; True (held back) when it is quarantined instead."""
+        """Record the delivery; True (held back) when it is quarantined instead.
+
+        A message delivered for the first time has lost no worker: its record costs no round
+        trip on a prefork worker (it rides on the next heartbeat; a pool process lost before
+        then is recorded by :meth:`on_lost`), one ``SET`` on solo and threads. One delivered
+        again (kombu marks every message it puts back ``redelivered``) is counted in one
+        script call before it may start."""
         if self._start is None or getattr(request, "_catdog_delivery", None):
             return False
         tag = str(request.message.delivery_tag)
-        request._catdog_delivery = tag
+        request._catdog_delivery, request._catdog_started = tag, time.time()
         request._catdog_oom = self.oom.read()
-        limit = self.limit(request)
         try:
+            if not redelivered(request):
+                return self._first(tag, request._catdog_started)
+            limit = self.limit(request)
             held, losses = self._start(keys=[delivery_key(tag)], args=[
-                self.device, self.node, os.getpid(), time.time(), limit, DELIVERY_TTL_S,
-                WORKER_LOST])
+                self.device, self.node, os.getpid(), request._catdog_started, limit,
+                DELIVERY_TTL_S, WORKER_LOST])
         except Exception as exc:  # Redis is down: the task runs, uncounted, rather than waits
             log.warning("delivery of %s[%s] not counted: %s", request.name, request.id, exc)
             return False
@@ -222,15 +176,28 @@ class Quarantine(Extension):
         self.quarantine(request, losses, limit)
         return True
 
+    def _first(self, tag: str, started: float) -> bool:
+        record = json.dumps({"losses": [], "current": {
+            "device": self.device, "node": self.node, "pid": os.getpid(), "started": started,
+            "how": WORKER_LOST}}, separators=(",", ":"))
+        if self.durable_starts:
+            self.redis.set(delivery_key(tag), record, nx=True, ex=DELIVERY_TTL_S)
+        else:
+            with self._lock:
+                self._pending[tag] = record
+        return False
+
     def on_lost(self, request: Any, error: BaseException) -> bool:
         """A pool process died running ``request``: record how; True when the message is
         quarantined (acknowledged here) instead of re-queued."""
         tag = getattr(request, "_catdog_delivery", None)
         if self._lost is None or tag is None or getattr(request, TERMINATED_ATTRIBUTE, False):
             return False
+        with self._lock:  # its record is written here, whole (a beat's SET NX then does nothing)
+            self._pending.pop(tag, None)
         status, signal = exit_of(error)
         loss = {"lost": time.time(), "how": POOL_PROCESS_DIED, "exit_status": status,
-                "signal": signal,
+                "signal": signal, "started": getattr(request, "_catdog_started", None),
                 "oom": self.oom.involved(signal, getattr(request, "_catdog_oom", None)),
                 "pid": getattr(request, "worker_pid", None)}
         limit = self.limit(request)
@@ -248,20 +215,32 @@ class Quarantine(Extension):
 
     def on_settled(self, request: Any, event: str, runtime: float | None) -> None:
         tag = getattr(request, "_catdog_delivery", None)
-        if tag is not None and event in SETTLED:
-            with self._lock:
+        if tag is None or event not in SETTLED:
+            return
+        with self._lock:
+            if tag in self._pending and tag not in self._flushing:
+                del self._pending[tag]  # never written: nothing to remove
+            else:
                 self._settled.append(tag)
 
     def on_beat(self, pipe: Any) -> Replies | None:
-        """Remove the records of the messages settled since the last beat."""
+        """Write the first deliveries' records (never over one written since), remove those of
+        the messages settled since the last beat."""
         with self._lock:
-            settled = list(self._settled)
-        if not settled:
+            pending, settled = dict(self._pending), list(self._settled)
+            self._flushing = set(pending)
+        for tag, record in pending.items():
+            pipe.set(delivery_key(tag), record, nx=True, ex=DELIVERY_TTL_S)
+        if settled:
+            pipe.delete(*(delivery_key(tag) for tag in settled))
+        if not (pending or settled):
             return None
-        pipe.delete(*(delivery_key(tag) for tag in settled))
 
         def done(_replies: list[Any]) -> None:
             with self._lock:
+                for tag in pending:
+                    self._pending.pop(tag, None)
+                self._flushing = set()
                 del self._settled[:len(settled)]
 
         return done
@@ -296,3 +275,9 @@ class Quarantine(Extension):
                      keys=[channel._q_for_pri(q, priority) for q in queues],
                      queue=routing_key, message=raw)
 
+
+def redelivered(request: Any) -> bool:
+    """Whether kombu put the message back on its queue at least once (a worker took it before)."""
+    info = request.delivery_info or {}
+    headers = getattr(request.message, "_raw", {}).get("headers") or {}
+    return bool(info.get("redelivered") or headers.get("redelivered"))
