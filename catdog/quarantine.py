@@ -11,8 +11,9 @@ Shared by the workers (which write entries) and the coordinator (``fab quarantin
 status``), in Redis beside the broker's own keys:
 
 - ``catdog:delivery:<tag>``: one message's delivery record (JSON: the losses so far and the
-  delivery now running, if any), kept :data:`DELIVERY_TTL_S` at most and removed once the
-  message settles;
+  delivery now running, if any), kept a week at most and removed once the message settles
+  (:mod:`catdog.records`, with ``max_deliveries``' default and check: what every worker needs
+  for each task; this module is needed only to hold a message, and on the coordinator);
 - ``catdog:quarantine``: a hash, task id -> :class:`Entry` (JSON), held until requeued or
   dropped. An entry keeps the very message as the broker stored it, so :func:`requeue` sends it
   again, unchanged but for a new delivery tag (its count starts again from nothing).
@@ -26,20 +27,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from catdog.errors import CatDogError, UsageError
+from catdog.records import DEFAULT_MAX_DELIVERIES, WORKER_LOST, delivery_key
+
+__all__ = ["DEFAULT_MAX_DELIVERIES", "QUARANTINE_KEY", "Entry", "Loss", "NotQuarantined",
+           "Quarantined", "delivery_key", "drop", "entries", "hold", "requeue"]
 
 QUARANTINE_KEY = "catdog:quarantine"
-#: worker losses after which a message is quarantined, unless the task or the call says otherwise
-DEFAULT_MAX_DELIVERIES = 3
-#: a delivery record outlives no message: one left behind (its worker died as the task settled)
-#: expires after a week
-DELIVERY_TTL_S = 7 * 24 * 3600
-#: how a delivery was lost
-POOL_PROCESS_DIED = "pool process died"
-WORKER_LOST = "worker lost"
-
-
-def delivery_key(tag: str) -> str:
-    return f"catdog:delivery:{tag}"
 
 
 class Quarantined(CatDogError):
@@ -48,23 +41,6 @@ class Quarantined(CatDogError):
 
 class NotQuarantined(UsageError):
     """``--requeue`` or ``--drop`` of an id the quarantine does not hold."""
-
-
-def checked_max_deliveries(value: Any, where: str) -> int:
-    """``value`` as a number of worker losses (an int, 1 or more), else a UsageError naming
-    ``where`` it was given and the fix.
-
-    >>> checked_max_deliveries(2, "task 'x'")
-    2
-    >>> checked_max_deliveries(0, "task 'x'")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    catdog.errors.UsageError: task 'x': max_deliveries must be a whole number of 1 or more ...
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{where}: max_deliveries must be a whole number of 1 or more (worker "
-                         f"losses before the message is quarantined), got {value!r}; leave it "
-                         f"out for the default {DEFAULT_MAX_DELIVERIES}")
-    return value
 
 
 @dataclass

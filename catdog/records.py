@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from catdog.errors import UsageError
+
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TTL_S = 30
 OFFLINE_AFTER_S = 8.0  # 4 heartbeats missed: offline within 8 s of dying (the contract: 10 s)
@@ -45,6 +47,39 @@ MAX_DELIVERIES_HEADER = "catdog_max_deliveries"
 #: ``apply_async`` option -> the header that carries it to the worker
 CONTROL_HEADERS = {"window": WINDOW_HEADER, "limit": LIMIT_HEADER, "window_close": CLOSE_HEADER,
                    "max_deliveries": MAX_DELIVERIES_HEADER}
+
+#: poison tasks (:mod:`catdog.quarantine`): worker losses after which a message is quarantined,
+#: unless the task or the call says otherwise; each message's delivery record
+#: worker losses after which a message is quarantined, unless the task or the call says otherwise
+DEFAULT_MAX_DELIVERIES = 3
+#: a delivery record outlives no message: one left behind (its worker died as the task settled)
+#: expires after a week
+DELIVERY_TTL_S = 7 * 24 * 3600
+#: how a delivery was lost
+POOL_PROCESS_DIED = "pool process died"
+WORKER_LOST = "worker lost"
+
+
+def delivery_key(tag: str) -> str:
+    return f"catdog:delivery:{tag}"
+
+
+def checked_max_deliveries(value: Any, where: str) -> int:
+    """``value`` as a number of worker losses (an int, 1 or more), else a UsageError naming
+    ``where`` it was given and the fix.
+
+    >>> checked_max_deliveries(2, "task 'x'")
+    2
+    >>> checked_max_deliveries(0, "task 'x'")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    catdog.errors.UsageError: task 'x': max_deliveries must be a whole number of 1 or more ...
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{where}: max_deliveries must be a whole number of 1 or more (worker "
+                         f"losses before the message is quarantined), got {value!r}; leave it "
+                         f"out for the default {DEFAULT_MAX_DELIVERIES}")
+    return value
+
 
 TASKS_KEY = "catdog:tasks"
 #: message header: how many times workers handed the message on to another queue

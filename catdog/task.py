@@ -18,8 +18,14 @@ from kombu.exceptions import EncodeError
 
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
-from catdog.quarantine import DEFAULT_MAX_DELIVERIES, checked_max_deliveries
-from catdog.records import CONTROL_HEADERS, SENT_HEADER, TASKS_KEY, TaskRecord
+from catdog.records import (
+    CONTROL_HEADERS,
+    DEFAULT_MAX_DELIVERIES,
+    SENT_HEADER,
+    TASKS_KEY,
+    TaskRecord,
+    checked_max_deliveries,
+)
 from catdog.targets import Target
 from catdog.windows import parsed
 

@@ -28,14 +28,8 @@ from celery.result import AsyncResult
 
 from catdog import app
 from catdog.errors import UsageError
-from catdog.quarantine import (
-    POOL_PROCESS_DIED,
-    QUARANTINE_KEY,
-    WORKER_LOST,
-    Entry,
-    entries,
-)
-from catdog.records import EXIT_LINE
+from catdog.quarantine import QUARANTINE_KEY, Entry, entries
+from catdog.records import EXIT_LINE, POOL_PROCESS_DIED, WORKER_LOST
 from ops import api, commands
 from ops.results import READY
 

@@ -30,26 +30,25 @@ import os
 import re
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.worker import state
 
 from catdog.errors import UsageError
-from catdog.quarantine import (
+from catdog.records import (
     DEFAULT_MAX_DELIVERIES,
     DELIVERY_TTL_S,
+    MAX_DELIVERIES_HEADER,
     POOL_PROCESS_DIED,
     WORKER_LOST,
-    Entry,
-    Loss,
-    Quarantined,
     checked_max_deliveries,
     delivery_key,
-    hold,
 )
-from catdog.records import MAX_DELIVERIES_HEADER
 from workers.extension import Extension, Replies, Worker, running
 from workers.oom import OomCounter
+
+if TYPE_CHECKING:
+    from catdog.quarantine import Entry, Loss
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +246,8 @@ class Quarantine(Extension):
 
     def quarantine(self, request: Any, losses: Any, limit: int) -> None:
         """Hold ``request``'s message: its entry written, then its result, then the ack."""
+        from catdog.quarantine import Loss, Quarantined, hold  # (rare: not kept in every worker)
+
         entry = self.entry(request, [Loss.of(x) for x in json.loads(losses)], limit)
         hold(self.redis, entry)
         error = Quarantined(
@@ -262,6 +263,8 @@ class Quarantine(Extension):
         log.error("%s", error)
 
     def entry(self, request: Any, losses: list[Loss], limit: int) -> Entry:
+        from catdog.quarantine import Entry
+
         message = request.message
         channel = message.channel
         raw = message._raw  # the message as the Redis transport stored it
