@@ -33,6 +33,8 @@ __all__ = ["DEFAULT_MAX_DELIVERIES", "QUARANTINE_KEY", "Entry", "Loss", "NotQuar
            "Quarantined", "delivery_key", "drop", "entries", "hold", "requeue"]
 
 QUARANTINE_KEY = "catdog:quarantine"
+#: every CatDog queue's Redis lists start so (:mod:`catdog.routing`): a requeue goes nowhere else
+QUEUE_PREFIX = "catdog."
 
 
 class Quarantined(CatDogError):
@@ -151,6 +153,11 @@ def requeue(client: Any, task_id: str) -> Entry:
     """Send the held message ``task_id`` again (a new delivery tag: its count starts from
     nothing), and release its entry; returns the entry."""
     entry = _entry(client, task_id)
+    strange = [k for k in entry.keys if not k.startswith(QUEUE_PREFIX)]
+    if strange or not entry.keys:
+        raise UsageError(f"quarantined message {task_id!r} names no CatDog queue to go back to "
+                         f"({', '.join(strange) or 'none'}); `fab quarantine --drop {task_id}` "
+                         f"forgets it, and the task can be called anew")
     message = json.loads(json.dumps(entry.message))
     properties = message.setdefault("properties", {})
     old_tag = str(properties.get("delivery_tag", ""))

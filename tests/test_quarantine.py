@@ -304,3 +304,18 @@ def test_a_worker_whose_task_has_max_deliveries_0_refuses_to_start_in_one_line(
     assert last == EXIT_LINE.format(status=2)
     assert "task 'bad_poison.risky': max_deliveries must be a whole number of 1 or more" in line
     assert "got 0; leave it out for the default 3" in line
+
+
+def test_a_requeue_goes_only_to_catdogs_own_queues(redis_client: redis.Redis) -> None:
+    from catdog.quarantine import Loss, hold, requeue
+
+    redis_client.flushdb()
+    entry = Entry(id="forged", task="x.y", args=[], kwargs={}, max_deliveries=1,
+                  losses=[Loss(device="qa")], held_at=time.time(), held_by="qa",
+                  keys=["celery", "catdog.any"], message={"body": "e30="})
+    hold(redis_client, entry)
+    with pytest.raises(UsageError, match=r"names no CatDog queue to go back to \(celery\); "
+                                         r"`fab quarantine --drop forged`"):
+        requeue(redis_client, "forged")
+    assert not redis_client.exists("celery") and not redis_client.exists("catdog.any")
+    assert list(held(redis_client)) == ["forged"]  # still held
