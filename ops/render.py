@@ -203,7 +203,8 @@ def quarantine(report: QuarantineReport, shown: Shown) -> int:
     if report.action != "listed":
         [entry] = report.entries
         print(f"{report.action} {entry.id} ({entry.task})"
-              + (f": sent to {entry.queue} again" if report.action == "requeued" else ""),
+              + (f": sent to {entry.queue or ', '.join(entry.keys)} again"
+                 if report.action == "requeued" else ""),
               flush=True)
         return 0
     if not report.entries:
