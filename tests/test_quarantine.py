@@ -26,10 +26,11 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from catdog import app
+from catdog import app, killswitch
 from catdog.errors import UsageError
 from catdog.quarantine import QUARANTINE_KEY, Entry, entries
 from catdog.records import EXIT_LINE, POOL_PROCESS_DIED, WORKER_LOST
+from catdog.routing import device_queue, queue_keys
 from ops import api, commands
 from ops.results import READY
 
@@ -252,6 +253,25 @@ def test_fab_quarantine_lists_requeues_the_very_message_and_drops(
         assert "no-such-id" in err and "`fab quarantine` lists" in err
     status, _, err = run(commands.quarantine, capsys, str(fleet.path), requeue="a", drop="b")
     assert status == 2 and "choose one" in err
+
+
+def test_tasks_the_hard_kill_switch_terminates_are_not_counted(
+        tasks, redis_client: redis.Redis) -> None:
+    fleet, mod, module = tasks
+    assert [r.state for r in fleet.launch(["qa"])] == [READY]
+    long_one = mod.work.on("qa").apply_async((5, 4.0), max_deliveries=1)
+    wait_for(lambda: starts(redis_client, module, "work"), 20, "the task started")
+    try:
+        report = killswitch.engage("hard stop", hard=True, by="pytest")
+        assert "1 running task(s) terminated" in report.devices[0]["detail"]
+        wait_for(lambda: not long_one.ready() and sum(
+            redis_client.llen(k) for k in queue_keys(device_queue("qa"))) == 1, 20,
+            "the terminated task back in its queue")
+    finally:
+        killswitch.release(by="pytest")
+    assert long_one.get(timeout=30) == 5  # ran again: the operator's kill is no worker loss
+    assert starts(redis_client, module, "work") == [(5, "qa"), (5, "qa")]
+    assert not redis_client.exists(QUARANTINE_KEY)
 
 
 def test_a_lost_whole_worker_counts_found_by_the_next_delivery(

@@ -76,16 +76,19 @@ if rec['current'] then return {0, #losses} end
 return {1, cjson.encode(losses)}
 """
 
-#: KEYS: the record; ARGV: what is known of the loss (JSON), max_deliveries, ttl, device, node.
+#: KEYS: the record; ARGV: what is known of the loss (JSON), max_deliveries, ttl, device, node,
+#: and "1" when it is no loss (the hard kill switch's): the delivery is closed, not counted.
 #: Returns {1, losses} when they reach the limit, else {0, count}.
 _LOST = """
 local rec = {}
 local raw = redis.call('GET', KEYS[1])
 if raw then rec = cjson.decode(raw) end
 local losses = rec['losses'] or {}
-local loss = rec['current'] or {device=ARGV[4], node=ARGV[5]}
-for k, v in pairs(cjson.decode(ARGV[1])) do loss[k] = v end
-table.insert(losses, loss)
+if ARGV[6] ~= '1' then
+  local loss = rec['current'] or {device=ARGV[4], node=ARGV[5]}
+  for k, v in pairs(cjson.decode(ARGV[1])) do loss[k] = v end
+  table.insert(losses, loss)
+end
 rec['current'] = nil
 rec['losses'] = losses
 redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', ARGV[3])
@@ -190,10 +193,11 @@ class Quarantine(Extension):
         """A pool process died running ``request``: record how; True when the message is
         quarantined (acknowledged here) instead of re-queued."""
         tag = getattr(request, "_catdog_delivery", None)
-        if self._lost is None or tag is None or getattr(request, TERMINATED_ATTRIBUTE, False):
+        if self._lost is None or tag is None:
             return False
         with self._lock:  # its record is written here, whole (a beat's SET NX then does nothing)
             self._pending.pop(tag, None)
+        terminated = bool(getattr(request, TERMINATED_ATTRIBUTE, False))
         status, signal = exit_of(error)
         loss = {"lost": time.time(), "how": POOL_PROCESS_DIED, "exit_status": status,
                 "signal": signal, "started": getattr(request, "_catdog_started", None),
@@ -202,12 +206,13 @@ class Quarantine(Extension):
         limit = self.limit(request)
         try:
             held, losses = self._lost(keys=[delivery_key(tag)], args=[
-                json.dumps(loss), limit, DELIVERY_TTL_S, self.device, self.node])
+                json.dumps(loss), limit, DELIVERY_TTL_S, self.device, self.node,
+                "1" if terminated else "0"])
         except Exception as exc:
             log.warning("loss of %s[%s] not counted: %s", request.name, request.id, exc)
             return False
         stored = getattr(request, "_success_was_stored", lambda: False)
-        if not held or stored():  # (it succeeded, then its process died: Celery acks it)
+        if terminated or not held or stored():  # (stored: it succeeded, then its process died)
             return False
         self.quarantine(request, losses, limit)
         return True
