@@ -5,7 +5,8 @@ memory limit (the kernel's OOM killer ends it) are each held after exactly their
 ``max_deliveries`` worker losses, moving from device to device meanwhile, while the fleet keeps
 serving other work and loses none of it; a task that raises is not counted. ``fab quarantine``
 lists, requeues (the very message runs again) and drops; ``fab status`` says how many are held.
-A whole worker lost (a solo pool) counts too, found by the next delivery.
+A whole worker lost (a solo pool) counts too, found by the next delivery; a task the hard kill
+switch terminates does not.
 """
 
 from __future__ import annotations
