@@ -195,7 +195,7 @@ def test_tasks_killing_their_pool_process_are_held_after_exactly_their_limit(
     for entry in (exited, hogged):
         assert [loss.device for loss in entry.losses] == [d for _, d in starts(
             redis_client, module, entry.task.rsplit(".", 1)[1])]
-        assert all(loss.started and loss.lost and loss.lost >= loss.started and loss.pid
+        assert all(loss.started and loss.lost and loss.lost >= loss.started and loss.node
                    for loss in entry.losses)
         assert entry.keys and entry.message["headers"]["id"] == entry.id
 
