@@ -22,6 +22,7 @@ status``), in Redis beside the broker's own keys:
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ from catdog.records import DEFAULT_MAX_DELIVERIES, WORKER_LOST, delivery_key
 
 __all__ = ["DEFAULT_MAX_DELIVERIES", "QUARANTINE_KEY", "Entry", "Loss", "NotQuarantined",
            "Quarantined", "delivery_key", "drop", "entries", "hold", "requeue"]
+
+log = logging.getLogger(__name__)
 
 QUARANTINE_KEY = "catdog:quarantine"
 #: every CatDog queue's Redis lists start so (:mod:`catdog.routing`): a requeue goes nowhere else
@@ -109,10 +112,20 @@ def hold(client: Any, entry: Entry) -> None:
     client.hset(QUARANTINE_KEY, entry.id, entry.dumps())
 
 
+def _readable(raw_entries: list[bytes]) -> list[Entry]:
+    """The entries that parse (one written by hand, or by another version, is left out)."""
+    found = []
+    for raw in raw_entries:
+        try:
+            found.append(Entry.loads(raw))
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("a quarantine entry that does not read as one is left out: %s", exc)
+    return found
+
+
 def entries(client: Any) -> list[Entry]:
     """Every held message, oldest first."""
-    held = [Entry.loads(raw) for raw in client.hvals(QUARANTINE_KEY)]
-    return sorted(held, key=lambda e: (e.held_at, e.id))
+    return sorted(_readable(client.hvals(QUARANTINE_KEY)), key=lambda e: (e.held_at, e.id))
 
 
 def count_by_device(client: Any) -> dict[str, int]:
@@ -123,8 +136,8 @@ def count_by_device(client: Any) -> dict[str, int]:
 def held_by_device(raw_entries: list[bytes]) -> dict[str, int]:
     """:func:`count_by_device` of the entries as read (``HVALS``: ``fab status`` pipelines it)."""
     counts: dict[str, int] = {}
-    for raw in raw_entries:
-        for device in Entry.loads(raw).devices:
+    for entry in _readable(raw_entries):
+        for device in entry.devices:
             counts[device] = counts.get(device, 0) + 1
     return counts
 

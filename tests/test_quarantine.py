@@ -337,7 +337,7 @@ def test_a_worker_whose_task_has_max_deliveries_0_refuses_to_start_in_one_line(
     assert "got 0; leave it out for the default 3" in line
 
 
-def test_a_requeue_goes_only_to_catdogs_own_queues(redis_client: redis.Redis) -> None:
+def test_a_requeue_goes_only_to_catdogs_own_queues_and_a_bad_entry_is_left_out(redis_client: redis.Redis) -> None:
     from catdog.quarantine import Loss, hold, requeue
 
     redis_client.flushdb()
@@ -350,3 +350,5 @@ def test_a_requeue_goes_only_to_catdogs_own_queues(redis_client: redis.Redis) ->
         requeue(redis_client, "forged")
     assert not redis_client.exists("celery") and not redis_client.exists("catdog.any")
     assert list(held(redis_client)) == ["forged"]  # still held
+    redis_client.hset(QUARANTINE_KEY, "scribbled", "not an entry")
+    assert list(held(redis_client)) == ["forged"]  # one that does not read is left out
