@@ -337,7 +337,8 @@ def test_a_worker_whose_task_has_max_deliveries_0_refuses_to_start_in_one_line(
     assert "got 0; leave it out for the default 3" in line
 
 
-def test_a_requeue_goes_only_to_catdogs_own_queues_and_a_bad_entry_is_left_out(redis_client: redis.Redis) -> None:
+def test_a_requeue_goes_only_to_catdogs_own_queues_and_a_bad_entry_is_left_out(
+        redis_client: redis.Redis) -> None:
     from catdog.quarantine import Loss, hold, requeue
 
     redis_client.flushdb()
@@ -352,3 +353,37 @@ def test_a_requeue_goes_only_to_catdogs_own_queues_and_a_bad_entry_is_left_out(r
     assert list(held(redis_client)) == ["forged"]  # still held
     redis_client.hset(QUARANTINE_KEY, "scribbled", "not an entry")
     assert list(held(redis_client)) == ["forged"]  # one that does not read is left out
+
+
+def test_the_oom_count_is_read_from_the_most_specific_place_the_kernel_keeps_it(
+        tmp_path: Path) -> None:
+    """The files as the kernels write them (v1 with and without ``oom_kill``, v2, vmstat only)."""
+    from workers.oom import OomCounter
+
+    proc, cgroups = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "vmstat").write_text("nr_free_pages 1\noom_kill 7\n")
+    counter = OomCounter(proc, cgroups)
+    membership = proc / "self" / "cgroup"
+    membership.write_text("4:memory:/lab/w\n0::/\n")
+    v1 = cgroups / "memory" / "lab" / "w"
+    v1.mkdir(parents=True)
+    (v1 / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    (v1 / "memory.failcnt").write_text("40\n")
+    before = counter.read()
+    assert before == (str(v1 / "memory.oom_control"), 2)
+    (v1 / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
+    assert (counter.involved(9, before), counter.involved(None, before)) == (True, False)
+    assert counter.involved(9, counter.read()) is False  # SIGKILL, but not the OOM killer's
+    (v1 / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\n")  # before 4.13
+    assert counter.read() == (str(v1 / "memory.failcnt"), 40)
+    membership.write_text("0::/user.slice/w\n")  # cgroup v2 only
+    v2 = cgroups / "user.slice" / "w"
+    v2.mkdir(parents=True)
+    (v2 / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
+    assert counter.read() == (str(v2 / "memory.events"), 1)
+    assert counter.involved(9, before) is None  # counted elsewhere since: not known
+    membership.write_text("0::/\n")
+    assert counter.read() == (str(proc / "vmstat"), 7)
+    (proc / "vmstat").write_text("nr_free_pages 1\n")
+    assert counter.read() is None and counter.involved(9, None) is None

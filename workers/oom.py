@@ -2,7 +2,8 @@
 
 The OOM killer ends its victim with SIGKILL and counts it: in the memory cgroup of the victim
 (cgroup v1 ``memory.oom_control``, v2 ``memory.events``: ``oom_kill N``) and machine-wide
-(``/proc/vmstat``, Linux 4.13 and later). :class:`OomCounter` reads the most specific count as
+(``/proc/vmstat``, Linux 4.13 and later; before, a v1 cgroup's ``memory.failcnt``, how often it
+hit its limit, stands in). :class:`OomCounter` reads the most specific count as
 a delivery starts and again when its process died by SIGKILL (:mod:`workers.quarantine`): a kill
 counted in between was the OOM killer's.
 """
@@ -13,6 +14,9 @@ import os
 from pathlib import Path
 
 SIGKILL = 9
+#: how often a v1 memory cgroup hit its limit: with a SIGKILL, the OOM killer's mark where the
+#: kernel (before 4.13) counts no OOM kill
+FAILCNT = "memory.failcnt"
 
 
 def _read(path: str | Path) -> str | None:
@@ -48,10 +52,14 @@ class OomCounter:
         if membership != self._membership:
             found: list[str] = []
             for entry in membership.splitlines():
-                _, controllers, path = entry.split(":", 2)
+                fields = entry.split(":", 2)
+                if len(fields) != 3:
+                    continue
+                _, controllers, path = fields
                 relative = path.lstrip("/")
                 if "memory" in controllers.split(","):
-                    found.append(str(self.cgroups / "memory" / relative / "memory.oom_control"))
+                    group = self.cgroups / "memory" / relative
+                    found += [str(group / "memory.oom_control"), str(group / FAILCNT)]
                 elif controllers == "" and relative:
                     found.append(str(self.cgroups / relative / "memory.events"))
             self._membership, self._files = membership, [*found, str(self.proc / "vmstat")]
@@ -60,7 +68,12 @@ class OomCounter:
     def read(self) -> tuple[str, int] | None:
         """(where, count), or None when no count can be read."""
         for path in self.files():
-            for row in (_read(path) or "").splitlines():
+            text = _read(path) or ""
+            if path.endswith(FAILCNT):  # (a kernel before 4.13: no oom_kill count above it)
+                if text.strip().isdigit():
+                    return path, int(text)
+                continue
+            for row in text.splitlines():
                 name, _, value = row.partition(" ")
                 if name == "oom_kill" and value.strip().isdigit():
                     return path, int(value)
