@@ -23,10 +23,11 @@ of these calls, :mod:`ops.commands`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from catdog import broker, edge
 from catdog.context import FleetContext, open_fleet
@@ -61,7 +62,25 @@ class GroupResult(dict[str, DeviceResult]):
 
 #: a Redis or kombu connection error as the one-line BrokerUnreachable (see :mod:`catdog.edge`)
 broker_error = edge.broker_error
-_broker_errors = edge.broker_errors
+Call = TypeVar("Call", bound=Callable[..., Any])
+
+
+def _broker_errors(call: Call) -> Call:
+    """``call`` (its first argument the inventory path) raises BrokerUnreachable, naming that
+    inventory's broker, where the Redis client or kombu raised their own error."""
+
+    @functools.wraps(call)
+    def translated(inventory: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(inventory, *args, **kwargs)
+        except broker.UNREACHABLE as exc:
+            try:
+                inv = load_inventory(inventory)  # the error's path only: name its broker
+            except CatDogError:
+                raise edge.broker_error(exc) from exc
+            raise edge.broker_error(exc, inv) from exc
+
+    return translated  # type: ignore[return-value]
 
 
 def _resolved(inv: Inventory, *, start_embedded: bool) -> str:
