@@ -317,3 +317,30 @@ def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = Fa
     if on:
         return switch.engage(reason, hard=hard, context=context)
     return switch.release(context=context) if off else switch.devices_state(context=context)
+
+
+@_broker_errors
+def enable(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
+           on_event: EventCallback | None = None) -> GroupResult:
+    """Install and start on each device a systemd unit that starts its worker at boot and again
+    when it dies (:mod:`ops.autostart`); ENABLED once the worker answers. A device without
+    systemd is refused (:class:`ops.autostart.NoSystemd`) before anything is written."""
+    from ops.autostart import Autostart
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    context = _answering(inv)
+    return GroupResult(Autostart(inv, context.url, timeout=timeout, on_event=on_event)
+                       .enable(selected))
+
+
+@_broker_errors
+def disable(inventory: str | None = None, devices: Devices = None, *,
+            on_event: EventCallback | None = None) -> GroupResult:
+    """Remove each device's systemd unit (its worker keeps running until ``fab stop``)."""
+    from ops.autostart import Autostart
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    context = _answering(inv)
+    return GroupResult(Autostart(inv, context.url, on_event=on_event).disable(selected))

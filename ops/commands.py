@@ -165,5 +165,13 @@ flower = Command(
                        "$CATDOG_FLOWER_AUTH)", "127.0.0.1", options.address),
      JSON), "flower")
 
+enable = Command(
+    "enable", "Install on each device a systemd unit that starts its worker at boot and when it "
+              "dies.", "enable", (INVENTORY, DEVICES, JSON, TIMEOUT), "autostarted", progress=True)
+disable = Command(
+    "disable", "Remove each device's systemd unit (the worker keeps running until fab stop).",
+    "disable", (INVENTORY, DEVICES, JSON), "autostarted", progress=True)
+
 #: every command, as ``fab --list`` shows them
-COMMANDS = (beat, deploy, doctor, flower, killswitch, launch, logs, metrics, restart, status, stop)
+COMMANDS = (beat, deploy, disable, doctor, enable, flower, killswitch, launch, logs, metrics,
+            restart, status, stop)

@@ -64,6 +64,18 @@ def launched(found: dict[str, DeviceResult], shown: Shown) -> int:
     return _emit(rows, shown.json, results.launch_report(rows))
 
 
+def autostarted(found: dict[str, DeviceResult], shown: Shown) -> int:
+    """``fab enable`` and ``fab disable``: a row per device (and per coordinator service), with
+    the unit's journal when it did not come up."""
+    rows = _rows(found)
+    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in rows]
+    text = results.table(cells, ("DEVICE", "STATE", "TIME", "UNIT / REASON"))
+    for r in rows:
+        if r.output:
+            text += f"\n--- {r.device}: its unit ---\n" + "\n".join(r.output)
+    return _emit(rows, shown.json, text)
+
+
 def stopped(found: dict[str, DeviceResult], shown: Shown) -> int:
     rows = _rows(found)
     cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in rows]
@@ -119,9 +131,12 @@ def status_table(rows: list[dict[str, Any]]) -> str:
     cells = [(r["device"], r["state"], ",".join(r["capabilities"]), active(r), r["done"],
               r["failed"], "-" if r["heartbeat_age_s"] is None else r["heartbeat_age_s"],
               "-" if r["backlog"] is None else r["backlog"], "-" if r["load"] is None else r["load"],
-              "-" if r["rss_mb"] is None else r["rss_mb"], r["reason"]) for r in rows]
+              "-" if r["rss_mb"] is None else r["rss_mb"],
+              "-" if r.get("enabled") is None else ("yes" if r["enabled"] else "no"),
+              r["reason"]) for r in rows]
     return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
-                                 "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "REASON"))
+                                 "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "AT_BOOT",
+                                 "REASON"))
 
 
 def logs(texts: dict[str, str], shown: Shown) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from catdog.inventory import Device, Inventory
-from catdog.records import Heartbeat, heartbeat_key
+from catdog.records import AUTOSTART_KEY, Heartbeat, heartbeat_key
 from catdog.routing import device_queue, queue_keys
 from ops import ownership
 from ops.session import session_name
@@ -36,17 +36,23 @@ def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis 
     panes = tmux.panes() if any(d.is_local for d in devices) else {}
     foreign = {name: why for name, pane in panes.items()
                if (why := ownership.clash(inventory, tmux, name, pane))}
-    if client is None:
-        return [_row(d, None, None, now, panes, foreign, stopped=True) for d in devices]
+    if client is None:  # `enabled` unknown: it is kept in Redis
+        return [{**_row(d, None, None, now, panes, foreign, stopped=True), "enabled": None}
+                for d in devices]
     pipe = client.pipeline(transaction=False)
     for d in devices:
         pipe.get(heartbeat_key(d.name))
         for key in queue_keys(device_queue(d.name)):
             pipe.llen(key)
+    pipe.hkeys(AUTOSTART_KEY)  # the devices `fab enable` set up (:mod:`ops.autostart`)
     replies = pipe.execute()
+    enabled = {k.decode() if isinstance(k, bytes) else str(k) for k in replies.pop()}
     per = 1 + len(queue_keys("q"))
-    return [_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, panes,
+    rows = [_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, panes,
                  foreign) for i, d in enumerate(devices)]
+    for row in rows:
+        row["enabled"] = row["device"] in enabled
+    return rows
 
 
 def _row(device: Device, raw: bytes | None, backlog: int | None, now: float,
