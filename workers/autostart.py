@@ -160,13 +160,16 @@ class Starter:
         deadline = time.monotonic() + STOP_GRACE_S
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            if self.pane() is None:
+            now = self.pane()
+            if now is None:
                 log(f"session {self.session} ended (stopped on purpose): not restarting")
                 return 0
+            pane = now if now.status is not None else pane  # tmux records it a moment later
         if pane.status == 0:
             log(f"{self.session}: the worker exited with status 0: not restarting")
             return 0
-        log(f"{self.session}: the worker died (status {pane.status}): systemd restarts it")
+        shown = "killed by a signal" if pane.status is None else f"status {pane.status}"
+        log(f"{self.session}: the worker died ({shown}): systemd restarts it")
         return 1
 
 

@@ -1,0 +1,328 @@
+"""``fab enable`` / ``fab disable``: the units as written, the device-side starter on its own, and a
+real systemd: a device that boots (:mod:`bench.systemdbox`, its own address and sshd on the
+network-namespace LAN) comes back after a power cut with nobody running ``fab launch``, and runs
+the task queued while it was down; disabled, it starts nothing at its next boot.
+
+The box never reaches the machine's own ``/tmp``, ``/var/tmp`` or ``/run``: canaries there survive
+every boot and are invisible inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bench.systemdbox import SystemdBox
+from catdog.loader import load_inventory
+from catdog.records import heartbeat_key
+from ops.autostart import Place, render_unit, systemd_quote, unit_name, worker_spec
+from ops.launch import worker_command
+from ops.session import WorkerSession
+from ops.tmux import LocalRunner, Tmux
+from workers import autostart
+
+from .conftest import IS_ROOT, FleetUnderTest, device_spec
+from .lan import Lan, LanHost, NetnsUnavailable
+from .test_cli import _env, fab
+
+ROOT_PLACE = Place(0, "root", "/root", "", "/usr/bin/python3", True)
+USER_PLACE = Place(1000, "pi", "/home/pi", "/tmp/pi tmux", "/home/pi/venv/bin/python", True)
+
+
+def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout:g}s: {what}")
+
+
+# --- the units as written -----------------------------------------------------------------------
+
+def test_a_root_device_gets_a_system_unit_started_after_the_network_and_restarted() -> None:
+    text = render_unit("CatDog worker of device pi", ["/usr/bin/python3", "-m", "workers.autostart",
+                                                      "/srv/cat dog/.catdog/run/pi.json"],
+                       "/srv/cat dog", ROOT_PLACE)
+    lines = text.splitlines()
+    assert ROOT_PLACE.unit_dir == "/etc/systemd/system" and unit_name("pi") == "catdog-pi.service"
+    for line in ("Wants=network-online.target", "After=network-online.target", "Type=notify",
+                 "Restart=on-failure", "RestartSec=3", "KillMode=process",
+                 "StartLimitIntervalSec=0", "WantedBy=multi-user.target",
+                 'WorkingDirectory="/srv/cat dog"', "Environment=HOME=/root",
+                 'ExecStart=/usr/bin/python3 -m workers.autostart '
+                 '"/srv/cat dog/.catdog/run/pi.json"'):
+        assert line in lines, (line, text)
+    assert not [ln for ln in lines if ln.startswith(("User=", "Environment=TMUX_TMPDIR"))]
+    assert ROOT_PLACE.systemctl("enable", "catdog-pi.service") == \
+        "systemctl enable catdog-pi.service"
+
+
+def test_another_user_gets_a_user_unit_of_its_own_manager_with_its_tmux_folder() -> None:
+    text = render_unit("w", ["/home/pi/venv/bin/python", "-m", "workers.autostart", "/x"], "/w",
+                       USER_PLACE)
+    assert USER_PLACE.unit_dir == "/home/pi/.config/systemd/user"
+    assert "WantedBy=default.target" in text.splitlines()
+    assert 'Environment="TMUX_TMPDIR=/tmp/pi tmux"' in text.splitlines()
+    assert USER_PLACE.systemctl("daemon-reload") == \
+        "XDG_RUNTIME_DIR=/run/user/1000 systemctl --user daemon-reload"
+    assert "lingering on" in USER_PLACE.describe("pi")
+
+
+def test_exec_start_words_are_quoted_and_escaped_for_systemd() -> None:
+    assert systemd_quote("/plain/path") == "/plain/path"
+    assert systemd_quote("50%") == "50%%"  # a specifier otherwise
+    assert systemd_quote("$HOME") == "$$HOME"  # a variable otherwise
+    assert systemd_quote('a "b"') == '"a \\"b\\""'
+
+
+def test_the_starter_runs_exactly_fab_launchs_tmux_command(tmp_path: Path) -> None:
+    path = tmp_path / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"broker": "redis://:pw@10.0.0.1:6379/0",
+                                    "tmux_socket": "sock-x", "devices": {
+        "pi": {"host": "10.0.0.5", "user": "pi", "workdir": "/home/pi/w",
+               "python": "/home/pi/venv/bin/python"}}}))
+    inv = load_inventory(str(path))
+    session = WorkerSession(inv, inv.devices["pi"], LocalRunner())  # type: ignore[arg-type]
+    command = worker_command(session, "/home/pi/w/.catdog/run/pi.env",
+                             "/home/pi/w/.catdog/run/pi.yaml")
+    spec = worker_spec(inv, session, command, "/home/pi/w/.catdog/run/pi.env")
+    tmux = Tmux("sock-x")
+    assert spec["query"] == tmux.pane_query("catdog-pi")
+    assert spec["kill"] == ["tmux", "-L", "sock-x", "kill-session", "-t", "=catdog-pi"]
+    start = spec["start"]
+    assert isinstance(start, list) and start[:3] == ["tmux", "-L", "sock-x"]
+    assert "exec /home/pi/venv/bin/python -m workers --device pi --inventory " \
+           "/home/pi/w/.catdog/run/pi.yaml --env-file /home/pi/w/.catdog/run/pi.env " \
+           "--state-dir /home/pi/w/.catdog --project /home/pi/w" in start
+    assert "@catdog_inventory" in start and "remain-on-exit" in start
+
+
+# --- the device-side starter, on this machine, without systemd ------------------------------------
+
+@pytest.fixture
+def starter_fleet(make_fleet: Callable[..., FleetUnderTest], redis_url: str) -> FleetUnderTest:
+    return make_fleet({"here": device_spec(["boot"])})
+
+
+def _start_starter(fleet: FleetUnderTest, redis_url: str) -> tuple[subprocess.Popen[str], Path]:
+    from ops.session import worker_session
+
+    inv = fleet.inventory
+    with worker_session(inv, inv.devices["here"]) as session:
+        session.prepare()
+        env_file, inventory = session.install_run_files(
+            f"CATDOG_BROKER_URL={redis_url}\nPYTHONUNBUFFERED=1\n", inv.text)
+        spec = worker_spec(inv, session, worker_command(session, env_file, inventory), env_file)
+    path = fleet.folder / "here.autostart.json"
+    path.write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    proc = subprocess.Popen([sys.executable, "-m", "workers.autostart", str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, path
+
+
+def _heartbeat_pid(client: Any, device: str) -> int | None:
+    raw = client.get(heartbeat_key(device))
+    return int(json.loads(raw)["pid"]) if raw else None
+
+
+def test_the_starter_exits_non_zero_when_its_worker_dies_and_zero_when_it_is_stopped(
+        starter_fleet: FleetUnderTest, redis_url: str, redis_client: Any) -> None:
+    """What systemd's Restart=on-failure acts on: a killed worker is a failure (restarted), a
+    worker `fab stop` stopped is not (it stays stopped)."""
+    proc, _ = _start_starter(starter_fleet, redis_url)
+    try:
+        assert proc.stdout is not None
+        assert "started session catdog-here" in proc.stdout.readline()
+        assert "here answers" in proc.stdout.readline()  # its heartbeat is fresh
+        pid = _heartbeat_pid(redis_client, "here")
+        assert pid
+        launched = starter_fleet.launch()  # fab launch adopts it: the ownership check holds
+        assert [r.state for r in launched] == ["ALREADY RUNNING"], launched
+        os.kill(pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == 1
+        out = proc.stdout.read()
+        assert "the worker died" in out and "systemd restarts it" in out, out
+
+        proc, _ = _start_starter(starter_fleet, redis_url)  # as systemd would, RestartSec later
+        new_pid = _wait(lambda: (p := _heartbeat_pid(redis_client, "here")) != pid and p, 60,
+                        "a new worker")
+        assert new_pid != pid
+        stopped = starter_fleet.stop()
+        assert [r.state for r in stopped] == ["STOPPED"], stopped
+        assert proc.wait(timeout=30) == 0
+        assert "stopped on purpose" in (proc.stdout.read() if proc.stdout else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_starter_refuses_a_missing_spec_in_one_line(tmp_path: Path) -> None:
+    assert autostart.main([str(tmp_path / "nothing.json")]) == 2
+    assert autostart.main([]) == 2
+
+
+# --- a device without systemd ---------------------------------------------------------------------
+
+def test_enable_where_no_systemd_runs_is_one_line_naming_the_fix_and_writes_nothing(
+        tmp_path: Path, redis_url: str, sshd: Any) -> None:
+    """This machine's PID 1 is not systemd: a local device and an SSH device on it are refused,
+    before anything is written."""
+    assert not Path("/run/systemd/system").is_dir()  # the premise: no systemd runs here
+    workdir = tmp_path / "work"
+    path = tmp_path / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"tmux_socket": f"nosd-{uuid.uuid4().hex[:6]}", "devices": {
+        "here": device_spec([]), "ssh-box": sshd.device([], workdir)}}))
+    done = fab("enable", "--inventory", str(path), "--json", env=_env(CATDOG_BROKER_URL=redis_url))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("catdog: fab enable: no systemd runs on "
+                                                   "here, ssh-box"), done.stderr
+    assert "--devices" in lines[0] and "fab launch" in lines[0]
+    assert not workdir.exists() and not (tmp_path / ".catdog" / "run").exists()
+    assert not Path(f"/etc/systemd/system/{unit_name('here')}").exists()
+
+
+# --- a real systemd -------------------------------------------------------------------------------
+
+PRODUCER = """
+import json, sys
+from catdog import use_inventory
+from catdog.tasks import run_on
+use_inventory(sys.argv[1])
+result = run_on.delay("pi", "hostname; cat /proc/1/comm")
+print("sent", flush=True)
+print(json.dumps(result.get(timeout=180)), flush=True)
+"""
+
+
+@pytest.fixture
+def booted(tmp_path: Path) -> Iterator[tuple[Lan, LanHost, SystemdBox]]:
+    if not IS_ROOT:
+        pytest.skip("booting systemd in namespaces needs root (CI is root)")
+    try:
+        lan = Lan(tmp_path / "lan")
+    except NetnsUnavailable as exc:
+        pytest.skip(f"network-namespace device not run: {exc}")
+    box = None
+    try:
+        host = lan.add_host("pi", sshd=False)
+        assert host.home is not None
+        box = SystemdBox(host.home / "box", host.namespace, host.home / "sshd_config", "pi",
+                         keep=lan.folder)
+        yield lan, host, box
+    finally:
+        if box is not None:
+            box.power_off()
+        lan.close()
+
+
+def _ssh_up(host: LanHost) -> None:
+    from bench.lan import _wait_for_port
+
+    _wait_for_port(host.address, 22, None)
+
+
+def _status(inventory: Path, env: dict[str, str]) -> dict[str, Any]:
+    done = fab("status", "--inventory", str(inventory), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    row: dict[str, Any] = json.loads(done.stdout)[0]
+    return row
+
+
+def test_an_enabled_device_comes_back_after_a_power_cut_and_runs_what_was_queued(
+        booted: tuple[Lan, LanHost, SystemdBox], tmp_path: Path) -> None:
+    lan, host, box = booted
+    canaries = [Path(d) / f"catdog-canary-{uuid.uuid4().hex[:8]}" for d in ("/tmp", "/var/tmp")]
+    for canary in canaries:
+        canary.write_text("still here\n")
+    try:
+        first_boot = box.boot()
+        _ssh_up(host)
+        for canary in canaries:  # hidden inside the box, untouched outside
+            assert box.run("test", "-e", str(canary), check=False).returncode == 1
+        password, port = lan.start_redis()
+        env = _env(CATDOG_BOX_PASSWORD=password)
+        inventory = tmp_path / "catdog.yaml"
+        inventory.write_text(yaml.safe_dump({
+            "broker": f"redis://:${{CATDOG_BOX_PASSWORD}}@{lan.gateway}:{port}/0",
+            "tmux_socket": f"catdog-box-{uuid.uuid4().hex[:6]}",
+            "devices": {"pi": lan.device(host, ["boot"])}}))
+
+        enabled = fab("enable", "--inventory", str(inventory), "--json", env=env)
+        assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+        [row] = json.loads(enabled.stdout)
+        assert (row["state"], row["nodename"]) == ("ENABLED", "pi@pi"), row
+        assert "catdog-pi.service (system unit, runs as root)" in row["reason"]
+        assert box.run("systemctl", "is-enabled", "catdog-pi.service").stdout.strip() == "enabled"
+        assert _status(inventory, env)["enabled"] is True
+        launched = fab("launch", "--inventory", str(inventory), "--json", env=env)
+        assert [r["state"] for r in json.loads(launched.stdout)] == ["ALREADY RUNNING"], \
+            launched.stdout + launched.stderr
+
+        box.power_off()  # the power cut; a task is queued while the device is down
+        producer = subprocess.Popen([sys.executable, "-c", PRODUCER, str(inventory)], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert producer.stdout is not None and producer.stdout.readline() == "sent\n"
+            _wait(lambda: _status(inventory, env)["state"] == "offline", 20, "pi offline")
+            booted_at = time.monotonic()
+            reboot = box.boot()
+            _wait(lambda: _status(inventory, env)["state"] in ("idle", "busy"), 60,
+                  "pi back without fab launch")
+            back = time.monotonic() - booted_at
+            result = json.loads(producer.stdout.readline())
+            assert producer.wait(timeout=60) == 0
+        finally:
+            if producer.poll() is None:
+                producer.kill()
+        assert (result["device"], result["exit_code"]) == ("pi", 0), result
+        assert result["stdout"].split() == ["pi", "systemd"]  # it ran inside the booted box
+        print(f"boot {first_boot:.2f}s; reboot {reboot:.2f}s; worker answering "
+              f"{back:.1f}s after power on")
+
+        # the worker killed inside the box: its unit starts a new one
+        socket = yaml.safe_load(inventory.read_text())["tmux_socket"]
+
+        def pane_pid() -> str:
+            return box.run("tmux", "-L", socket, "display-message", "-p", "-t", "=catdog-pi:",
+                           "#{pane_pid}", check=False).stdout.strip()
+
+        old = pane_pid()
+        box.run("kill", "-9", old)
+        killed_at = time.monotonic()
+        _wait(lambda: pane_pid() not in ("", old) and _status(inventory, env)["state"] == "idle",
+              45, "a new worker after the old one was killed")
+        print(f"worker killed: a new one answers {time.monotonic() - killed_at:.1f}s later")
+
+        disabled = fab("disable", "--inventory", str(inventory), "--json", env=env)
+        assert disabled.returncode == 0, disabled.stdout + disabled.stderr
+        assert [r["state"] for r in json.loads(disabled.stdout)] == ["DISABLED"]
+        assert _status(inventory, env)["enabled"] is False
+        box.reboot()
+        _ssh_up(host)
+        time.sleep(10)  # longer than a worker takes to answer after a boot (measured above)
+        row = _status(inventory, env)
+        assert row["state"] == "offline" and row["enabled"] is False, row
+        listed = box.run("systemctl", "list-unit-files", "--no-legend", "catdog-*",
+                         check=False).stdout
+        assert listed.strip() == "", listed
+        assert fab("stop", "--inventory", str(inventory), "--json", env=env).returncode == 0
+    finally:
+        for canary in canaries:
+            assert canary.read_text() == "still here\n"  # the machine's own /tmp and /var/tmp
+            canary.unlink()
