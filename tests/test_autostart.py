@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.systemdbox import SystemdBox
+from bench.systemdbox import SystemdBox, guard_files
 from catdog.loader import load_inventory
 from catdog.records import heartbeat_key
 from ops.autostart import Place, render_unit, systemd_quote, unit_name, worker_spec
@@ -215,6 +215,7 @@ def booted(tmp_path: Path) -> Iterator[tuple[Lan, LanHost, SystemdBox]]:
     if not IS_ROOT:
         pytest.skip("booting systemd in namespaces needs root (CI is root)")
     try:
+        (tmp_path / "lan").mkdir()
         lan = Lan(tmp_path / "lan")
     except NetnsUnavailable as exc:
         pytest.skip(f"network-namespace device not run: {exc}")
@@ -229,6 +230,30 @@ def booted(tmp_path: Path) -> Iterator[tuple[Lan, LanHost, SystemdBox]]:
         if box is not None:
             box.power_off()
         lan.close()
+
+
+def test_a_boot_never_reaches_the_machines_tmp_var_tmp_or_run(
+        booted: tuple[Lan, LanHost, SystemdBox]) -> None:
+    lan, _, box = booted
+    canaries = [Path(d) / f"catdog-canary-{uuid.uuid4().hex[:8]}" for d in ("/tmp", "/var/tmp",
+                                                                            "/run")]
+    for canary in canaries:
+        canary.write_text("still here\n")
+    try:
+        box.boot()
+        seen = box.run("sh", "-c", "ls -A /tmp /var/tmp /run").stdout
+        for canary in canaries:
+            assert canary.name not in seen, seen  # the box has its own, fresh ones
+        assert str(lan.folder) in box.run("ls", "-d", str(lan.folder)).stdout  # its "disk"
+        assert box.run("cat", "/proc/1/comm").stdout.strip() == "systemd"
+        assert box.run("hostname").stdout.strip() == "pi"
+        box.reboot()
+        box.power_off()
+    finally:
+        for canary in canaries:
+            assert canary.read_text() == "still here\n"
+            canary.unlink()
+    assert not [g for g in guard_files(box.uid) if g.exists()]  # the boot's guards are gone
 
 
 def _ssh_up(host: LanHost) -> None:
@@ -299,7 +324,8 @@ def test_an_enabled_device_comes_back_after_a_power_cut_and_runs_what_was_queued
         socket = yaml.safe_load(inventory.read_text())["tmux_socket"]
 
         def pane_pid() -> str:
-            return box.run("tmux", "-L", socket, "display-message", "-p", "-t", "=catdog-pi:",
+            return box.run("env", f"TMUX_TMPDIR={host.home / 'tmp'}", "tmux", "-L", socket,
+                           "display-message", "-p", "-t", "=catdog-pi:",
                            "#{pane_pid}", check=False).stdout.strip()
 
         old = pane_pid()
@@ -318,7 +344,7 @@ def test_an_enabled_device_comes_back_after_a_power_cut_and_runs_what_was_queued
         time.sleep(10)  # longer than a worker takes to answer after a boot (measured above)
         row = _status(inventory, env)
         assert row["state"] == "offline" and row["enabled"] is False, row
-        listed = box.run("systemctl", "list-unit-files", "--no-legend", "catdog-*",
+        listed = box.run("systemctl", "list-unit-files", "--no-legend", "catdog-pi.service",
                          check=False).stdout
         assert listed.strip() == "", listed
         assert fab("stop", "--inventory", str(inventory), "--json", env=env).returncode == 0
