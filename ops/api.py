@@ -321,13 +321,26 @@ def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = Fa
 
 @_broker_errors
 def enable(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
+           coordinator: bool = False, services: str = "",
            on_event: EventCallback | None = None) -> GroupResult:
     """Install and start on each device a systemd unit that starts its worker at boot and again
     when it dies (:mod:`ops.autostart`); ENABLED once the worker answers. A device without
-    systemd is refused (:class:`ops.autostart.NoSystemd`) before anything is written."""
+    systemd is refused (:class:`ops.autostart.NoSystemd`) before anything is written.
+    ``coordinator``: units on this machine for the embedded Redis, beat and Flower instead
+    (``services``: which; :mod:`ops.coordinator_units`)."""
     from ops.autostart import Autostart
 
     inv = load(inventory)
+    if coordinator:
+        from ops import coordinator_units
+
+        if devices:
+            raise UsageError("--coordinator acts on this machine's services, --devices on "
+                             "devices: run them as two commands")
+        return GroupResult(coordinator_units.enable(inv, services or "", timeout,
+                                                    on_event or (lambda *_: None)))
+    if services:
+        raise UsageError("--services names coordinator services: it goes with --coordinator")
     selected = _select(inv, devices)
     context = _answering(inv)
     return GroupResult(Autostart(inv, context.url, timeout=timeout, on_event=on_event)
@@ -336,11 +349,17 @@ def enable(inventory: str | None = None, devices: Devices = None, *, timeout: fl
 
 @_broker_errors
 def disable(inventory: str | None = None, devices: Devices = None, *,
+            coordinator: bool = False, services: str = "",
             on_event: EventCallback | None = None) -> GroupResult:
-    """Remove each device's systemd unit (its worker keeps running until ``fab stop``)."""
+    """Remove each device's systemd unit (its worker keeps running until ``fab stop``);
+    ``coordinator``: this machine's units for ``services`` (default: all there are)."""
     from ops.autostart import Autostart
 
     inv = load(inventory)
+    if coordinator:
+        from ops import coordinator_units
+
+        return GroupResult(coordinator_units.disable(inv, services or ""))
     selected = _select(inv, devices)
     context = _answering(inv)
     return GroupResult(Autostart(inv, context.url, on_event=on_event).disable(selected))

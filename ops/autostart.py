@@ -136,15 +136,18 @@ def systemd_quote(arg: str) -> str:
 
 
 def render_unit(description: str, argv: Sequence[str], workdir: str, place: Place, *,
-                notify: bool = True, environment: dict[str, str] | None = None) -> str:
-    """The text of a unit that runs ``argv`` in ``workdir`` at boot and again when it fails."""
+                notify: bool = True, environment: dict[str, str] | None = None,
+                after: Sequence[str] = ()) -> str:
+    """The text of a unit that runs ``argv`` in ``workdir`` at boot and again when it fails
+    (``after``: units it needs started first, such as the embedded Redis)."""
     env = {**({"HOME": place.home} if place.home else {}),
            **({"TMUX_TMPDIR": place.tmux_tmpdir} if place.tmux_tmpdir else {}),
            **(environment or {})}
     lines = [
         "# written by `fab enable` (CatDog); `fab disable` removes it",
         "[Unit]", f"Description={description}",
-        "Wants=network-online.target", "After=network-online.target",
+        f"Wants={' '.join(['network-online.target', *after])}",
+        f"After={' '.join(['network-online.target', *after])}",
         "StartLimitIntervalSec=0", "",
         "[Service]",
         f"Type={'notify' if notify else 'simple'}",
