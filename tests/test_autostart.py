@@ -26,13 +26,13 @@ import yaml
 from bench.systemdbox import SystemdBox, guard_files
 from catdog.loader import load_inventory
 from catdog.records import heartbeat_key
-from ops.autostart import Place, render_unit, systemd_quote, unit_name, worker_spec
+from ops.autostart import RESTART_S, Place, render_unit, systemd_quote, unit_name, worker_spec
 from ops.launch import worker_command
 from ops.session import WorkerSession
 from ops.tmux import LocalRunner, Tmux
 from workers import autostart
 
-from .conftest import IS_ROOT, FleetUnderTest, device_spec
+from .conftest import IS_ROOT, ROOT, FleetUnderTest, device_spec
 from .lan import Lan, LanHost, NetnsUnavailable
 from .test_cli import _env, fab
 
@@ -352,3 +352,58 @@ def test_an_enabled_device_comes_back_after_a_power_cut_and_runs_what_was_queued
         for canary in canaries:
             assert canary.read_text() == "still here\n"  # the machine's own /tmp and /var/tmp
             canary.unlink()
+
+
+def test_a_coordinator_that_reboots_brings_back_its_embedded_redis_and_local_device(
+        booted: tuple[Lan, LanHost, SystemdBox], tmp_path: Path) -> None:
+    """The box as the coordinator: `fab enable --coordinator` (the embedded Redis) and `fab
+    enable` of a `host: local` device, run there; after a power cut `fab status` (which never
+    starts the embedded Redis) finds the device idle and enabled."""
+    lan, _, box = booted
+    fab_bin = str(Path(sys.executable).parent / "fab")
+    folder = lan.folder / "coordinator"
+    folder.mkdir()
+    inventory = folder / "catdog.yaml"
+    inventory.write_text(yaml.safe_dump({"tmux_socket": f"catdog-co-{uuid.uuid4().hex[:6]}",
+                                         "devices": {"here": device_spec(["boot"])}}))
+
+    def run_fab(*args: str) -> subprocess.CompletedProcess[str]:
+        return box.run("env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root", "sh",
+                       "-c", 'cd "$0" && exec "$@"', str(ROOT), fab_bin, *args, "--inventory",
+                       str(inventory), "--json", check=False, timeout=120)
+
+    box.boot()
+    enabled = run_fab("enable", "--coordinator")
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    assert [(r["device"], r["state"]) for r in json.loads(enabled.stdout)] == [
+        ("redis", "ENABLED")]
+    devices = run_fab("enable")
+    assert devices.returncode == 0, devices.stdout + devices.stderr
+    assert [r["state"] for r in json.loads(devices.stdout)] == ["ENABLED"]
+    assert (folder / ".catdog" / "redis.pid").exists()
+
+    box.reboot()
+    powered = time.monotonic()
+
+    def row() -> dict[str, Any] | None:
+        done = run_fab("status")
+        found: dict[str, Any] = json.loads(done.stdout)[0] if done.returncode == 0 else {}
+        return found if found.get("state") == "idle" else None
+
+    back = _wait(row, 60, "the local device idle after the coordinator's reboot")
+    assert back["enabled"] is True
+    print(f"coordinator back (Redis and its local device) {time.monotonic() - powered:.1f}s "
+          f"after power on")
+    stopped = run_fab("stop")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+    def redis_unit() -> str:
+        return box.run("systemctl", "is-active", "catdog-redis.service",
+                       check=False).stdout.strip()
+
+    _wait(lambda: redis_unit() == "inactive", 15, "the Redis unit ending after fab stop")
+    time.sleep(RESTART_S + 1)  # stopped on purpose: not restarted
+    assert redis_unit() == "inactive" and not (folder / ".catdog" / "redis.pid").exists()
+    disabled = run_fab("disable", "--coordinator")
+    assert [(r["device"], r["state"]) for r in json.loads(disabled.stdout)] == [
+        ("redis", "DISABLED")]
