@@ -84,6 +84,18 @@ mount --bind "$box/etc-system" /etc/systemd/system
 mount --bind "$box/etc-user" /etc/systemd/user
 mount --bind "$box/var-lib-systemd" /var/lib/systemd
 mount --bind "$box/hostname" /etc/hostname
+if [ -f "$box/passwd" ]; then  # users of its own, their homes, and the machine'"'"'s Python reachable
+  for f in passwd group shadow; do mount --bind "$box/$f" "/etc/$f"; done
+  mount -t tmpfs -o mode=755 tmpfs /home
+  for h in "$box"/homes/*; do mkdir "/home/${h##*/}"; mount --bind "$h" "/home/${h##*/}"; done
+  cd /root  # root'"'"'s home opened (mode 755) with its entries bound back: a venv may live there
+  mount -t tmpfs -o mode=755 tmpfs /root
+  for e in $(ls -A .); do
+    if [ -d "$e" ]; then mkdir "/root/$e"; else touch "/root/$e"; fi
+    mount --no-canonicalize --bind "./$e" "/root/$e"
+  done
+  cd /
+fi
 # every guard must be hidden now: the machine'"'"'s own /tmp, /var/tmp and /run are out of reach
 for g in $(cat "$box/guards"); do
   if [ -e "$g" ]; then echo "guard $g still visible: not booting" >&2; exit 97; fi
@@ -117,7 +129,7 @@ class SystemdBox:
     the box even under the machine's ``/tmp``: everything else there is hidden."""
 
     def __init__(self, folder: Path, namespace: str, sshd_config: Path, hostname: str,
-                 keep: Path | None = None) -> None:
+                 keep: Path | None = None, users: dict[str, str] | None = None) -> None:
         self.folder = folder
         #: the one folder of the machine's /tmp (or /var/tmp, /run) the box still sees: its
         #: "disk" (its folder, its sshd's keys, the devices' workdirs); default ``folder``
@@ -130,7 +142,46 @@ class SystemdBox:
         for name in ("etc-system", "etc-user", "var-lib-systemd", "units", "empty"):
             (folder / name).mkdir(parents=True, exist_ok=True)
         (folder / "hostname").write_text(hostname + "\n")
-        self._write_units(sshd_config)
+        self.users = dict(users or {})
+        if self.users:
+            self._add_users()
+        self._write_units(self._sshd_config(sshd_config))
+
+    def _add_users(self) -> None:
+        """The box's own ``/etc/passwd``, ``group`` and ``shadow``: the machine's with these users
+        added (uid 2000 on), each with a home in the box's folder (``/home/<user>`` inside)."""
+        lines = {f: Path(f"/etc/{f}").read_text() for f in ("passwd", "group", "shadow")}
+        for i, (user, authorized) in enumerate(self.users.items()):
+            uid = 2000 + i
+            lines["passwd"] += f"{user}:x:{uid}:{uid}::/home/{user}:/bin/sh\n"
+            lines["group"] += f"{user}:x:{uid}:\n"
+            lines["shadow"] += f"{user}:*:19000:0:99999:7:::\n"
+            home = self.folder / "homes" / user
+            (home / ".ssh").mkdir(parents=True, exist_ok=True)
+            (home / ".ssh" / "authorized_keys").write_text(authorized)
+            for path in (home, home / ".ssh", home / ".ssh" / "authorized_keys"):
+                os.chown(path, uid, uid)
+        for name, text in lines.items():
+            (self.folder / name).write_text(text)
+        (self.folder / "shadow").chmod(0o640)
+
+    def user_id(self, user: str) -> int:
+        return 2000 + list(self.users).index(user)
+
+    def _sshd_config(self, given: Path) -> Path:
+        """``given``, or for a box with users of its own a copy that also reads
+        ``~/.ssh/authorized_keys`` and leaves ``$TMUX_TMPDIR`` alone (the box has its own /tmp)."""
+        if not self.users:
+            return given
+        lines = []
+        for line in given.read_text().splitlines():
+            if line.startswith("AuthorizedKeysFile "):
+                line = f"AuthorizedKeysFile .ssh/authorized_keys {line.split(None, 1)[1]}"
+            if not line.startswith("SetEnv TMUX_TMPDIR"):
+                lines.append(line)
+        path = self.folder / "sshd_config"
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     def _write_units(self, sshd_config: Path) -> None:
         units = self.folder / "units"

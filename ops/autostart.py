@@ -127,6 +127,11 @@ def no_systemd_line(names: Sequence[str]) -> str:
             f"with `fab launch` after a boot")
 
 
+def linger_fix(user: str) -> str:
+    return (f"lingering is off for {user} and {user} may not turn it on: run `sudo loginctl "
+            f"enable-linger {user}` on the device once, then `fab enable` again")
+
+
 def systemd_quote(arg: str) -> str:
     """One ``ExecStart=`` word: ``%`` and ``$`` doubled, quoted when it holds spaces or quotes."""
     text = arg.replace("%", "%%").replace("$", "$$")
@@ -233,6 +238,8 @@ class Autostart:
             [place.python, "-m", "workers.autostart", spec], session.workdir, place))
         self.on_event(device.name, "enabling", place.describe(device.name))
         done = session.host.shell(self._activate(place, unit))
+        if done.status == 3:
+            return DeviceResult(device.name, FAILED, f"{device.name}: {done.stderr.strip()}")
         if done.status != 0:
             return DeviceResult(device.name, FAILED,
                                 f"systemctl could not enable {unit}: "
@@ -258,10 +265,14 @@ class Autostart:
         if place.scope == SYSTEM:
             return start
         user = shlex.quote(place.user)
-        # lingering starts the user's manager now and at every boot; wait for its socket
-        return (f"loginctl enable-linger {user} && "
-                f"for i in $(seq 50); do [ -S /run/user/{place.uid}/systemd/private ] && break; "
-                f"sleep 0.1; done && {start}")
+        # lingering starts the user's manager now and at every boot (logind may refuse a user
+        # turning it on for themselves: then sudo, if allowed without a password); wait for the
+        # manager's socket
+        return (f"[ -e /var/lib/systemd/linger/{user} ] || loginctl enable-linger {user} "
+                f"2>/dev/null || sudo -n loginctl enable-linger {user} 2>/dev/null || "
+                f"{{ echo {shlex.quote(linger_fix(place.user))} >&2; exit 3; }}; "
+                f"for i in $(seq 100); do [ -S /run/user/{place.uid}/systemd/private ] && break; "
+                f"sleep 0.1; done; {start}")
 
     def _answer(self, device: str, started: float) -> str | None:
         """The worker's node name once its heartbeat is fresh (None after the timeout)."""

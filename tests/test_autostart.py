@@ -212,6 +212,16 @@ print(json.dumps(result.get(timeout=180)), flush=True)
 
 @pytest.fixture
 def booted(tmp_path: Path) -> Iterator[tuple[Lan, LanHost, SystemdBox]]:
+    yield from _booted(tmp_path, with_user=False)
+
+
+@pytest.fixture
+def booted_with_user(tmp_path: Path) -> Iterator[tuple[Lan, LanHost, SystemdBox]]:
+    """A box with an ordinary user ``pi`` of its own (its own /etc/passwd), reached over SSH."""
+    yield from _booted(tmp_path, with_user=True)
+
+
+def _booted(tmp_path: Path, with_user: bool) -> Iterator[tuple[Lan, LanHost, SystemdBox]]:
     if not IS_ROOT:
         pytest.skip("booting systemd in namespaces needs root (CI is root)")
     try:
@@ -223,8 +233,9 @@ def booted(tmp_path: Path) -> Iterator[tuple[Lan, LanHost, SystemdBox]]:
     try:
         host = lan.add_host("pi", sshd=False)
         assert host.home is not None
+        users = {"pi": (lan.folder / "client_key.pub").read_text()} if with_user else None
         box = SystemdBox(host.home / "box", host.namespace, host.home / "sshd_config", "pi",
-                         keep=lan.folder)
+                         keep=lan.folder, users=users)
         yield lan, host, box
     finally:
         if box is not None:
@@ -407,3 +418,46 @@ def test_a_coordinator_that_reboots_brings_back_its_embedded_redis_and_local_dev
     disabled = run_fab("disable", "--coordinator")
     assert [(r["device"], r["state"]) for r in json.loads(disabled.stdout)] == [
         ("redis", "DISABLED")]
+
+
+def test_an_ordinary_user_gets_a_lingering_user_unit_that_comes_back_after_a_power_cut(
+        booted_with_user: tuple[Lan, LanHost, SystemdBox], tmp_path: Path) -> None:
+    lan, host, box = booted_with_user
+    box.boot()
+    _ssh_up(host)
+    password, port = lan.start_redis()
+    env = _env(CATDOG_BOX_PASSWORD=password)
+    inventory = tmp_path / "catdog.yaml"
+    spec = {**lan.device(host, ["boot"], user="pi", workdir="/home/pi/work")}
+    spec.pop("allow_root", None)
+    inventory.write_text(yaml.safe_dump({
+        "broker": f"redis://:${{CATDOG_BOX_PASSWORD}}@{lan.gateway}:{port}/0",
+        "tmux_socket": f"catdog-user-{uuid.uuid4().hex[:6]}", "devices": {"pi": spec}}))
+
+    refused = fab("enable", "--inventory", str(inventory), "--json", env=env)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    [row] = json.loads(refused.stdout)
+    assert row["state"] == "FAILED" and "sudo loginctl enable-linger pi" in row["reason"], row
+
+    box.run("loginctl", "enable-linger", "pi")  # what the device's admin runs once
+    enabled = fab("enable", "--inventory", str(inventory), "--json", env=env)
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    [row] = json.loads(enabled.stdout)
+    assert row["state"] == "ENABLED" and "user unit of pi, lingering on" in row["reason"], row
+    assert (box.folder / "homes" / "pi" / ".config" / "systemd" / "user" /
+            "catdog-pi.service").exists()
+
+    box.power_off()
+    powered = time.monotonic()
+    box.boot()
+    back = _wait(lambda: (r := _status(inventory, env))["state"] == "idle" and r, 60,
+                 "pi's worker back after the power cut")
+    assert back["enabled"] is True
+    print(f"user unit: worker answering {time.monotonic() - powered:.1f}s after power on")
+    workers = box.run("sh", "-c", "ps -eo user=,args= | grep -e '[-]m workers --device pi'"
+                      ).stdout.splitlines()
+    assert workers and {w.split()[0] for w in workers} == {"pi"}, workers  # not root
+
+    disabled = fab("disable", "--inventory", str(inventory), "--json", env=env)
+    assert [r["state"] for r in json.loads(disabled.stdout)] == ["DISABLED"], disabled.stdout
+    assert fab("stop", "--inventory", str(inventory), "--json", env=env).returncode == 0
