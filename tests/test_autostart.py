@@ -109,6 +109,25 @@ def test_the_starter_runs_exactly_fab_launchs_tmux_command(tmp_path: Path) -> No
     assert "@catdog_inventory" in start and "remain-on-exit" in start
 
 
+def test_coordinator_services_default_to_what_the_fleet_uses_and_start_after_its_redis(
+        tmp_path: Path) -> None:
+    from catdog.errors import UsageError
+    from ops.coordinator_units import chosen, unit_text
+
+    path = tmp_path / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"devices": {"here": {"host": "local"}}}))
+    inv = load_inventory(str(path))
+    assert chosen(inv, "") == ["redis"]  # the embedded Redis; no schedule: no beat
+    assert chosen(inv, "redis,flower") == ["redis", "flower"]
+    for bad, says in (("beat", "has no `schedule:`"), ("nginx", "not a coordinator service")):
+        with pytest.raises(UsageError, match=says):
+            chosen(inv, bad)
+    lines = unit_text(inv, "flower", ROOT_PLACE).splitlines()
+    assert "After=network-online.target catdog-redis.service" in lines
+    assert f"ExecStart={sys.executable} -m ops.coordinator_units flower --inventory {path}" in lines
+    assert "After=network-online.target" in unit_text(inv, "redis", ROOT_PLACE).splitlines()
+
+
 # --- the device-side starter, on this machine, without systemd ------------------------------------
 
 @pytest.fixture
@@ -195,6 +214,12 @@ def test_enable_where_no_systemd_runs_is_one_line_naming_the_fix_and_writes_noth
     assert "--devices" in lines[0] and "fab launch" in lines[0]
     assert not workdir.exists() and not (tmp_path / ".catdog" / "run").exists()
     assert not Path(f"/etc/systemd/system/{unit_name('here')}").exists()
+    coordinator = fab("enable", "--coordinator", "--services", "flower", "--inventory", str(path),
+                      env=_env(CATDOG_BROKER_URL=redis_url))
+    assert coordinator.returncode == 2 and coordinator.stderr.strip() == (
+        "catdog: fab enable --coordinator: no systemd runs on this coordinator (no "
+        "/run/systemd/system or systemctl), nothing was enabled: start the services with `fab "
+        "launch`, `fab beat` and `fab flower` after a boot"), coordinator.stderr
 
 
 # --- a real systemd -------------------------------------------------------------------------------
@@ -393,8 +418,8 @@ def test_a_coordinator_that_reboots_brings_back_its_embedded_redis_and_local_dev
     assert [r["state"] for r in json.loads(devices.stdout)] == ["ENABLED"]
     assert (folder / ".catdog" / "redis.pid").exists()
 
-    box.reboot()
     powered = time.monotonic()
+    box.reboot()
 
     def row() -> dict[str, Any] | None:
         done = run_fab("status")
