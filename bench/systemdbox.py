@@ -8,7 +8,8 @@ apply its sysctls. So, before systemd starts, inside the new mount namespace (ev
 private first):
 
 - fresh tmpfs on ``/tmp``, ``/var/tmp``, ``/run`` and ``/var/log/journal``, and a fresh sysfs and
-  cgroup tree (the cgroup namespace is rooted in a cgroup of its own);
+  cgroup tree; the box first moves into a cgroup of its own in every hierarchy, and its cgroup
+  namespace is rooted there, so the cgroups its systemd makes stay below (removed at power off);
 - the box's own folders bound on ``/etc/systemd/system``, ``/etc/systemd/user`` and
   ``/var/lib/systemd`` (they survive its reboots, like a disk: units installed there stay);
 - systemd reads units only from ``/etc/systemd/system`` (the box's) and a folder of the box holding
@@ -62,9 +63,21 @@ SYSTEM_UNITS = Path("/lib/systemd/system")
 BOOT_SCRIPT = r"""
 set -eu
 box=$1; cgroup=$2; keep=$3
-# a cgroup of its own in systemd's hierarchy, then a cgroup namespace rooted there
-mkdir -p "/sys/fs/cgroup/systemd$cgroup"
-echo $$ > "/sys/fs/cgroup/systemd$cgroup/cgroup.procs"
+# a cgroup of its own in every hierarchy (cpuset but needs cpus and mems: left), then a cgroup
+# namespace rooted there: what its systemd creates stays below them, and they are removed after
+: > "$box/cgroups"
+while IFS=: read -r _ controllers path; do
+  case "$controllers" in
+    "") dir=/sys/fs/cgroup/unified;;
+    cpuset) continue;;
+    name=*) dir="/sys/fs/cgroup/${controllers#name=}";;
+    *) dir="/sys/fs/cgroup/$controllers";;
+  esac
+  [ -f "$dir${path%/}/cgroup.procs" ] || continue
+  mkdir "$dir${path%/}$cgroup"
+  echo "$dir${path%/}$cgroup" >> "$box/cgroups"
+  echo $$ > "$dir${path%/}$cgroup/cgroup.procs"
+done < /proc/self/cgroup
 exec unshare --cgroup /bin/sh -eu -c '
 box=$1; keep=$2
 cd "$keep"  # the folder the box keeps seeing, even under /tmp: bound back from here
@@ -284,19 +297,19 @@ class SystemdBox:
         return self.boot(timeout)
 
     def _drop_cgroups(self) -> None:
-        """Remove the box's cgroups in systemd's hierarchy (empty once every process is gone)."""
-        root = Path(f"/sys/fs/cgroup/systemd{self.cgroup}")
-        if not root.exists():
-            return
+        """Remove the box's cgroups, in every hierarchy (empty once every process is gone)."""
+        listed = self.folder / "cgroups"
+        roots = [Path(p) for p in listed.read_text().split()] if listed.exists() else []
         deadline = time.monotonic() + 10
-        while root.exists() and time.monotonic() < deadline:
-            for folder in sorted((p for p in root.rglob("*") if p.is_dir()),
-                                 key=lambda p: len(p.parts), reverse=True):
+        while (left := [r for r in roots if r.exists()]) and time.monotonic() < deadline:
+            for root in left:
+                for folder in sorted((p for p in root.rglob("*") if p.is_dir()),
+                                     key=lambda p: len(p.parts), reverse=True):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
                 with contextlib.suppress(OSError):
-                    folder.rmdir()
-            with contextlib.suppress(OSError):
-                root.rmdir()
-            if root.exists():
+                    root.rmdir()
+            if [r for r in roots if r.exists()]:
                 time.sleep(0.1)
 
     def console_tail(self, lines: int = 15) -> str:
