@@ -328,7 +328,7 @@ def enable(inventory: str | None = None, devices: Devices = None, *, timeout: fl
     systemd is refused (:class:`ops.autostart.NoSystemd`) before anything is written.
     ``coordinator``: units on this machine for the embedded Redis, beat and Flower instead
     (``services``: which; :mod:`ops.coordinator_units`)."""
-    from ops.autostart import Autostart
+    from ops.autostart import Autostart, check_systemd
 
     inv = load(inventory)
     if coordinator:
@@ -342,6 +342,7 @@ def enable(inventory: str | None = None, devices: Devices = None, *, timeout: fl
     if services:
         raise UsageError("--services names coordinator services: it goes with --coordinator")
     selected = _select(inv, devices)
+    check_systemd(inv, selected)  # before the embedded Redis starts
     context = _answering(inv)
     return GroupResult(Autostart(inv, context.url, timeout=timeout, on_event=on_event)
                        .enable(selected))

@@ -181,6 +181,23 @@ def worker_spec(inventory: Inventory, session: WorkerSession, command: list[str]
     }
 
 
+def check_systemd(inventory: Inventory, devices: Sequence[Device]) -> None:
+    """Refuse (before anything is written or started) when a reachable device has no systemd."""
+
+    def look(device: Device) -> Place | None:
+        try:
+            with worker_session(inventory, device) as session:
+                return probe(session)
+        except Unreachable:
+            return None  # said in its row by enable
+
+    places = parallel(devices, look)
+    lacking = [d.name for d, p in zip(devices, places, strict=True)
+               if p is not None and not p.systemd]
+    if lacking:
+        raise NoSystemd(no_systemd_line(lacking))
+
+
 class Autostart:
     def __init__(self, inventory: Inventory, broker_url: str, *, timeout: float = 30.0,
                  on_event: EventCallback | None = None) -> None:
@@ -190,24 +207,9 @@ class Autostart:
         self.on_event = on_event or quiet
         self.redis = broker.connect(broker_url)
 
-    def check_systemd(self, devices: Sequence[Device]) -> None:
-        """Refuse (before anything is written) when a reachable device has no systemd."""
-
-        def look(device: Device) -> Place | None:
-            try:
-                with worker_session(self.inventory, device) as session:
-                    return probe(session)
-            except Unreachable:
-                return None  # said in its row by enable
-
-        places = parallel(devices, look)
-        lacking = [d.name for d, p in zip(devices, places, strict=True)
-                   if p is not None and not p.systemd]
-        if lacking:
-            raise NoSystemd(no_systemd_line(lacking))
-
     def enable(self, devices: Sequence[Device]) -> list[DeviceResult]:
-        self.check_systemd(devices)
+        """Install and start each device's unit (:func:`check_systemd` first, as ``fab enable``
+        does before its broker starts)."""
         return on_each(self.inventory, devices, self._enable, self.on_event)
 
     def disable(self, devices: Sequence[Device]) -> list[DeviceResult]:

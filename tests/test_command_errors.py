@@ -55,7 +55,7 @@ def _socket(inventory: Path) -> str:
 DEAD_BROKER_COMMANDS = [
     ["status"], ["status", "--json"], ["status", "--watch"], ["killswitch"],
     ["killswitch", "--on", "--reason", "maintenance"], ["killswitch", "--off"], ["metrics"],
-    ["launch"], ["restart"], ["beat"], ["flower"], ["enable"], ["disable"],
+    ["launch"], ["restart"], ["beat"], ["flower"], ["disable"],
 ]
 
 
