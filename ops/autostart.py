@@ -161,6 +161,8 @@ def render_unit(description: str, argv: Sequence[str], workdir: str, place: Plac
         f"WorkingDirectory={systemd_quote(workdir)}",
         *(f"Environment={systemd_quote(f'{k}={v}')}" for k, v in env.items()),
         "Restart=on-failure", f"RestartSec={RESTART_S}",
+        # 2: the session is another inventory's (restarting cannot help)
+        "RestartPreventExitStatus=2",
         # stopping the unit (fab disable) leaves the worker to `fab stop`
         "KillMode=process", "",
         "[Install]", f"WantedBy={place.target}", "",
@@ -174,6 +176,7 @@ def worker_spec(inventory: Inventory, session: WorkerSession, command: list[str]
     tmux, name = session.tmux, session.name
     return {
         "device": session.device.name, "session": name, "env_file": env_file,
+        "owner": ownership.record(inventory),
         "start": tmux.new_session_argv(name, command, session.workdir,
                                        pipe=rotating_append(session.log_path),
                                        owner=ownership.record(inventory)),
@@ -262,8 +265,10 @@ class Autostart:
                             f"answers", nodename=nodename)
 
     def _activate(self, place: Place, unit: str) -> str:
-        start = (f"{place.systemctl('daemon-reload')} && "
-                 f"{place.systemctl('enable', '--now', '--no-block', unit)}")
+        # restarted, not only started: a unit already running picks up the new spec (its
+        # starter adopts the running worker)
+        start = (f"{place.systemctl('daemon-reload')} && {place.systemctl('enable', unit)} && "
+                 f"{place.systemctl('restart', '--no-block', unit)}")
         if place.scope == SYSTEM:
             return start
         user = shlex.quote(place.user)

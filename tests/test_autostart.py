@@ -189,6 +189,20 @@ def test_the_starter_exits_non_zero_when_its_worker_dies_and_zero_when_it_is_sto
             proc.wait()
 
 
+def test_the_starter_leaves_another_inventorys_session_alone_and_is_not_restarted(
+        starter_fleet: FleetUnderTest, redis_url: str) -> None:
+    tmux = Tmux(starter_fleet.socket)
+    assert tmux.new_session("catdog-here", ["sleep", "60"], str(starter_fleet.folder),
+                            owner="elsewhere:/srv/other/catdog.yaml")
+    proc, _ = _start_starter(starter_fleet, redis_url)
+    assert proc.wait(timeout=30) == autostart.FOREIGN_STATUS == 2
+    out = proc.stdout.read() if proc.stdout else ""
+    assert "belongs to elsewhere:/srv/other/catdog.yaml" in out, out
+    assert "RestartPreventExitStatus=2" in render_unit("w", ["x"], "/", ROOT_PLACE).splitlines()
+    pane = tmux.pane("catdog-here")
+    assert pane is not None and not pane.dead  # untouched
+
+
 def test_the_starter_refuses_a_missing_spec_in_one_line(tmp_path: Path) -> None:
     assert autostart.main([str(tmp_path / "nothing.json")]) == 2
     assert autostart.main([]) == 2

@@ -41,10 +41,19 @@ SERVICE_SETTLE_S = 3.0
 TMUX_TIMEOUT_S = 15.0
 
 
+#: the session is another inventory's: the unit does not restart (``RestartPreventExitStatus``)
+FOREIGN_STATUS = 2
+
+
+class Foreign(Exception):
+    """The session belongs to another inventory (:mod:`ops.ownership`)."""
+
+
 @dataclass(frozen=True)
 class PaneState:
     dead: bool
     status: int | None
+    owner: str = ""
 
 
 def log(text: str) -> None:
@@ -65,11 +74,12 @@ def notify(text: str) -> bool:
 
 
 def parse_state(name: str, output: str) -> PaneState | None:
-    """The pane of ``name`` from the spec's ``query`` output (``name|dead|status|...``)."""
-    fields = [*output.strip("\n").split("|"), "", "", ""]
+    """The pane of ``name`` from the spec's ``query`` output (``name|dead|status|pid|owner``;
+    the owner last, as a path may hold ``|``)."""
+    fields = [*output.strip("\n").split("|", 4), "", "", "", ""]
     if fields[0] != name:
         return None
-    return PaneState(fields[1] == "1", int(fields[2]) if fields[2].strip() else None)
+    return PaneState(fields[1] == "1", int(fields[2]) if fields[2].strip() else None, fields[4])
 
 
 class Starter:
@@ -117,6 +127,11 @@ class Starter:
     def start(self) -> bool:
         """Start the session (a dead one removed first); False when it could not be started."""
         pane = self.pane()
+        owner = self.spec.get("owner")
+        if pane is not None and owner and pane.owner and pane.owner != owner:
+            log(f"session {self.session} belongs to {pane.owner}, not {owner}: left alone "
+                f"(stop it there, or give this inventory its own `tmux_socket:`)")
+            raise Foreign
         if pane is not None and pane.dead:
             log(f"session {self.session} holds a dead worker (status {pane.status}): removed")
             self._tmux(self.spec["kill"])
@@ -139,8 +154,11 @@ class Starter:
 
     def run(self) -> int:
         self.connect()
-        if not self.start():
-            return 1
+        try:
+            if not self.start():
+                return 1
+        except Foreign:
+            return FOREIGN_STATUS
         since, answered = time.time(), False
         while True:
             pane = self.pane()
