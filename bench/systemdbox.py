@@ -33,6 +33,10 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.lan import Lan, LanHost
 
 #: units (of /lib/systemd/system) a boot needs, linked into the box's unit folder
 BOOT_UNITS = (
@@ -316,3 +320,18 @@ class SystemdBox:
         path = self.folder / "console.log"
         text = path.read_text(errors="replace") if path.exists() else ""
         return " | ".join(text.strip().splitlines()[-lines:])
+
+
+def lan_box(lan: Lan, name: str, users: dict[str, str] | None = None
+            ) -> tuple[LanHost, SystemdBox]:
+    """A device of ``lan`` that boots (not booted yet): its address, its sshd run by its own
+    systemd, the LAN's folder its "disk". ``box.boot()``, ``box.power_off()``, ``box.reboot()``::
+
+        host, box = lan_box(lan, "pi")
+        box.boot()                      # then reach it over SSH at host.address
+    """
+    host = lan.add_host(name, sshd=False)
+    assert host.home is not None
+    box = SystemdBox(host.home / "box", host.namespace, host.home / "sshd_config", name,
+                     keep=lan.folder, users=users)
+    return host, box

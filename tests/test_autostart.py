@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.systemdbox import SystemdBox, guard_files
+from bench.systemdbox import SystemdBox, guard_files, lan_box
 from catdog.loader import load_inventory
-from catdog.records import heartbeat_key
+from catdog.records import OFFLINE_AFTER_S, heartbeat_key
 from ops.autostart import RESTART_S, Place, render_unit, systemd_quote, unit_name, worker_spec
 from ops.launch import worker_command
 from ops.session import WorkerSession
@@ -270,11 +270,8 @@ def _booted(tmp_path: Path, with_user: bool) -> Iterator[tuple[Lan, LanHost, Sys
         pytest.skip(f"network-namespace device not run: {exc}")
     box = None
     try:
-        host = lan.add_host("pi", sshd=False)
-        assert host.home is not None
         users = {"pi": (lan.folder / "client_key.pub").read_text()} if with_user else None
-        box = SystemdBox(host.home / "box", host.namespace, host.home / "sshd_config", "pi",
-                         keep=lan.folder, users=users)
+        host, box = lan_box(lan, "pi", users)
         yield lan, host, box
     finally:
         if box is not None:
@@ -432,8 +429,10 @@ def test_a_coordinator_that_reboots_brings_back_its_embedded_redis_and_local_dev
     assert [r["state"] for r in json.loads(devices.stdout)] == ["ENABLED"]
     assert (folder / ".catdog" / "redis.pid").exists()
 
+    box.power_off()
+    time.sleep(OFFLINE_AFTER_S + 1)  # the worker's last heartbeat (kept by Redis) is stale now
     powered = time.monotonic()
-    box.reboot()
+    box.boot()
 
     def row() -> dict[str, Any] | None:
         done = run_fab("status")
@@ -487,6 +486,7 @@ def test_an_ordinary_user_gets_a_lingering_user_unit_that_comes_back_after_a_pow
             "catdog-pi.service").exists()
 
     box.power_off()
+    _wait(lambda: _status(inventory, env)["state"] == "offline", 20, "pi offline")
     powered = time.monotonic()
     box.boot()
     back = _wait(lambda: (r := _status(inventory, env))["state"] == "idle" and r, 60,
