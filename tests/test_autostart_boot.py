@@ -196,18 +196,21 @@ def test_an_enabled_device_comes_back_after_a_power_cut_and_runs_what_was_queued
             canary.unlink()
 
 
-def test_a_coordinator_that_reboots_brings_back_its_embedded_redis_and_local_device(
+def test_a_coordinator_that_reboots_brings_back_its_redis_beat_and_local_device(
         booted: tuple[Lan, LanHost, SystemdBox], tmp_path: Path) -> None:
-    """The box as the coordinator: `fab enable --coordinator` (the embedded Redis) and `fab
-    enable` of a `host: local` device, run there; after a power cut `fab status` (which never
-    starts the embedded Redis) finds the device idle and enabled."""
+    """The box as the coordinator: `fab enable --coordinator` (the embedded Redis and beat) and
+    `fab enable` of a `host: local` device, run there; after a power cut `fab status` (which never
+    starts the embedded Redis) finds the device idle and enabled, and beat runs again."""
     lan, _, box = booted
     fab_bin = str(Path(sys.executable).parent / "fab")
     folder = lan.folder / "coordinator"
     folder.mkdir()
     inventory = folder / "catdog.yaml"
-    inventory.write_text(yaml.safe_dump({"tmux_socket": f"catdog-co-{uuid.uuid4().hex[:6]}",
-                                         "devices": {"here": device_spec(["boot"])}}))
+    inventory.write_text(yaml.safe_dump({
+        "tmux_socket": f"catdog-co-{uuid.uuid4().hex[:6]}",
+        "devices": {"here": device_spec(["boot"])},
+        "schedule": {"uptime": {"task": "tasks.run_on", "every": "60s", "on": "here",
+                                "kwargs": {"command": "uptime"}}}}))
 
     def run_fab(*args: str) -> subprocess.CompletedProcess[str]:
         return box.run("env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root", "sh",
@@ -218,7 +221,7 @@ def test_a_coordinator_that_reboots_brings_back_its_embedded_redis_and_local_dev
     enabled = run_fab("enable", "--coordinator")
     assert enabled.returncode == 0, enabled.stdout + enabled.stderr
     assert [(r["device"], r["state"]) for r in json.loads(enabled.stdout)] == [
-        ("redis", "ENABLED")]
+        ("redis", "ENABLED"), ("beat", "ENABLED")]  # beat: the inventory has a schedule
     devices = run_fab("enable")
     assert devices.returncode == 0, devices.stdout + devices.stderr
     assert [r["state"] for r in json.loads(devices.stdout)] == ["ENABLED"]
@@ -236,21 +239,23 @@ def test_a_coordinator_that_reboots_brings_back_its_embedded_redis_and_local_dev
 
     back = _wait(row, 60, "the local device idle after the coordinator's reboot")
     assert back["enabled"] is True
+
+    def unit(name: str) -> str:
+        return box.run("systemctl", "is-active", name, check=False).stdout.strip()
+
+    _wait(lambda: unit("catdog-beat.service") == "active", 30, "beat back after the reboot")
     print(f"coordinator back (Redis and its local device) {time.monotonic() - powered:.1f}s "
           f"after power on")
     stopped = run_fab("stop")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-
-    def redis_unit() -> str:
-        return box.run("systemctl", "is-active", "catdog-redis.service",
-                       check=False).stdout.strip()
-
-    _wait(lambda: redis_unit() == "inactive", 15, "the Redis unit ending after fab stop")
+    services = ("catdog-redis.service", "catdog-beat.service")
+    _wait(lambda: {unit(u) for u in services} == {"inactive"}, 15, "the units ending after stop")
     time.sleep(RESTART_S + 1)  # stopped on purpose: not restarted
-    assert redis_unit() == "inactive" and not (folder / ".catdog" / "redis.pid").exists()
+    assert {unit(u) for u in services} == {"inactive"}
+    assert not (folder / ".catdog" / "redis.pid").exists()
     disabled = run_fab("disable", "--coordinator")
     assert [(r["device"], r["state"]) for r in json.loads(disabled.stdout)] == [
-        ("redis", "DISABLED")]
+        ("redis", "DISABLED"), ("beat", "DISABLED")]
 
 
 def test_an_ordinary_user_gets_a_lingering_user_unit_that_comes_back_after_a_power_cut(
