@@ -16,7 +16,7 @@ private first):
   links to the few units a boot needs (journald, dbus, logind, the user manager, the targets), plus
   the box's sshd: ``$SYSTEMD_UNIT_PATH``; no generator runs (``$SYSTEMD_GENERATOR_PATH`` empty).
   tmpfiles, sysusers, sysctl, udev, timesyncd, fsck and the machine's own services are simply not
-  there to start.
+  there to start (and masked in the box's ``/etc/systemd/system`` besides).
 
 The boot script checks each guard before it ``exec``s systemd: a guard file the harness left in
 the real ``/tmp``, ``/var/tmp`` and ``/run`` must be invisible there (else it stops, and nothing
@@ -61,6 +61,19 @@ WANTS = {
     "multi-user.target": ("dbus.service", "systemd-logind.service",
                           "systemd-user-sessions.service", "catdog-box-sshd.service"),
 }
+#: masked as well (a second guard, should systemd ever read /lib/systemd/system after all): what
+#: would touch the machine (its files, clock, kernel settings, devices)
+MASKED = (
+    "systemd-tmpfiles-setup.service", "systemd-tmpfiles-setup-dev.service",
+    "systemd-tmpfiles-setup-dev-early.service", "systemd-tmpfiles-clean.service",
+    "systemd-tmpfiles-clean.timer", "systemd-sysusers.service", "systemd-sysctl.service",
+    "systemd-remount-fs.service", "systemd-timesyncd.service", "ldconfig.service",
+    "systemd-firstboot.service", "systemd-machine-id-commit.service",
+    "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service",
+    "systemd-binfmt.service", "systemd-modules-load.service", "systemd-udevd.service",
+    "systemd-udev-trigger.service", "systemd-hwdb-update.service", "systemd-journal-flush.service",
+    "systemd-random-seed.service", "systemd-update-done.service", "tmp.mount",
+)
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/run")
 SYSTEM_UNITS = Path("/lib/systemd/system")
 
@@ -201,6 +214,10 @@ class SystemdBox:
         return path
 
     def _write_units(self, sshd_config: Path) -> None:
+        for name in MASKED:  # in the box's /etc/systemd/system, the first place systemd looks
+            mask = self.folder / "etc-system" / name
+            if not mask.is_symlink():
+                mask.symlink_to("/dev/null")
         units = self.folder / "units"
         for name in BOOT_UNITS:
             link = units / name
