@@ -31,7 +31,6 @@ from typing import Any
 from catdog import broker, edge
 from catdog.context import FleetContext, open_fleet
 from catdog.errors import BrokerError, CatDogError, UsageError
-from catdog.fleet import fleet
 from catdog.inventory import Device, Inventory
 from catdog.killswitch import Report
 from catdog.loader import load_inventory
@@ -70,11 +69,6 @@ def _resolved(inv: Inventory, *, start_embedded: bool) -> str:
     return broker.resolve(inv, start_embedded=start_embedded)
 
 
-def _broker(inv: Inventory) -> str:
-    """The fleet's broker URL once it answers (the embedded Redis started if need be)."""
-    return _answering(inv).url
-
-
 def _answering(inv: Inventory) -> FleetContext:
     """The call's fleet context, its broker answering (the embedded Redis started if need be)."""
     context = open_fleet(inv, _resolved(inv, start_embedded=True))
@@ -88,10 +82,10 @@ def _running(inv: Inventory) -> FleetContext:
 
 
 def load(inventory: str | None = None) -> Inventory:
-    """Load and check the inventory, and make it the fleet this process talks to."""
-    loaded = load_inventory(inventory)
-    fleet.use_loaded(loaded)
-    return loaded
+    """Load and check the inventory (every call does, first). The calls here work on the fleet
+    they are given and never change the one the process's task API routes by (to send tasks to
+    this fleet from Python, :func:`catdog.use_inventory`)."""
+    return load_inventory(inventory)
 
 
 def _select(inv: Inventory, devices: Devices) -> list[Device]:
@@ -111,9 +105,9 @@ def launch(inventory: str | None = None, devices: Devices = None, *, timeout: fl
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before the broker starts
-    context = _answering(inv)
-    return GroupResult(Launcher(inv, context.url, timeout=timeout, on_event=on_event,
-                                loglevel=loglevel).launch(selected))
+    with _answering(inv) as context:
+        return GroupResult(Launcher(context, timeout=timeout, on_event=on_event,
+                                    loglevel=loglevel).launch(selected))
 
 
 @_broker_errors
@@ -127,8 +121,7 @@ def stop(inventory: str | None = None, devices: Devices = None, *, timeout: floa
 
     inv = load(inventory)
     selected = _select(inv, devices)
-    context = _running(inv)
-    found = GroupResult(Stopper(inv, broker_url=context.broker_url, timeout=timeout, force=force,
+    found = GroupResult(Stopper(_running(inv), timeout=timeout, force=force,
                                 on_event=on_event).stop(selected))
     if not devices:
         from ops.services import BEAT, FLOWER, stop_service
@@ -153,7 +146,7 @@ def beat(inventory: str | None = None) -> GroupResult:
 
     inv = load(inventory)
     check_schedule(inv)  # a task no worker has is refused before the broker or beat starts
-    return GroupResult([start_beat(inv, _broker(inv))])
+    return GroupResult([start_beat(_answering(inv))])
 
 
 @_broker_errors
@@ -164,7 +157,7 @@ def flower(inventory: str | None = None, *, port: int = 5555, address: str = "12
     from ops.services import start_flower
 
     inv = load(inventory)
-    return GroupResult([start_flower(inv, _broker(inv), port, address)])
+    return GroupResult([start_flower(_answering(inv), port, address)])
 
 
 @_broker_errors
@@ -178,10 +171,10 @@ def restart(inventory: str | None = None, devices: Devices = None, *, timeout: f
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before anything stops
-    context = _answering(inv)
-    Stopper(inv, broker_url=context.url, timeout=timeout, on_event=on_event).stop(selected)
-    return GroupResult(Launcher(inv, context.url, timeout=timeout, on_event=on_event,
-                                loglevel=loglevel).launch(selected))
+    with _answering(inv) as context:
+        Stopper(context, timeout=timeout, on_event=on_event).stop(selected)
+        return GroupResult(Launcher(context, timeout=timeout, on_event=on_event,
+                                    loglevel=loglevel).launch(selected))
 
 
 @_broker_errors
@@ -228,9 +221,9 @@ def metrics(inventory: str | None = None, devices: Devices = None, *,
 
     inv = load(inventory)
     selected = _select(inv, devices)
-    context = _running(inv)
-    if context.broker_url is not None:
-        flush_live_workers(context.answering(), selected)
+    with _running(inv) as context:
+        if context.broker_url is not None:
+            flush_live_workers(context, selected)
     folder = Path(dest) if dest else inv.root / "metrics"
     return GroupResult(Gatherer(inv, folder, since_s, on_event).gather(selected))
 
@@ -313,10 +306,10 @@ def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = Fa
             [{"device": name, "state": "offline", "detail": FLEET_STOPPED} for name in inv.devices],
             f"{FLEET_STOPPED}: the switch is kept there and holds again when `fab launch` "
             f"starts it")
-    context = _answering(inv)
-    if on:
-        return switch.engage(reason, hard=hard, context=context)
-    return switch.release(context=context) if off else switch.devices_state(context=context)
+    with _answering(inv) as context:
+        if on:
+            return switch.engage(reason, hard=hard, context=context)
+        return switch.release(context=context) if off else switch.devices_state(context=context)
 
 
 @_broker_errors
@@ -343,9 +336,9 @@ def enable(inventory: str | None = None, devices: Devices = None, *, timeout: fl
         raise UsageError("--services names coordinator services: it goes with --coordinator")
     selected = _select(inv, devices)
     check_systemd(inv, selected)  # before the embedded Redis starts
-    context = _answering(inv)
-    return GroupResult(Autostart(inv, context.url, timeout=timeout, on_event=on_event)
-                       .enable(selected))
+    with _answering(inv) as context:
+        return GroupResult(Autostart(inv, context.url, timeout=timeout, on_event=on_event)
+                           .enable(selected))
 
 
 @_broker_errors
@@ -362,5 +355,5 @@ def disable(inventory: str | None = None, devices: Devices = None, *,
 
         return GroupResult(coordinator_units.disable(inv, services or ""))
     selected = _select(inv, devices)
-    context = _answering(inv)
-    return GroupResult(Autostart(inv, context.url, on_event=on_event).disable(selected))
+    with _answering(inv) as context:
+        return GroupResult(Autostart(inv, context.url, on_event=on_event).disable(selected))

@@ -231,7 +231,11 @@ class Autostart:
                                 f"python {session.python} not found on {device.name}; fix "
                                 f"devices.{device.name}.python in {self.inventory.path.name}"
                                 + ("" if device.is_local else " or run `fab deploy`"))
-        env_file, inventory = session.install_run_files(run_env(self.inventory, self.broker_url),
+        from ops.lan_broker import device_url
+
+        # as `fab launch` does: the device's own broker user on a LAN fleet (and its CA)
+        url = device_url(self.inventory, session, self.broker_url)
+        env_file, inventory = session.install_run_files(run_env(self.inventory, url),
                                                         self.inventory.text)
         command = worker_command(session, env_file, inventory, python=place.python)
         spec = spec_path(session)

@@ -131,13 +131,14 @@ def serve(service: str, inventory_path: str) -> int:
     inventory = load_inventory(inventory_path)
     if service == REDIS:
         return _watch_redis(inventory)
+    from catdog.context import open_fleet
     from ops import services as coordinator
 
-    url = broker.resolve(inventory, start_embedded=True)
-    if service == BEAT:
-        result = coordinator.start_beat(inventory, url)
-    else:
-        result = coordinator.start_flower(inventory, url, 5555, "127.0.0.1")
+    with open_fleet(inventory, broker.resolve(inventory, start_embedded=True)) as context:
+        if service == BEAT:
+            result = coordinator.start_beat(context)
+        else:
+            result = coordinator.start_flower(context, 5555, "127.0.0.1")
     log(f"{service}: {result.state} {result.reason}")
     if not result.ok:
         return 1
