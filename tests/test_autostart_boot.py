@@ -25,6 +25,8 @@ import yaml
 from bench.systemdbox import SystemdBox, guard_files, lan_box
 from catdog.records import OFFLINE_AFTER_S
 from ops.autostart import RESTART_S
+from ops.embedded_redis import EmbeddedRedis
+from ops.lan_broker import user_name
 
 from .conftest import IS_ROOT, ROOT, device_spec
 from .lan import Lan, LanHost, NetnsUnavailable
@@ -122,11 +124,9 @@ def test_an_enabled_device_comes_back_after_a_power_cut_and_runs_what_was_queued
         _ssh_up(host)
         for canary in canaries:  # hidden inside the box, untouched outside
             assert box.run("test", "-e", str(canary), check=False).returncode == 1
-        password, port = lan.start_redis()
-        env = _env(CATDOG_BOX_PASSWORD=password)
+        env = _env()  # no broker: the embedded Redis serves the LAN, the device as its own user
         inventory = tmp_path / "catdog.yaml"
         inventory.write_text(yaml.safe_dump({
-            "broker": f"redis://:${{CATDOG_BOX_PASSWORD}}@{lan.gateway}:{port}/0",
             "tmux_socket": f"catdog-box-{uuid.uuid4().hex[:6]}",
             "devices": {"pi": lan.device(host, ["boot"])}}))
 
@@ -136,6 +136,8 @@ def test_an_enabled_device_comes_back_after_a_power_cut_and_runs_what_was_queued
         assert (row["state"], row["nodename"]) == ("ENABLED", "pi@pi"), row
         assert "catdog-pi.service (system unit, runs as root)" in row["reason"]
         assert box.run("systemctl", "is-enabled", "catdog-pi.service").stdout.strip() == "enabled"
+        env_file = Path(lan.device(host, [])["workdir"]) / ".catdog" / "run" / "pi.env"
+        assert f"redis://{user_name('pi')}:" in env_file.read_text()  # its own broker user
         assert _status(inventory, env)["enabled"] is True
         launched = fab("launch", "--inventory", str(inventory), "--json", env=env)
         assert [r["state"] for r in json.loads(launched.stdout)] == ["ALREADY RUNNING"], \
@@ -191,6 +193,7 @@ def test_an_enabled_device_comes_back_after_a_power_cut_and_runs_what_was_queued
         assert listed.strip() == "", listed
         assert fab("stop", "--inventory", str(inventory), "--json", env=env).returncode == 0
     finally:
+        EmbeddedRedis(tmp_path / ".catdog").stop()  # fab stop did, unless the test failed
         for canary in canaries:
             assert canary.read_text() == "still here\n"  # the machine's own /tmp and /var/tmp
             canary.unlink()
