@@ -125,20 +125,15 @@ def disable(inventory: Inventory, services: str) -> list[DeviceResult]:
 # --- what the unit runs ----------------------------------------------------------------------
 
 def serve(service: str, inventory_path: str) -> int:
-    from catdog import broker
     from catdog.loader import load_inventory
+    from ops import api
 
     inventory = load_inventory(inventory_path)
     if service == REDIS:
         return _watch_redis(inventory)
-    from catdog.context import open_fleet
-    from ops import services as coordinator
-
-    with open_fleet(inventory, broker.resolve(inventory, start_embedded=True)) as context:
-        if service == BEAT:
-            result = coordinator.start_beat(context)
-        else:
-            result = coordinator.start_flower(context, 5555, "127.0.0.1")
+    # started exactly as `fab beat` / `fab flower` start them
+    found = api.beat(inventory_path) if service == BEAT else api.flower(inventory_path)
+    result = found[service]
     log(f"{service}: {result.state} {result.reason}")
     if not result.ok:
         return 1
