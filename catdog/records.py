@@ -5,6 +5,8 @@
 - ``catdog:heartbeat:<device>``: the worker's latest heartbeat (JSON), refreshed every
   :data:`HEARTBEAT_INTERVAL_S` seconds and expiring after :data:`HEARTBEAT_TTL_S`.
 - ``catdog:killswitch``: the kill switch (JSON :class:`Switch`), read by every worker at start.
+- ``catdog:autostart``: a hash, device -> its systemd unit (JSON), written by ``fab enable`` and
+  removed by ``fab disable``; ``fab status`` reads it for the ``enabled`` field.
 - ``catdog:tasks``: a hash, task name -> what it needs (JSON :class:`TaskRecord`), written by
   every worker as it starts, so a task sent by name from a process that never imported it
   (``celery call``, Flower, ``app.send_task``) is routed as a call from Python is.
@@ -82,6 +84,7 @@ def checked_max_deliveries(value: Any, where: str) -> int:
 
 
 TASKS_KEY = "catdog:tasks"
+AUTOSTART_KEY = "catdog:autostart"
 #: message header: how many times workers handed the message on to another queue
 HOPS_HEADER = "catdog_hops"
 

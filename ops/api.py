@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,28 +35,9 @@ from catdog.inventory import Device, Inventory
 from catdog.killswitch import Report
 from catdog.loader import load_inventory
 from ops.fanout import EventCallback
-from ops.results import DeviceResult
+from ops.results import GroupResult, QuarantineReport, StoppedSwitch
 
 Devices = str | Sequence[str] | None
-
-
-class GroupResult(dict[str, DeviceResult]):
-    """Results by device name, in the order asked; ``succeeded`` and ``failed`` as in Fabric."""
-
-    def __init__(self, results: Iterable[DeviceResult]) -> None:
-        super().__init__((r.device, r) for r in results)
-
-    @property
-    def succeeded(self) -> dict[str, DeviceResult]:
-        return {k: r for k, r in self.items() if r.ok}
-
-    @property
-    def failed(self) -> dict[str, DeviceResult]:
-        return {k: r for k, r in self.items() if not r.ok}
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
 
 #: a Redis or kombu connection error as the one-line BrokerUnreachable (see :mod:`catdog.edge`)
@@ -293,19 +273,6 @@ def logs(inventory: str | None = None, devices: Devices = None, *, lines: int = 
     return {d.name: worker_logs.recent(inv, d, lines, color) for d in selected}
 
 
-@dataclass
-class StoppedSwitch:
-    """The kill switch of a stopped fleet: it is kept in the embedded Redis, which is not started
-    just to read it (``on`` is None: unknown)."""
-
-    devices: list[dict[str, Any]]
-    note: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"on": None, "reason": "", "by": "", "at": 0.0, "hard": False, "note": self.note,
-                "devices": self.devices}
-
-
 @_broker_errors
 def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = False,
                reason: str = "", hard: bool = False) -> Report | StoppedSwitch:
@@ -331,18 +298,6 @@ def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = Fa
         return switch.release(context=context) if off else switch.devices_state(context=context)
 
 
-@dataclass
-class QuarantineReport:
-    """What ``fab quarantine`` did (``listed``, ``requeued`` or ``dropped``) and the entries it
-    did it to (:class:`catdog.quarantine.Entry`)."""
-
-    action: str
-    entries: list[Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "entries": [e.summary() for e in self.entries]}
-
-
 @_broker_errors
 def quarantine(inventory: str | None = None, *, requeue: str | None = None,
                drop: str | None = None) -> QuarantineReport:
@@ -361,3 +316,50 @@ def quarantine(inventory: str | None = None, *, requeue: str | None = None,
         if drop:
             return QuarantineReport("dropped", [held.drop(client, drop)])
         return QuarantineReport("listed", held.entries(client))
+
+
+@_broker_errors
+def enable(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
+           coordinator: bool = False, services: str = "",
+           on_event: EventCallback | None = None) -> GroupResult:
+    """Install and start on each device a systemd unit that starts its worker at boot and again
+    when it dies (:mod:`ops.autostart`); ENABLED once the worker answers. A device without
+    systemd is refused (:class:`ops.autostart.NoSystemd`) before anything is written.
+    ``coordinator``: units on this machine for the embedded Redis, beat and Flower instead
+    (``services``: which; :mod:`ops.coordinator_units`)."""
+    from ops.autostart import Autostart, check_systemd
+
+    inv = load(inventory)
+    if coordinator:
+        from ops import coordinator_units
+
+        if devices:
+            raise UsageError("--coordinator acts on this machine's services, --devices on "
+                             "devices: run them as two commands")
+        return GroupResult(coordinator_units.enable(inv, services or "", timeout,
+                                                    on_event or (lambda *_: None)))
+    if services:
+        raise UsageError("--services names coordinator services: it goes with --coordinator")
+    selected = _select(inv, devices)
+    check_systemd(inv, selected)  # before the embedded Redis starts
+    with _answering(inv) as context:
+        return GroupResult(Autostart(inv, context.url, timeout=timeout, on_event=on_event)
+                           .enable(selected))
+
+
+@_broker_errors
+def disable(inventory: str | None = None, devices: Devices = None, *,
+            coordinator: bool = False, services: str = "",
+            on_event: EventCallback | None = None) -> GroupResult:
+    """Remove each device's systemd unit (its worker keeps running until ``fab stop``);
+    ``coordinator``: this machine's units for ``services`` (default: all there are)."""
+    from ops.autostart import Autostart
+
+    inv = load(inventory)
+    if coordinator:
+        from ops import coordinator_units
+
+        return GroupResult(coordinator_units.disable(inv, services or ""))
+    selected = _select(inv, devices)
+    with _answering(inv) as context:
+        return GroupResult(Autostart(inv, context.url, on_event=on_event).disable(selected))

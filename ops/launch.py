@@ -90,11 +90,7 @@ class Launcher:
         url = device_url(self.inventory, session, self.broker_url)  # the device's own user on a LAN fleet
         env_file, inventory = session.install_run_files(run_env(self.inventory, url),
                                                         self.inventory.text)
-        return [session.python, "-m", "workers", "--device", session.device.name,
-                "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
-                # an SSH device's inventory is a run file: its project is the workdir (fab deploy)
-                *([] if session.device.is_local else ["--project", session.workdir]),
-                *(["--loglevel", self.loglevel] if self.loglevel else [])]
+        return worker_command(session, env_file, inventory, self.loglevel)
 
     def _await(self, session: WorkerSession, started: float, success: str, owned: bool
                ) -> DeviceResult:
@@ -163,3 +159,14 @@ class Launcher:
         last = next((ln for ln in reversed(output) if ln.strip()), "")
         reason = f"worker exited with status {shown} during start" + (f": {last}" if last else "")
         return DeviceResult(device.name, FAILED, reason, exit_status=status, output=output)
+
+
+def worker_command(session: WorkerSession, env_file: str, inventory: str,
+                   loglevel: str | None = None, python: str | None = None) -> list[str]:
+    """The worker's command on its device, reading the run files ``env_file`` and ``inventory``
+    (``fab launch`` and the device's systemd unit, :mod:`ops.autostart`, run the same)."""
+    return [python or session.python, "-m", "workers", "--device", session.device.name,
+            "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
+            # an SSH device's inventory is a run file: its project is the workdir (fab deploy)
+            *([] if session.device.is_local else ["--project", session.workdir]),
+            *(["--loglevel", loglevel] if loglevel else [])]

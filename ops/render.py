@@ -20,7 +20,7 @@ from ops.results import DeviceResult
 
 if TYPE_CHECKING:
     from catdog.killswitch import Report
-    from ops.api import QuarantineReport, StoppedSwitch
+    from ops.results import QuarantineReport, StoppedSwitch
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,18 @@ def launched(found: dict[str, DeviceResult], shown: Shown) -> int:
     """``fab launch`` and ``fab restart``."""
     rows = _rows(found)
     return _emit(rows, shown.json, results.launch_report(rows))
+
+
+def autostarted(found: dict[str, DeviceResult], shown: Shown) -> int:
+    """``fab enable`` and ``fab disable``: a row per device (and per coordinator service), with
+    the unit's journal when it did not come up."""
+    rows = _rows(found)
+    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in rows]
+    text = results.table(cells, ("DEVICE", "STATE", "TIME", "UNIT / REASON"))
+    for r in rows:
+        if r.output:
+            text += f"\n--- {r.device}: its unit ---\n" + "\n".join(r.output)
+    return _emit(rows, shown.json, text)
 
 
 def stopped(found: dict[str, DeviceResult], shown: Shown) -> int:
@@ -120,10 +132,12 @@ def status_table(rows: list[dict[str, Any]]) -> str:
               r["failed"], "-" if r["heartbeat_age_s"] is None else r["heartbeat_age_s"],
               "-" if r["backlog"] is None else r["backlog"], "-" if r["load"] is None else r["load"],
               "-" if r["rss_mb"] is None else r["rss_mb"],
-              "-" if r.get("quarantined") is None else r["quarantined"], r["reason"])
-             for r in rows]
+              "-" if r.get("quarantined") is None else r["quarantined"],
+              "-" if r.get("enabled") is None else ("yes" if r["enabled"] else "no"),
+              r["reason"]) for r in rows]
     return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
                                  "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "QUARANTINED",
+                                 "AT_BOOT",
                                  "REASON"))
 
 
@@ -170,7 +184,7 @@ def _cell(ok: bool | None, detail: str) -> str:
 
 def killswitch(report: Report | StoppedSwitch, shown: Shown) -> int:
     """The switch (who, when, why) and each device's state; a stopped fleet's is unknown."""
-    from ops.api import StoppedSwitch
+    from ops.results import StoppedSwitch
 
     if shown.json:
         print(json.dumps(report.as_dict(), indent=2), flush=True)

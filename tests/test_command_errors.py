@@ -56,7 +56,7 @@ DEAD_BROKER_COMMANDS = [
     ["status"], ["status", "--json"], ["status", "--watch"], ["killswitch"],
     ["killswitch", "--on", "--reason", "maintenance"], ["killswitch", "--off"], ["metrics"],
     ["launch"], ["restart"], ["beat"], ["flower"], ["quarantine"], ["quarantine", "--json"],
-    ["quarantine", "--requeue", "some-id"],
+    ["quarantine", "--requeue", "some-id"], ["disable"],
 ]
 
 
