@@ -13,6 +13,7 @@ from bench.stats import summary
 from bench.tasks import STARTS_KEY, started
 from bench.testbed import local_fleet
 from catdog import killswitch
+from catdog.context import open_fleet
 from ops.launch import Launcher
 from ops.results import READY
 from ops.stop import Stopper
@@ -29,7 +30,7 @@ def run(rounds: int, count: int = 2) -> dict[str, Any]:
     engage_s: list[float] = []
     with local_fleet(count, imports=("bench.tasks",)) as bed:
         devices = bed.inventory.select(None)
-        launched = Launcher(bed.inventory, bed.broker_url, timeout=60).launch(devices)
+        launched = Launcher(open_fleet(bed.inventory, bed.broker_url), timeout=60).launch(devices)
         failures = [f"{r.device}: {r.reason}" for r in launched if r.state != READY]
         client = redis.Redis.from_url(bed.broker_url)
         try:
@@ -39,7 +40,7 @@ def run(rounds: int, count: int = 2) -> dict[str, Any]:
                 off_s.append(off)
                 engage_s.append(took)
         finally:
-            Stopper(bed.inventory, broker_url=bed.broker_url, force=True).stop(devices)
+            Stopper(open_fleet(bed.inventory, bed.broker_url), force=True).stop(devices)
     return {"devices": count, "rounds": rounds, "tasks": TASKS, "task_s": TASK_S,
             "on_to_last_start_s": summary(on_s), "off_to_first_start_s": summary(off_s),
             "engage_s": summary(engage_s), "failures": failures}

@@ -61,7 +61,9 @@ class LanHost:
     namespace: str
     address: str
     veth: str
-    sshd: subprocess.Popen[bytes]
+    #: None when something else runs the device's sshd (a booted :mod:`bench.systemdbox`)
+    sshd: subprocess.Popen[bytes] | None
+    home: Path | None = None
 
     def link(self, up: bool) -> None:
         """Plug or unplug the device's cable (its end of the veth pair)."""
@@ -92,7 +94,9 @@ class Lan:
         self.known_hosts = folder / "known_hosts"
         self.known_hosts.write_text("")
 
-    def add_host(self, name: str) -> LanHost:
+    def add_host(self, name: str, sshd: bool = True) -> LanHost:
+        """A device: its namespace, address, keys and ``sshd_config`` (in its folder);
+        ``sshd=False`` leaves starting its sshd to the caller (``<folder>/sshd_config``)."""
         index = len(self.hosts)
         namespace = f"catdog-{self.uid}-{name}"
         veth = f"cd{self.uid}{index}"  # host end; the device's end gets an "n" suffix
@@ -121,11 +125,15 @@ class Lan:
             f"SetEnv TMUX_TMPDIR={home / 'tmp'}", "Subsystem sftp internal-sftp",
             "LogLevel ERROR", "",
         ]))
+        if not sshd:
+            host = LanHost(name, namespace, address, veth, None, home)
+            self.hosts.append(host)
+            return host
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         with open(home / "sshd.log", "w") as log:
-            sshd = subprocess.Popen(["ip", "netns", "exec", namespace, "/usr/sbin/sshd", "-D",
-                                     "-e", "-f", str(home / "sshd_config")], stderr=log)
-        host = LanHost(name, namespace, address, veth, sshd)
+            server = subprocess.Popen(["ip", "netns", "exec", namespace, "/usr/sbin/sshd", "-D",
+                                       "-e", "-f", str(home / "sshd_config")], stderr=log)
+        host = LanHost(name, namespace, address, veth, server, home)
         self.hosts.append(host)
         _wait_for_port(address, 22, home / "sshd.log")
         return host
@@ -187,7 +195,8 @@ class Lan:
             for pid in pids:  # sshd, tmux servers and workers started in the namespace
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
-            host.sshd.wait(timeout=10)
+            if host.sshd is not None:
+                host.sshd.wait(timeout=10)
             ip("netns", "del", host.namespace, check=False)
         if self.redis is not None:
             self.redis.kill()

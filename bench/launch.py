@@ -18,6 +18,7 @@ import redis
 
 from bench.stats import summary
 from bench.testbed import ssh_fleet
+from catdog.context import open_fleet
 from catdog.records import heartbeat_key
 from ops.launch import Launcher
 from ops.results import READY
@@ -53,8 +54,8 @@ def run(rounds: int, many: int = 8) -> dict[str, Any]:
     cpu: list[float] = []
     failures: list[str] = []
     with ssh_fleet(many) as bed:
-        launcher = Launcher(bed.inventory, bed.broker_url, timeout=60)
-        stopper = Stopper(bed.inventory, broker_url=bed.broker_url, force=True)
+        launcher = Launcher(open_fleet(bed.inventory, bed.broker_url), timeout=60)
+        stopper = Stopper(open_fleet(bed.inventory, bed.broker_url), force=True)
         client = redis.Redis.from_url(bed.broker_url)
         names = list(bed.inventory.devices)
         for round_ in range(rounds):

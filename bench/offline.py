@@ -39,6 +39,7 @@ import redis
 from bench.stats import summary
 from bench.testbed import Bed, local_fleet, ssh_fleet
 from bench.tmuxserver import session_pids
+from catdog.context import open_fleet
 from ops.launch import Launcher
 from ops.results import READY, RUNNING
 from ops.services import start_flower
@@ -64,13 +65,13 @@ def run(kind: str, runs: int) -> dict[str, Any]:
 
         devices = bed.inventory.select(None)
         client = redis.Redis.from_url(bed.broker_url)
-        flower = start_flower(bed.inventory, bed.broker_url, _free_port(), "127.0.0.1")
+        flower = start_flower(open_fleet(bed.inventory, bed.broker_url), _free_port(), "127.0.0.1")
         if flower.state != RUNNING:
             raise RuntimeError(f"Flower did not start: {flower.reason}")
         try:
             with _event_state(app) as state:
                 for i in range(runs):
-                    launched = Launcher(bed.inventory, bed.broker_url, timeout=60).launch(devices)
+                    launched = Launcher(open_fleet(bed.inventory, bed.broker_url), timeout=60).launch(devices)
                     if launched[0].state != READY:
                         raise RuntimeError(f"launch: {launched[0].reason}")
                     app.control.enable_events()  # as `celery events` and Flower ask
@@ -82,7 +83,7 @@ def run(kind: str, runs: int) -> dict[str, Any]:
                     for monitor, when in offline_at.items():
                         found[monitor].append(round(when - cut, 2))
         finally:
-            Stopper(bed.inventory, broker_url=bed.broker_url, force=True).stop(devices)
+            Stopper(open_fleet(bed.inventory, bed.broker_url), force=True).stop(devices)
     return {"bed": bed.kind, "runs": runs, "offline_after_kill_s": {
         m: {**(summary(v) or {}), "each": v} for m, v in found.items()}}
 

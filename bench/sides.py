@@ -23,6 +23,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from bench.testbed import ROOT, Bed
+from catdog.context import open_fleet
 from catdog.inventory import Device
 from catdog.records import heartbeat_key
 
@@ -86,7 +87,7 @@ def catdog_side(bed: Bed, devices: Sequence[Device], loglevel: str | None = None
     from ops.results import READY
     from ops.stop import Stopper
 
-    launcher = Launcher(bed.inventory, bed.broker_url, timeout=READY_TIMEOUT_S, loglevel=loglevel)
+    launcher = Launcher(open_fleet(bed.inventory, bed.broker_url), timeout=READY_TIMEOUT_S, loglevel=loglevel)
     try:
         launched = launcher.launch(devices)
         failed = [f"{r.device}: {r.reason}" for r in launched if r.state != READY]
@@ -97,7 +98,7 @@ def catdog_side(bed: Bed, devices: Sequence[Device], loglevel: str | None = None
         pids = [int(json.loads(b)["pid"]) for b in beats if b]
         yield CatDogSide("catdog", app, [d.name for d in devices], pids)
     finally:
-        Stopper(bed.inventory, broker_url=bed.broker_url, force=True).stop(devices)
+        Stopper(open_fleet(bed.inventory, bed.broker_url), force=True).stop(devices)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from bench.testbed import local_fleet
+from catdog.context import open_fleet
 from ops.launch import Launcher
 from ops.results import READY
 from ops.status import status
@@ -18,7 +19,7 @@ from ops.stop import Stopper
 def run(samples: int = 200, count: int = 8) -> dict[str, Any]:
     with local_fleet(count) as bed:
         devices = bed.inventory.select(None)
-        launched = Launcher(bed.inventory, bed.broker_url, timeout=60).launch(devices)
+        launched = Launcher(open_fleet(bed.inventory, bed.broker_url), timeout=60).launch(devices)
         failures = [f"{r.device}: {r.reason}" for r in launched if r.state != READY]
         client = redis.Redis.from_url(bed.broker_url)
         try:
@@ -30,7 +31,7 @@ def run(samples: int = 200, count: int = 8) -> dict[str, Any]:
                 times.append((time.perf_counter() - started) * 1000)
             states = sorted({r["state"] for r in rows})
         finally:
-            Stopper(bed.inventory, broker_url=bed.broker_url, force=True).stop(devices)
+            Stopper(open_fleet(bed.inventory, bed.broker_url), force=True).stop(devices)
     ordered = sorted(times)
     return {"devices": count, "samples": samples, "states": states, "failures": failures,
             "median_ms": round(statistics.median(times), 2),

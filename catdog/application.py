@@ -70,6 +70,17 @@ def _fleet_settings() -> dict[str, Any]:
     return settings
 
 
+def control_app(url: str) -> Celery:
+    """A Celery app that talks to the workers of the fleet at ``url`` (ping, broadcasts):
+    CatDog's settings and that broker, nothing taken from the process-global fleet, no tasks.
+    A :class:`~catdog.context.FleetContext` opened for an inventory uses one, so two fleets
+    operated from one process never reach each other's workers."""
+    control = Celery("catdog", set_as_current=False)
+    control.config_from_object(settings)
+    control.conf.update(broker_url=url, result_backend=url, **broker.tls_settings(url))
+    return control
+
+
 class FleetCelery(Celery):
     """Celery, but a configuration that failed (no inventory yet, say) is tried again next time.
 

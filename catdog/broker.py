@@ -17,7 +17,7 @@ import re
 import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import kombu.exceptions
@@ -26,11 +26,17 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from catdog.errors import BrokerError, BrokerUnreachable
-from catdog.inventory import BROKER_ENV, Inventory
+
+if TYPE_CHECKING:
+    from catdog.inventory import Inventory
+
+#: the broker URL that overrides the inventory's ``broker:``
+BROKER_ENV = "CATDOG_BROKER_URL"
 
 PORT_FILE = "redis.port"
 PASSWORD_FILE = "redis.password"
-#: the entry point that starts the embedded Redis: ``start(state_dir, inventory_path) -> url``
+#: the entry point that starts the embedded Redis: ``start(state_dir, inventory_path, fleet=
+#: inventory) -> url`` (the loaded inventory: its SSH devices are served on the LAN)
 EMBEDDED_ENTRY_POINT = ("catdog.embedded", "redis")
 NEEDS_COORDINATOR = "the embedded Redis needs the coordinator extra: pip install 'catdog[coordinator]'"
 #: what the Redis client and kombu raise when the broker does not answer (refused, timed out,
@@ -67,8 +73,6 @@ def resolve(inventory: Inventory, *, start_embedded: bool,
         if problem:
             raise BrokerError(f"broker {redact(url)}: {problem}")
         return url
-    if inventory.has_remote_devices:
-        raise BrokerError(f"{inventory.path}: {NEEDS_BROKER}")
     if start_embedded:
         return start_embedded_redis(inventory)
     return embedded_url(inventory.state_dir)
@@ -86,7 +90,7 @@ def start_embedded_redis(inventory: Inventory) -> str:
     except (StopIteration, ImportError) as exc:
         raise BrokerError(f"{inventory.path}: no broker is set and {NEEDS_COORDINATOR} "
                           f"(or set `broker:` in the inventory)") from exc
-    return str(start(inventory.state_dir, inventory.path))
+    return str(start(inventory.state_dir, inventory.path, fleet=inventory))
 
 
 def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S, retries: int = RETRIES
@@ -203,11 +207,6 @@ def redact(url: str) -> str:
 
 WHAT_BROKER = "a redis:// or rediss:// URL"
 BROKER_RE = re.compile(r"^rediss?://", re.IGNORECASE)
-NEEDS_BROKER = (
-    "a remote device needs a broker it can reach, and there is none; set `broker: "
-    "redis://:${CATDOG_REDIS_PASSWORD}@<coordinator address>:6379/0` or export "
-    f"${BROKER_ENV}"
-)
 
 
 def chosen_url(broker: str | None, environ: Mapping[str, str]) -> str | None:

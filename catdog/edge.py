@@ -13,25 +13,29 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from catdog import broker
 from catdog.errors import BrokerUnreachable, CatDogError, exit_status
 
+if TYPE_CHECKING:
+    from catdog.inventory import Inventory
+
 Call = TypeVar("Call", bound=Callable[..., Any])
 
 
-def broker_error(error: BaseException) -> BrokerUnreachable:
+def broker_error(error: BaseException, inventory: Inventory | None = None) -> BrokerUnreachable:
     """The one-line :class:`BrokerUnreachable` for a Redis or kombu connection ``error`` raised
-    while working on the fleet this process talks to."""
-    from catdog.fleet import fleet
-
+    while working on ``inventory`` (default: the fleet this process talks to)."""
     try:
-        inv = fleet.inventory
-        url = broker.configured_url(inv) or broker.embedded_url(inv.state_dir)
+        if inventory is None:
+            from catdog.fleet import fleet
+
+            inventory = fleet.inventory
+        url = broker.configured_url(inventory) or broker.embedded_url(inventory.state_dir)
     except CatDogError:
         return broker.unreachable("(the fleet's broker)", error)
-    return broker.unreachable(url, error, inv)
+    return broker.unreachable(url, error, inventory)
 
 
 def broker_errors(call: Call) -> Call:

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from catdog.broker import BROKER_ENV, BROKER_RE, WHAT_BROKER
 from catdog.errors import TargetError, UsageError
 from catdog.fields import DOTTED_RE, NAME_RULE, NO_SPACE_RE, Fields, Reader, reads
 from catdog.targets import NAME_RE, WHAT_TARGET, Target
@@ -21,7 +23,7 @@ from catdog.windows import WHAT_WINDOW, Window
 
 DEFAULT_INVENTORY = "catdog.yaml"
 INVENTORY_ENV = "CATDOG_INVENTORY"
-BROKER_ENV = "CATDOG_BROKER_URL"
+__all__ = ["BROKER_ENV"]  # re-exported: the broker's module owns it
 LOCAL_HOST = "local"
 POOLS = ("prefork", "solo", "threads")
 RESERVED_DEVICE_NAMES = ("flower", "beat")
@@ -35,6 +37,22 @@ def _text(what: str, pattern: re.Pattern[str] | None = None) -> Reader:
 
 def _path(what: str) -> Reader:
     return partial(Fields.path, what=what)
+
+
+SOCKET_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+WHAT_SOCKET = "a tmux socket name (letters, digits, '_', '.' and '-')"
+WHAT_TIMEZONE = "an IANA time zone name like Europe/Paris or UTC"
+#: the top-level sections that are not settings of :class:`Inventory` (read section by section)
+SECTIONS = ("defaults", "devices", "limits", "schedule", "embedded")
+
+
+def time_zone(name: str) -> str | None:
+    """``name`` if it is a time zone this machine knows, else None."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+    return name
 
 
 def cron(text: str) -> str | None:
@@ -119,16 +137,38 @@ class ScheduleEntry:
 
 
 @dataclass(frozen=True)
+class Embedded:
+    """The ``embedded:`` section: how the embedded Redis serves SSH devices (no ``broker:``).
+
+    ``listen``: the coordinator's address the devices reach (None: the source address of the
+    route to each device); ``tls``: serve ``rediss://`` with a CA generated into ``.catdog/``.
+    Whether the coordinator has ``listen`` is checked where the server starts, on the
+    coordinator (a device reads the same file)."""
+
+    listen: str | None = field(default=None, metadata=reads(_text(
+        "an address of the coordinator, like 192.168.10.2", NO_SPACE_RE)))
+    tls: bool = field(default=False, metadata=reads(Fields.boolean))
+    line: int | None = None  # of the section
+    lines: Mapping[str, int | None] = field(default_factory=dict, compare=False)  # of each key
+
+
+@dataclass(frozen=True)
 class Inventory:
+    """A validated inventory. Its fields with :func:`~catdog.fields.reads` are the top-level
+    settings (their keys, in the order messages list them, come before :data:`SECTIONS`)."""
+
     path: Path
     devices: Mapping[str, Device]
-    broker: str | None = None
-    tmux_socket: str = "catdog"
-    imports: tuple[str, ...] = ()
+    broker: str | None = field(default=None, metadata=reads(_text(WHAT_BROKER, BROKER_RE)))
+    tmux_socket: str = field(default="catdog", metadata=reads(_text(WHAT_SOCKET, SOCKET_RE)))
+    imports: tuple[str, ...] = field(default=(), metadata=reads(partial(
+        Fields.names, noun="module name", pattern=DOTTED_RE, rule="dotted, like mylab.tasks")))
     limits: Mapping[str, Limit] = field(default_factory=dict)
     schedule: Mapping[str, ScheduleEntry] = field(default_factory=dict)
-    insecure: bool = False
-    timezone: str | None = None
+    insecure: bool = field(default=False, metadata=reads(Fields.boolean))
+    timezone: str | None = field(default=None, metadata=reads(partial(
+        Fields.checked, what=WHAT_TIMEZONE, check=time_zone)))
+    embedded: Embedded = field(default_factory=Embedded)
     #: the file's text as it was read and validated (what ``fab launch`` ships to SSH devices)
     text: str = field(default="", repr=False, compare=False)
     #: the ``${VAR}`` names its values use, in file order (what a device's env file must carry)

@@ -3,7 +3,8 @@
 The file is read by :mod:`catdog.yamlfile` (values keep their lines, ``${VAR}`` expands) with the
 typed readers of :mod:`catdog.fields`; a device's and a schedule entry's keys, readers and defaults
 are declared once, on the :class:`~catdog.inventory.Device` and
-:class:`~catdog.inventory.ScheduleEntry` dataclasses. Every problem is collected, then raised at once
+:class:`~catdog.inventory.ScheduleEntry` dataclasses, and the top-level settings on
+:class:`~catdog.inventory.Inventory`. Every problem is collected, then raised at once
 as one :class:`~catdog.errors.InventoryError`; nothing is returned half-checked.
 
 Device fields may stand under ``defaults:``; a device's own values win, ``env`` merges key by key,
@@ -14,26 +15,26 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from yaml.nodes import MappingNode, Node
 
-from catdog.broker import BROKER_RE, NEEDS_BROKER, WHAT_BROKER, check_broker_url, chosen_url
+from catdog.broker import check_broker_url, chosen_url
 from catdog.durations import WHAT_DURATION
 from catdog.errors import InventoryError
-from catdog.fields import DOTTED_RE, NAME_RULE, Fields, any_invalid, arguments, schema
+from catdog.fields import NAME_RULE, Fields, any_invalid, arguments, schema
 from catdog.inventory import (
     BROKER_ENV,
     INVENTORY_ENV,
     LOCAL_HOST,
     RESERVED_DEVICE_NAMES,
+    SECTIONS,
     WHAT_CRON,
     Device,
+    Embedded,
     Inventory,
     Limit,
     ScheduleEntry,
@@ -43,12 +44,8 @@ from catdog.inventory import (
 from catdog.targets import NAME_RE, Kind, Target
 from catdog.yamlfile import INVALID, Pairs, line_of
 
-TOP_KEYS = ("broker", "tmux_socket", "imports", "defaults", "devices", "limits", "schedule",
-            "insecure", "timezone")
-SOCKET_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 RATE_RE = re.compile(r"^\s*([1-9][0-9]*)\s*/\s*([smh])\s*$")
 PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-WHAT_TIMEZONE = "an IANA time zone name like Europe/Paris or UTC"
 
 
 def load_inventory(path: str | os.PathLike[str] | None = None,
@@ -112,7 +109,6 @@ class _Checker(Fields):
 
     def __init__(self, file: str, environ: Mapping[str, str]) -> None:
         super().__init__(file, environ)
-        self._host_lines: dict[str, int | None] = {}
         self._listed: dict[str, Any] = {}  # every device named, to its capabilities (or INVALID)
 
     def read_section(self, section: type, found: Pairs, prefix: str) -> dict[str, _Got]:
@@ -124,7 +120,7 @@ class _Checker(Fields):
     # -- the sections -----------------------------------------------------------------------
 
     def inventory(self, root: MappingNode, where: Path) -> Inventory | None:
-        top = self.fields(root, "", TOP_KEYS, "a mapping")
+        top = self.fields(root, "", (*schema(Inventory), *SECTIONS), "a mapping")
         settings = self._settings(top)
         found = self._section(top, "defaults", tuple(schema(Device)))
         defaults = self.read_section(Device, found, "defaults")
@@ -132,11 +128,13 @@ class _Checker(Fields):
         limits_found = self._section(top, "limits")
         limits = self._limits(limits_found)
         schedule = self._schedule(self._section(top, "schedule"), tuple(limits_found))
-        self._check_broker(top.get("broker"), settings, devices)
-        if self.problems:
+        self._check_broker(top.get("broker"), settings)
+        embedded = self._embedded(top.get("embedded"), top.get("broker"), devices)
+        if self.problems or embedded is None:
             return None
         return Inventory(path=where, devices=devices, limits=limits, schedule=schedule,
-                         text=self.source, variables=tuple(self.variables), **settings)
+                         text=self.source, variables=tuple(self.variables), embedded=embedded,
+                         **settings)
 
     def _section(self, top: Pairs, name: str, allowed: tuple[str, ...] | None = None) -> Pairs:
         if name not in top:
@@ -148,30 +146,10 @@ class _Checker(Fields):
         return {} if found is INVALID else dict(found)
 
     def _settings(self, top: Pairs) -> dict[str, Any]:
-        parsers: dict[str, Callable[[Node, str], Any]] = {
-            "broker": partial(self.text, what=WHAT_BROKER, pattern=BROKER_RE),
-            "tmux_socket": partial(self.text, what="a tmux socket name (letters, digits, '_', "
-                                   "'.' and '-')", pattern=SOCKET_RE),
-            "imports": partial(self.names, noun="module name", pattern=DOTTED_RE,
-                               rule="dotted, like mylab.tasks"),
-            "insecure": self.boolean,
-            "timezone": self._timezone,
-        }
-        settings: dict[str, Any] = {}
-        for name, parse in parsers.items():
-            if name in top and (got := parse(top[name][1], name)) is not INVALID:
-                settings[name] = got
-        return settings
-
-    def _timezone(self, node: Node, field: str) -> Any:
-        name = self.text(node, field, WHAT_TIMEZONE)
-        if name is INVALID:
-            return INVALID
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            return self.bad(node, field, WHAT_TIMEZONE, name)
-        return name
+        """The top-level settings given (:class:`Inventory`'s fields that :func:`reads`)."""
+        keys = schema(Inventory)
+        read = {name: keys[name].read(self, top[name][1], name) for name in keys if name in top}
+        return arguments(Inventory, {k: v for k, v in read.items() if v is not INVALID})
 
     # -- devices ----------------------------------------------------------------------------
 
@@ -209,7 +187,6 @@ class _Checker(Fields):
             self.problem(key, f"{field}.host",
                          "required field missing; expected a host name or 'local'")
             return None
-        self._host_lines[name] = merged["host"].line
         fits = self._pool_fits(merged, key, field)
         if not (named and fits) or any(g.value is INVALID for g in merged.values()):
             return None
@@ -324,8 +301,9 @@ class _Checker(Fields):
 
     # -- the broker -------------------------------------------------------------------------
 
-    def _check_broker(self, entry: tuple[Node, Node] | None, settings: dict[str, Any],
-                      devices: dict[str, Device]) -> None:
+    def _check_broker(self, entry: tuple[Node, Node] | None, settings: dict[str, Any]) -> None:
+        """A configured broker must be able to serve (without one, the embedded Redis serves
+        every device, SSH devices included: ``embedded:``)."""
         from_env = self.environ.get(BROKER_ENV) or None
         url = chosen_url(settings.get("broker"), self.environ)
         if url:
@@ -334,8 +312,31 @@ class _Checker(Fields):
                 self.problem(None, "broker", f"{message} (the URL comes from ${BROKER_ENV})")
             elif message and entry is not None:
                 self.problem(entry[1], "broker", message)
-            return
-        remote = [name for name, d in devices.items() if not d.is_local]
-        if remote and entry is None:
-            self.problem(self._host_lines.get(remote[0]), f"devices.{remote[0]}.host",
-                         f"{NEEDS_BROKER} (remote: {', '.join(remote)})")
+
+    def _embedded(self, entry: tuple[Node, Node] | None, broker: tuple[Node, Node] | None,
+                  devices: dict[str, Device]) -> Embedded | None:
+        """The ``embedded:`` section (None after a problem): it serves SSH devices, so it needs
+        some and no ``broker:``."""
+        if entry is None:
+            return Embedded()
+        key, node = entry
+        found = self.fields(node, "embedded", tuple(schema(Embedded)),
+                            "a mapping with `listen:` and/or `tls:`")
+        if found is INVALID:
+            return None
+        values = self.read_section(Embedded, found, "embedded")
+        if any(g.value is INVALID for g in values.values()):
+            return None
+        if broker is not None:
+            self.problem(key, "embedded", f"the embedded Redis serves only without `broker:` "
+                                          f"(line {line_of(broker[0])}); remove one of the two")
+            return None
+        if devices and all(d.is_local for d in devices.values()) and (
+                values.get("listen") or (values.get("tls") and values["tls"].value)):
+            name = "listen" if "listen" in values else "tls"
+            self.problem(values[name].line, f"embedded.{name}",
+                         "this fleet has no SSH device, and the embedded Redis serves local "
+                         f"devices on loopback; remove `{name}:` (or add a device with a host)")
+            return None
+        return Embedded(**arguments(Embedded, {k: g.value for k, g in values.items()}),
+                        line=line_of(key), lines={k: g.line for k, g in values.items()})

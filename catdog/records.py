@@ -5,6 +5,8 @@
 - ``catdog:heartbeat:<device>``: the worker's latest heartbeat (JSON), refreshed every
   :data:`HEARTBEAT_INTERVAL_S` seconds and expiring after :data:`HEARTBEAT_TTL_S`.
 - ``catdog:killswitch``: the kill switch (JSON :class:`Switch`), read by every worker at start.
+- ``catdog:autostart``: a hash, device -> its systemd unit (JSON), written by ``fab enable`` and
+  removed by ``fab disable``; ``fab status`` reads it for the ``enabled`` field.
 - ``catdog:tasks``: a hash, task name -> what it needs (JSON :class:`TaskRecord`), written by
   every worker as it starts, so a task sent by name from a process that never imported it
   (``celery call``, Flower, ``app.send_task``) is routed as a call from Python is.
@@ -17,6 +19,8 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from catdog.errors import UsageError
 
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TTL_S = 30
@@ -40,10 +44,47 @@ SENT_HEADER = "catdog_sent"
 WINDOW_HEADER = "catdog_window"
 LIMIT_HEADER = "catdog_limit"
 CLOSE_HEADER = "catdog_window_close"
+#: message header: a call's own ``max_deliveries=`` (worker losses before quarantine)
+MAX_DELIVERIES_HEADER = "catdog_max_deliveries"
 #: ``apply_async`` option -> the header that carries it to the worker
-CONTROL_HEADERS = {"window": WINDOW_HEADER, "limit": LIMIT_HEADER, "window_close": CLOSE_HEADER}
+CONTROL_HEADERS = {"window": WINDOW_HEADER, "limit": LIMIT_HEADER, "window_close": CLOSE_HEADER,
+                   "max_deliveries": MAX_DELIVERIES_HEADER}
+
+#: poison tasks (:mod:`catdog.quarantine`): worker losses after which a message is quarantined,
+#: unless the task or the call says otherwise; each message's delivery record
+#: worker losses after which a message is quarantined, unless the task or the call says otherwise
+DEFAULT_MAX_DELIVERIES = 3
+#: a delivery record outlives no message: one left behind (its worker died as the task settled)
+#: expires after a week
+DELIVERY_TTL_S = 7 * 24 * 3600
+#: how a delivery was lost
+POOL_PROCESS_DIED = "pool process died"
+WORKER_LOST = "worker lost"
+
+
+def delivery_key(tag: str) -> str:
+    return f"catdog:delivery:{tag}"
+
+
+def checked_max_deliveries(value: Any, where: str) -> int:
+    """``value`` as a number of worker losses (an int, 1 or more), else a UsageError naming
+    ``where`` it was given and the fix.
+
+    >>> checked_max_deliveries(2, "task 'x'")
+    2
+    >>> checked_max_deliveries(0, "task 'x'")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    catdog.errors.UsageError: task 'x': max_deliveries must be a whole number of 1 or more ...
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{where}: max_deliveries must be a whole number of 1 or more (worker "
+                         f"losses before the message is quarantined), got {value!r}; leave it "
+                         f"out for the default {DEFAULT_MAX_DELIVERIES}")
+    return value
+
 
 TASKS_KEY = "catdog:tasks"
+AUTOSTART_KEY = "catdog:autostart"
 #: message header: how many times workers handed the message on to another queue
 HOPS_HEADER = "catdog_hops"
 

@@ -18,7 +18,14 @@ from kombu.exceptions import EncodeError
 
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
-from catdog.records import CONTROL_HEADERS, SENT_HEADER, TASKS_KEY, TaskRecord
+from catdog.records import (
+    CONTROL_HEADERS,
+    DEFAULT_MAX_DELIVERIES,
+    SENT_HEADER,
+    TASKS_KEY,
+    TaskRecord,
+    checked_max_deliveries,
+)
 from catdog.targets import Target
 from catdog.windows import parsed
 
@@ -86,8 +93,19 @@ class FleetTask(Task):
     window_close: str = "finish"
     #: the first positional argument is the target (``run_on("pi4", "uname -a")``)
     target_arg: bool = False
+    #: worker losses (a pool process or the whole worker died running it) after which the
+    #: message is quarantined instead of delivered again (:mod:`catdog.quarantine`);
+    #: ``apply_async(max_deliveries=N)`` sets it for one call
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
     #: hands each task to the worker's extensions in its main process (:mod:`workers.telemetry`)
     Request = "workers.telemetry:ExtendedRequest"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``@app.task(max_deliveries=0)`` is refused as the task is made."""
+        super().__init_subclass__(**kwargs)
+        if "max_deliveries" in cls.__dict__:
+            name = cls.__dict__.get("name") or cls.__name__
+            checked_max_deliveries(cls.__dict__["max_deliveries"], f"task {name!r}")
 
     def on(self, target: Target | str) -> Signature:
         """A signature pinned to ``target``; for ``all`` and ``all:X`` a group, one per device."""
@@ -100,6 +118,8 @@ class FleetTask(Task):
                     kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
         self._check_controls(options.get("window"), options.get("limit"),
                              options.get("window_close"))
+        if "max_deliveries" in options:
+            checked_max_deliveries(options["max_deliveries"], f"task {self.name!r}")
         size = (json_size([args or (), kwargs or {}], self.serializer or "json")
                 if args or kwargs else None)
         if size is not None and size > MAX_ARGS_BYTES:

@@ -23,56 +23,49 @@ of these calls, :mod:`ops.commands`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from catdog import broker, edge
 from catdog.context import FleetContext, open_fleet
 from catdog.errors import BrokerError, CatDogError, UsageError
-from catdog.fleet import fleet
 from catdog.inventory import Device, Inventory
 from catdog.killswitch import Report
 from catdog.loader import load_inventory
 from ops.fanout import EventCallback
-from ops.results import DeviceResult
+from ops.results import GroupResult, QuarantineReport, StoppedSwitch
 
 Devices = str | Sequence[str] | None
 
 
-class GroupResult(dict[str, DeviceResult]):
-    """Results by device name, in the order asked; ``succeeded`` and ``failed`` as in Fabric."""
-
-    def __init__(self, results: Iterable[DeviceResult]) -> None:
-        super().__init__((r.device, r) for r in results)
-
-    @property
-    def succeeded(self) -> dict[str, DeviceResult]:
-        return {k: r for k, r in self.items() if r.ok}
-
-    @property
-    def failed(self) -> dict[str, DeviceResult]:
-        return {k: r for k, r in self.items() if not r.ok}
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
 #: a Redis or kombu connection error as the one-line BrokerUnreachable (see :mod:`catdog.edge`)
 broker_error = edge.broker_error
-_broker_errors = edge.broker_errors
+Call = TypeVar("Call", bound=Callable[..., Any])
+
+
+def _broker_errors(call: Call) -> Call:
+    """``call`` (its first argument the inventory path) raises BrokerUnreachable, naming that
+    inventory's broker, where the Redis client or kombu raised their own error."""
+
+    @functools.wraps(call)
+    def translated(inventory: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(inventory, *args, **kwargs)
+        except broker.UNREACHABLE as exc:
+            try:
+                inv = load_inventory(inventory)  # the error's path only: name its broker
+            except CatDogError:
+                raise edge.broker_error(exc) from exc
+            raise edge.broker_error(exc, inv) from exc
+
+    return translated  # type: ignore[return-value]
 
 
 def _resolved(inv: Inventory, *, start_embedded: bool) -> str:
     """The fleet's broker URL (this module's one :func:`catdog.broker.resolve`)."""
     return broker.resolve(inv, start_embedded=start_embedded)
-
-
-def _broker(inv: Inventory) -> str:
-    """The fleet's broker URL once it answers (the embedded Redis started if need be)."""
-    return _answering(inv).url
 
 
 def _answering(inv: Inventory) -> FleetContext:
@@ -88,10 +81,10 @@ def _running(inv: Inventory) -> FleetContext:
 
 
 def load(inventory: str | None = None) -> Inventory:
-    """Load and check the inventory, and make it the fleet this process talks to."""
-    loaded = load_inventory(inventory)
-    fleet.use_loaded(loaded)
-    return loaded
+    """Load and check the inventory (every call does, first). The calls here work on the fleet
+    they are given and never change the one the process's task API routes by (to send tasks to
+    this fleet from Python, :func:`catdog.use_inventory`)."""
+    return load_inventory(inventory)
 
 
 def _select(inv: Inventory, devices: Devices) -> list[Device]:
@@ -111,9 +104,9 @@ def launch(inventory: str | None = None, devices: Devices = None, *, timeout: fl
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before the broker starts
-    context = _answering(inv)
-    return GroupResult(Launcher(inv, context.url, timeout=timeout, on_event=on_event,
-                                loglevel=loglevel).launch(selected))
+    with _answering(inv) as context:
+        return GroupResult(Launcher(context, timeout=timeout, on_event=on_event,
+                                    loglevel=loglevel).launch(selected))
 
 
 @_broker_errors
@@ -127,8 +120,7 @@ def stop(inventory: str | None = None, devices: Devices = None, *, timeout: floa
 
     inv = load(inventory)
     selected = _select(inv, devices)
-    context = _running(inv)
-    found = GroupResult(Stopper(inv, broker_url=context.broker_url, timeout=timeout, force=force,
+    found = GroupResult(Stopper(_running(inv), timeout=timeout, force=force,
                                 on_event=on_event).stop(selected))
     if not devices:
         from ops.services import BEAT, FLOWER, stop_service
@@ -153,7 +145,7 @@ def beat(inventory: str | None = None) -> GroupResult:
 
     inv = load(inventory)
     check_schedule(inv)  # a task no worker has is refused before the broker or beat starts
-    return GroupResult([start_beat(inv, _broker(inv))])
+    return GroupResult([start_beat(_answering(inv))])
 
 
 @_broker_errors
@@ -164,7 +156,7 @@ def flower(inventory: str | None = None, *, port: int = 5555, address: str = "12
     from ops.services import start_flower
 
     inv = load(inventory)
-    return GroupResult([start_flower(inv, _broker(inv), port, address)])
+    return GroupResult([start_flower(_answering(inv), port, address)])
 
 
 @_broker_errors
@@ -178,10 +170,10 @@ def restart(inventory: str | None = None, devices: Devices = None, *, timeout: f
     selected = _select(inv, devices)
     if loglevel:
         check_loglevel(loglevel)  # before anything stops
-    context = _answering(inv)
-    Stopper(inv, broker_url=context.url, timeout=timeout, on_event=on_event).stop(selected)
-    return GroupResult(Launcher(inv, context.url, timeout=timeout, on_event=on_event,
-                                loglevel=loglevel).launch(selected))
+    with _answering(inv) as context:
+        Stopper(context, timeout=timeout, on_event=on_event).stop(selected)
+        return GroupResult(Launcher(context, timeout=timeout, on_event=on_event,
+                                    loglevel=loglevel).launch(selected))
 
 
 @_broker_errors
@@ -228,9 +220,9 @@ def metrics(inventory: str | None = None, devices: Devices = None, *,
 
     inv = load(inventory)
     selected = _select(inv, devices)
-    context = _running(inv)
-    if context.broker_url is not None:
-        flush_live_workers(context.answering(), selected)
+    with _running(inv) as context:
+        if context.broker_url is not None:
+            flush_live_workers(context, selected)
     folder = Path(dest) if dest else inv.root / "metrics"
     return GroupResult(Gatherer(inv, folder, since_s, on_event).gather(selected))
 
@@ -281,19 +273,6 @@ def logs(inventory: str | None = None, devices: Devices = None, *, lines: int = 
     return {d.name: worker_logs.recent(inv, d, lines, color) for d in selected}
 
 
-@dataclass
-class StoppedSwitch:
-    """The kill switch of a stopped fleet: it is kept in the embedded Redis, which is not started
-    just to read it (``on`` is None: unknown)."""
-
-    devices: list[dict[str, Any]]
-    note: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"on": None, "reason": "", "by": "", "at": 0.0, "hard": False, "note": self.note,
-                "devices": self.devices}
-
-
 @_broker_errors
 def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = False,
                reason: str = "", hard: bool = False) -> Report | StoppedSwitch:
@@ -313,7 +292,74 @@ def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = Fa
             [{"device": name, "state": "offline", "detail": FLEET_STOPPED} for name in inv.devices],
             f"{FLEET_STOPPED}: the switch is kept there and holds again when `fab launch` "
             f"starts it")
-    context = _answering(inv)
-    if on:
-        return switch.engage(reason, hard=hard, context=context)
-    return switch.release(context=context) if off else switch.devices_state(context=context)
+    with _answering(inv) as context:
+        if on:
+            return switch.engage(reason, hard=hard, context=context)
+        return switch.release(context=context) if off else switch.devices_state(context=context)
+
+
+@_broker_errors
+def quarantine(inventory: str | None = None, *, requeue: str | None = None,
+               drop: str | None = None) -> QuarantineReport:
+    """The messages held after ``max_deliveries`` worker losses; ``requeue`` sends the one of
+    that task id to its queue again (its count starts anew), ``drop`` forgets it. An id the
+    quarantine does not hold raises :class:`catdog.quarantine.NotQuarantined` (exit 2)."""
+    from catdog import quarantine as held
+
+    if requeue and drop:
+        raise UsageError("--requeue and --drop together: choose one")
+    inv = load(inventory)
+    with _answering(inv) as context, context.translated():
+        client = context.answering()
+        if requeue:
+            return QuarantineReport("requeued", [held.requeue(client, requeue)])
+        if drop:
+            return QuarantineReport("dropped", [held.drop(client, drop)])
+        return QuarantineReport("listed", held.entries(client))
+
+
+@_broker_errors
+def enable(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
+           coordinator: bool = False, services: str = "",
+           on_event: EventCallback | None = None) -> GroupResult:
+    """Install and start on each device a systemd unit that starts its worker at boot and again
+    when it dies (:mod:`ops.autostart`); ENABLED once the worker answers. A device without
+    systemd is refused (:class:`ops.autostart.NoSystemd`) before anything is written.
+    ``coordinator``: units on this machine for the embedded Redis, beat and Flower instead
+    (``services``: which; :mod:`ops.coordinator_units`)."""
+    from ops.autostart import Autostart, check_systemd
+
+    inv = load(inventory)
+    if coordinator:
+        from ops import coordinator_units
+
+        if devices:
+            raise UsageError("--coordinator acts on this machine's services, --devices on "
+                             "devices: run them as two commands")
+        return GroupResult(coordinator_units.enable(inv, services or "", timeout,
+                                                    on_event or (lambda *_: None)))
+    if services:
+        raise UsageError("--services names coordinator services: it goes with --coordinator")
+    selected = _select(inv, devices)
+    check_systemd(inv, selected)  # before the embedded Redis starts
+    with _answering(inv) as context:
+        return GroupResult(Autostart(inv, context.url, timeout=timeout, on_event=on_event)
+                           .enable(selected))
+
+
+@_broker_errors
+def disable(inventory: str | None = None, devices: Devices = None, *,
+            coordinator: bool = False, services: str = "",
+            on_event: EventCallback | None = None) -> GroupResult:
+    """Remove each device's systemd unit (its worker keeps running until ``fab stop``);
+    ``coordinator``: this machine's units for ``services`` (default: all there are)."""
+    from ops.autostart import Autostart
+
+    inv = load(inventory)
+    if coordinator:
+        from ops import coordinator_units
+
+        return GroupResult(coordinator_units.disable(inv, services or ""))
+    selected = _select(inv, devices)
+    with _answering(inv) as context:
+        return GroupResult(Autostart(inv, context.url, on_event=on_event).disable(selected))

@@ -165,5 +165,27 @@ flower = Command(
                        "$CATDOG_FLOWER_AUTH)", "127.0.0.1", options.address),
      JSON), "flower")
 
+quarantine = Command(
+    "quarantine", "Messages held after max_deliveries worker losses; --requeue ID runs one again, "
+                  "--drop ID forgets it.", "quarantine",
+    (INVENTORY,
+     Option("requeue", "send the held message ID to its queue again (its count starts anew)",
+            read=options.text),
+     Option("drop", "forget the held message ID for good", read=options.text),
+     JSON), "quarantine")
+
+COORDINATOR = Option("coordinator", "units on this coordinator (embedded Redis, beat, Flower) "
+                                    "instead of the devices", False)
+SERVICES = Option("services", "with --coordinator: which of redis,beat,flower (default: the "
+                              "embedded Redis if used, beat if schedule: is set)", read=options.text)
+enable = Command(
+    "enable", "Install on each device a systemd unit that starts its worker at boot and when it "
+              "dies.", "enable", (INVENTORY, DEVICES, JSON, TIMEOUT, COORDINATOR, SERVICES),
+    "autostarted", progress=True)
+disable = Command(
+    "disable", "Remove each device's systemd unit (the worker keeps running until fab stop).",
+    "disable", (INVENTORY, DEVICES, JSON, COORDINATOR, SERVICES), "autostarted", progress=True)
+
 #: every command, as ``fab --list`` shows them
-COMMANDS = (beat, deploy, doctor, flower, killswitch, launch, logs, metrics, restart, status, stop)
+COMMANDS = (beat, deploy, disable, doctor, enable, flower, killswitch, launch, logs, metrics,
+            quarantine, restart, status, stop)

@@ -28,6 +28,7 @@ from catdog.inventory import Device, Inventory
 from ops.build import Shipment, WheelOnce, catdog_to_ship
 from ops.device_probe import DEPLOYED_RECORD
 from ops.fanout import EventCallback, on_each, quiet
+from ops.lan_broker import copy_ca
 from ops.results import DEPLOYED, FAILED, SKIPPED, UNCHANGED, DeviceResult
 from ops.session import WorkerSession
 from ops.taskfiles import RECORD, hashes, task_files
@@ -116,6 +117,9 @@ class Deployer:
         deployed = found.get("deployed") or {}
         if "catdog" not in found or deployed.get("fingerprint") != self.fingerprint:
             changes.append(self._install(session, found))
+        ca = copy_ca(self.inventory, session)  # a TLS embedded Redis: devices check it against this CA
+        if ca and ca[1]:
+            changes.append("broker CA in place")
         return changes + self._copy_task_modules(session)
 
     def _copy_task_modules(self, session: WorkerSession) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 from catdog.inventory import Device, Inventory
 from ops.deploy import MIN_PYTHON, venv_of, version_text
 from ops.fanout import EventCallback, parallel, quiet
+from ops.lan_broker import device_url
 from ops.remote import SFTP_FIX, Unreachable, known_hosts_path, open_host
 from ops.results import FAILED, OK, DeviceResult
 from ops.session import WorkerSession
@@ -102,7 +103,8 @@ class Doctor:
         if self.broker_url and sftp.ok:
             # one file per device and run: devices may share a workdir, doctors may run at once
             env_file = f"{session.state_dir}/run/doctor-{session.device.name}-{os.getpid()}.env"
-            session.host.write_private(env_file, f"CATDOG_BROKER_URL={self.broker_url}\n")
+            url = device_url(self.inventory, session, self.broker_url)  # the device's own, on a LAN fleet
+            session.host.write_private(env_file, f"CATDOG_BROKER_URL={url}\n")
         try:
             found = session.probe(env_file)
         finally:

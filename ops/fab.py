@@ -1,5 +1,5 @@
 """CatDog's ``fab`` commands: launch, stop, restart, status, logs, deploy, doctor, killswitch,
-beat, flower, metrics.
+beat, flower, metrics, quarantine, enable, disable.
 
 A project's ``fabfile.py`` gets all of them with ``from ops.fab import *`` (``catdog init`` writes
 that line). Each is an invoke task made from its row of the command table,
@@ -17,8 +17,8 @@ from invoke import Context, Exit, Task
 from ops import commands
 from ops.commands import Command
 
-__all__ = ["beat", "deploy", "doctor", "flower", "killswitch", "launch", "logs", "metrics",
-           "restart", "status", "stop"]
+__all__ = ["beat", "deploy", "disable", "doctor", "enable", "flower", "killswitch", "launch",
+           "logs", "metrics", "quarantine", "restart", "status", "stop"]
 
 
 def task(command: Command) -> Task[Any]:
@@ -41,12 +41,15 @@ def task(command: Command) -> Task[Any]:
 
 beat = task(commands.beat)
 deploy = task(commands.deploy)
+disable = task(commands.disable)
 doctor = task(commands.doctor)
+enable = task(commands.enable)
 flower = task(commands.flower)
 killswitch = task(commands.killswitch)
 launch = task(commands.launch)
 logs = task(commands.logs)
 metrics = task(commands.metrics)
+quarantine = task(commands.quarantine)
 restart = task(commands.restart)
 status = task(commands.status)
 stop = task(commands.stop)

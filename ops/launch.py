@@ -14,11 +14,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from catdog import broker
+from catdog.context import FleetContext
 from catdog.errors import UsageError
-from catdog.inventory import Device, Inventory
+from catdog.inventory import Device
 from catdog.records import exit_status_from, heartbeat_key, ready_key
 from ops.fanout import EventCallback, on_each, quiet
+from ops.lan_broker import device_url
 from ops.pinging import ping
 from ops.results import ALREADY_RUNNING, FAILED, READY, DeviceResult
 from ops.session import WorkerSession, run_env
@@ -44,15 +45,18 @@ def check_loglevel(loglevel: str) -> str:
 
 
 class Launcher:
-    def __init__(self, inventory: Inventory, broker_url: str, *,
+    """Launches devices of the fleet ``context`` (its inventory, broker and app)."""
+
+    def __init__(self, context: FleetContext, *,
                  timeout: float = DEFAULT_TIMEOUT_S, on_event: EventCallback | None = None,
                  loglevel: str | None = None) -> None:
-        self.inventory = inventory
+        self.context = context
+        self.inventory = context.inventory
         self.loglevel = check_loglevel(loglevel) if loglevel else None
-        self.broker_url = broker_url
+        self.broker_url = context.url
         self.timeout = timeout
         self.on_event = on_event or quiet
-        self.redis = broker.connect(broker_url)
+        self.redis = context.redis()
 
     def launch(self, devices: Sequence[Device]) -> list[DeviceResult]:
         """Launch ``devices`` in parallel; one result per device, in the order given."""
@@ -83,13 +87,10 @@ class Launcher:
 
     def _command(self, session: WorkerSession) -> list[str]:
         """The worker's command; the broker URL goes in a mode-600 file, never on a command line."""
-        env_file, inventory = session.install_run_files(run_env(self.inventory, self.broker_url),
+        url = device_url(self.inventory, session, self.broker_url)  # the device's own user on a LAN fleet
+        env_file, inventory = session.install_run_files(run_env(self.inventory, url),
                                                         self.inventory.text)
-        return [session.python, "-m", "workers", "--device", session.device.name,
-                "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
-                # an SSH device's inventory is a run file: its project is the workdir (fab deploy)
-                *([] if session.device.is_local else ["--project", session.workdir]),
-                *(["--loglevel", self.loglevel] if self.loglevel else [])]
+        return worker_command(session, env_file, inventory, self.loglevel)
 
     def _await(self, session: WorkerSession, started: float, success: str, owned: bool
                ) -> DeviceResult:
@@ -104,7 +105,7 @@ class Launcher:
             while time.monotonic() < deadline:
                 if nodename is None:
                     nodename, served_at = self._announcement(device.name, fresh=owned)
-                if nodename and ping(nodename, timeout=PING_TIMEOUT_S):
+                if nodename and ping(self.context.app, nodename, timeout=PING_TIMEOUT_S):
                     delay = round(time.time() - served_at, 3) if owned and served_at else None
                     return DeviceResult(device.name, success, f"{nodename} answered ping",
                                         nodename=nodename, serve_to_ready_s=delay)
@@ -158,3 +159,14 @@ class Launcher:
         last = next((ln for ln in reversed(output) if ln.strip()), "")
         reason = f"worker exited with status {shown} during start" + (f": {last}" if last else "")
         return DeviceResult(device.name, FAILED, reason, exit_status=status, output=output)
+
+
+def worker_command(session: WorkerSession, env_file: str, inventory: str,
+                   loglevel: str | None = None, python: str | None = None) -> list[str]:
+    """The worker's command on its device, reading the run files ``env_file`` and ``inventory``
+    (``fab launch`` and the device's systemd unit, :mod:`ops.autostart`, run the same)."""
+    return [python or session.python, "-m", "workers", "--device", session.device.name,
+            "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
+            # an SSH device's inventory is a run file: its project is the workdir (fab deploy)
+            *([] if session.device.is_local else ["--project", session.workdir]),
+            *(["--loglevel", loglevel] if loglevel else [])]

@@ -8,8 +8,8 @@ import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from catdog.context import FleetContext
 from catdog.inventory import Device, Inventory
 from catdog.records import METRICS_FLUSH_COMMAND, live_nodes
 from ops.fanout import EventCallback, on_each, quiet
@@ -19,14 +19,12 @@ from ops.session import WorkerSession
 FLUSH_TIMEOUT_S = 3.0
 
 
-def flush_live_workers(client: Any, devices: Sequence[Device]) -> int:
+def flush_live_workers(context: FleetContext, devices: Sequence[Device]) -> int:
     """Ask the live workers among ``devices`` to write their metrics now; how many answered."""
-    from catdog import app
-
-    live = list(live_nodes(client, [d.name for d in devices]).values())
+    live = list(live_nodes(context.answering(), [d.name for d in devices]).values())
     if not live:
         return 0
-    replies = app.control.broadcast(METRICS_FLUSH_COMMAND, destination=live, reply=True,
+    replies = context.app.control.broadcast(METRICS_FLUSH_COMMAND, destination=live, reply=True,
                                     timeout=FLUSH_TIMEOUT_S) or []
     return len(replies)
 

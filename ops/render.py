@@ -20,7 +20,7 @@ from ops.results import DeviceResult
 
 if TYPE_CHECKING:
     from catdog.killswitch import Report
-    from ops.api import StoppedSwitch
+    from ops.results import QuarantineReport, StoppedSwitch
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,18 @@ def launched(found: dict[str, DeviceResult], shown: Shown) -> int:
     """``fab launch`` and ``fab restart``."""
     rows = _rows(found)
     return _emit(rows, shown.json, results.launch_report(rows))
+
+
+def autostarted(found: dict[str, DeviceResult], shown: Shown) -> int:
+    """``fab enable`` and ``fab disable``: a row per device (and per coordinator service), with
+    the unit's journal when it did not come up."""
+    rows = _rows(found)
+    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in rows]
+    text = results.table(cells, ("DEVICE", "STATE", "TIME", "UNIT / REASON"))
+    for r in rows:
+        if r.output:
+            text += f"\n--- {r.device}: its unit ---\n" + "\n".join(r.output)
+    return _emit(rows, shown.json, text)
 
 
 def stopped(found: dict[str, DeviceResult], shown: Shown) -> int:
@@ -119,9 +131,14 @@ def status_table(rows: list[dict[str, Any]]) -> str:
     cells = [(r["device"], r["state"], ",".join(r["capabilities"]), active(r), r["done"],
               r["failed"], "-" if r["heartbeat_age_s"] is None else r["heartbeat_age_s"],
               "-" if r["backlog"] is None else r["backlog"], "-" if r["load"] is None else r["load"],
-              "-" if r["rss_mb"] is None else r["rss_mb"], r["reason"]) for r in rows]
+              "-" if r["rss_mb"] is None else r["rss_mb"],
+              "-" if r.get("quarantined") is None else r["quarantined"],
+              "-" if r.get("enabled") is None else ("yes" if r["enabled"] else "no"),
+              r["reason"]) for r in rows]
     return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
-                                 "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "REASON"))
+                                 "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "QUARANTINED",
+                                 "AT_BOOT",
+                                 "REASON"))
 
 
 def logs(texts: dict[str, str], shown: Shown) -> int:
@@ -167,7 +184,7 @@ def _cell(ok: bool | None, detail: str) -> str:
 
 def killswitch(report: Report | StoppedSwitch, shown: Shown) -> int:
     """The switch (who, when, why) and each device's state; a stopped fleet's is unknown."""
-    from ops.api import StoppedSwitch
+    from ops.results import StoppedSwitch
 
     if shown.json:
         print(json.dumps(report.as_dict(), indent=2), flush=True)
@@ -190,3 +207,48 @@ def metrics(found: dict[str, DeviceResult], shown: Shown) -> int:
     rows = _rows(found)
     cells = [(r.device, r.state, r.reason) for r in rows]
     return _emit(rows, shown.json, results.table(cells, ("DEVICE", "STATE", "WHAT")))
+
+
+def quarantine(report: QuarantineReport, shown: Shown) -> int:
+    """The held messages (or the one requeued or dropped): id, task, arguments, each loss."""
+    if shown.json:
+        print(json.dumps(report.as_dict(), indent=2), flush=True)
+        return 0
+    if report.action != "listed":
+        [entry] = report.entries
+        print(f"{report.action} {entry.id} ({entry.task})"
+              + (f": sent to {entry.queue or ', '.join(entry.keys)} again"
+                 if report.action == "requeued" else ""),
+              flush=True)
+        return 0
+    if not report.entries:
+        print("quarantine empty: no message has lost max_deliveries workers", flush=True)
+        return 0
+    cells = [(e.id, e.task, _arguments(e.args, e.kwargs), f"{len(e.losses)}/{e.max_deliveries}",
+              _when(e.held_at)) for e in report.entries]
+    text = [results.table(cells, ("ID", "TASK", "ARGUMENTS", "LOSSES", "HELD SINCE"))]
+    for e in report.entries:
+        text.append(f"\n{e.id}:")
+        text += [f"  {_when(loss.started) if loss.started else '?'} {loss.device}: {loss.how}, "
+                 f"{_ending(loss.exit_status, loss.signal)}, oom killer: "
+                 f"{'unknown' if loss.oom is None else 'yes' if loss.oom else 'no'}"
+                 for loss in e.losses]
+    text.append("\n`fab quarantine --requeue ID` runs one again; `--drop ID` forgets it")
+    print("\n".join(text), flush=True)
+    return 0
+
+
+def _arguments(args: list[Any], kwargs: dict[str, Any], width: int = 40) -> str:
+    shown = ", ".join([json.dumps(a) for a in args] +
+                      [f"{k}={json.dumps(v)}" for k, v in kwargs.items()])
+    return shown if len(shown) <= width else shown[:width - 3] + "..."
+
+
+def _when(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
+
+
+def _ending(status: int | None, signal: int | None) -> str:
+    if signal is not None:
+        return f"signal {signal}"
+    return f"exit status {status}" if status is not None else "exit unknown"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,9 +20,13 @@ ACTIVE = "ACTIVE"
 GATHERED = "GATHERED"
 RUNNING = "RUNNING"
 STANDBY = "STANDBY"
+ENABLED = "ENABLED"
+DISABLED = "DISABLED"
+NOT_ENABLED = "NOT ENABLED"
 
 SUCCESS_STATES = frozenset({READY, ALREADY_RUNNING, STOPPED, NOT_RUNNING, DEPLOYED, UNCHANGED,
-                            SKIPPED, OK, ACTIVE, STANDBY, GATHERED, RUNNING})
+                            SKIPPED, OK, ACTIVE, STANDBY, GATHERED, RUNNING, ENABLED, DISABLED,
+                            NOT_ENABLED})
 
 
 @dataclass
@@ -72,3 +76,47 @@ def launch_report(results: Sequence[DeviceResult]) -> str:
             text.append(f"\n--- {r.device}: last output lines ---")
             text.extend(r.output)
     return "\n".join(text)
+
+
+class GroupResult(dict[str, DeviceResult]):
+    """Results by device name, in the order asked; ``succeeded`` and ``failed`` as in Fabric."""
+
+    def __init__(self, results: Iterable[DeviceResult]) -> None:
+        super().__init__((r.device, r) for r in results)
+
+    @property
+    def succeeded(self) -> dict[str, DeviceResult]:
+        return {k: r for k, r in self.items() if r.ok}
+
+    @property
+    def failed(self) -> dict[str, DeviceResult]:
+        return {k: r for k, r in self.items() if not r.ok}
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass
+class StoppedSwitch:
+    """The kill switch of a stopped fleet: it is kept in the embedded Redis, which is not started
+    just to read it (``on`` is None: unknown)."""
+
+    devices: list[dict[str, Any]]
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"on": None, "reason": "", "by": "", "at": 0.0, "hard": False, "note": self.note,
+                "devices": self.devices}
+
+
+@dataclass
+class QuarantineReport:
+    """What ``fab quarantine`` did (``listed``, ``requeued`` or ``dropped``) and the entries it
+    did it to (:class:`catdog.quarantine.Entry`)."""
+
+    action: str
+    entries: list[Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "entries": [e.summary() for e in self.entries]}

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.request
 
-from catdog import broker
+from catdog.context import FleetContext
 from catdog.errors import UsageError
 from catdog.inventory import Inventory
 from catdog.records import exit_status_from
@@ -69,12 +69,13 @@ def _died(tmux: Tmux, service: str) -> DeviceResult:
                         output=lines)
 
 
-def start_beat(inventory: Inventory, broker_url: str) -> DeviceResult:
+def start_beat(context: FleetContext) -> DeviceResult:
     """Start the scheduler in tmux; ACTIVE or STANDBY once it has reported, with its role.
     A broker that does not answer raises BrokerUnreachable before anything starts."""
     started = time.monotonic()
-    client = broker.client(broker_url, inventory)
-    tmux, already = _launch(inventory, BEAT, [], run_env(inventory, broker_url))
+    inventory = context.inventory
+    client = context.answering()
+    tmux, already = _launch(inventory, BEAT, [], run_env(inventory, context.url))
     if already:
         return already
     name, log = session_name(BEAT), inventory.state_dir / "logs" / "beat.log"
@@ -94,7 +95,7 @@ def start_beat(inventory: Inventory, broker_url: str) -> DeviceResult:
                         output=tmux.last_lines(name, 20))
 
 
-def start_flower(inventory: Inventory, broker_url: str, port: int, address: str,
+def start_flower(context: FleetContext, port: int, address: str,
                  environ: dict[str, str] | None = None) -> DeviceResult:
     """Start Flower in tmux; RUNNING once its HTTP server answers, with the URL.
 
@@ -110,8 +111,9 @@ def start_flower(inventory: Inventory, broker_url: str, port: int, address: str,
                          f"{AUTH_ENV}=user:password (basic auth; keep it out of the inventory), "
                          f"or use the default --address 127.0.0.1")
     started = time.monotonic()
-    broker.client(broker_url, inventory)
-    env = run_env(inventory, broker_url) + (f"FLOWER_BASIC_AUTH={auth}\n" if auth else "")
+    inventory = context.inventory
+    context.answering().close()
+    env = run_env(inventory, context.url) + (f"FLOWER_BASIC_AUTH={auth}\n" if auth else "")
     tmux, already = _launch(inventory, FLOWER, [f"--port={port}", f"--address={address}"], env)
     host = "127.0.0.1" if address in ("0.0.0.0", "::") else address
     url = f"http://{host}:{port}/"

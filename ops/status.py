@@ -5,6 +5,9 @@ SSH connection (local devices' tmux panes are listed in one tmux call, to report
 died). Workers refresh their heartbeat every 2 s; a device whose heartbeat is older than 8 s is
 offline (Celery's monitoring guide uses 2 minutes for its own heartbeats).
 
+``quarantined``: how many messages held in the quarantine the device lost at least once
+(:mod:`catdog.quarantine`; None on a stopped fleet).
+
 Without a client (a stopped fleet: its embedded Redis is not running) it reads nothing from Redis
 and starts nothing: every device is offline, its backlog unknown (None).
 """
@@ -18,7 +21,8 @@ from typing import Any
 import redis
 
 from catdog.inventory import Device, Inventory
-from catdog.records import Heartbeat, heartbeat_key
+from catdog.quarantine import QUARANTINE_KEY, held_by_device
+from catdog.records import AUTOSTART_KEY, Heartbeat, heartbeat_key
 from catdog.routing import device_queue, queue_keys
 from ops import ownership
 from ops.session import session_name
@@ -36,17 +40,24 @@ def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis 
     panes = tmux.panes() if any(d.is_local for d in devices) else {}
     foreign = {name: why for name, pane in panes.items()
                if (why := ownership.clash(inventory, tmux, name, pane))}
-    if client is None:
-        return [_row(d, None, None, now, panes, foreign, stopped=True) for d in devices]
+    if client is None:  # `quarantined` and `enabled` unknown: they are kept in Redis
+        return [{**_row(d, None, None, now, panes, foreign, stopped=True), "quarantined": None,
+                 "enabled": None}
+                for d in devices]
     pipe = client.pipeline(transaction=False)
     for d in devices:
         pipe.get(heartbeat_key(d.name))
         for key in queue_keys(device_queue(d.name)):
             pipe.llen(key)
+    pipe.hvals(QUARANTINE_KEY)
+    pipe.hkeys(AUTOSTART_KEY)  # the devices `fab enable` set up (:mod:`ops.autostart`)
     replies = pipe.execute()
+    enabled = {k.decode() if isinstance(k, bytes) else str(k) for k in replies.pop()}
+    held = held_by_device(replies.pop())
     per = 1 + len(queue_keys("q"))
-    return [_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, panes,
-                 foreign) for i, d in enumerate(devices)]
+    return [{**_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, panes,
+                    foreign), "quarantined": held.get(d.name, 0), "enabled": d.name in enabled}
+            for i, d in enumerate(devices)]
 
 
 def _row(device: Device, raw: bytes | None, backlog: int | None, now: float,

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import redis
 
-from catdog import broker
-from catdog.inventory import Device, Inventory
+from catdog.context import FleetContext
+from catdog.inventory import Device
 from catdog.records import heartbeat_key
 from ops.fanout import EventCallback, on_each, quiet
 from ops.results import FAILED, NOT_RUNNING, STOPPED, DeviceResult
@@ -27,14 +27,16 @@ KILL_WAIT_S = 5.0
 
 
 class Stopper:
-    def __init__(self, inventory: Inventory, *, broker_url: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT_S, force: bool = False,
-                 on_event: EventCallback | None = None) -> None:
-        self.inventory = inventory
+    """Stops devices of the fleet ``context``; without a broker (the embedded Redis is not
+    running) it stops the sessions and forgets nothing in Redis."""
+
+    def __init__(self, context: FleetContext, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 force: bool = False, on_event: EventCallback | None = None) -> None:
+        self.inventory = context.inventory
         self.timeout = timeout
         self.force = force
         self.on_event = on_event or quiet
-        self.redis = broker.connect(broker_url) if broker_url else None
+        self.redis = context.redis() if context.broker_url else None
 
     def stop(self, devices: Sequence[Device]) -> list[DeviceResult]:
         """Stop ``devices`` in parallel; one result per device, in the order given."""

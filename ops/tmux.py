@@ -95,21 +95,28 @@ class Tmux:
         are set in the same tmux command, before the server runs its event loop again, so even a
         command that dies at once leaves its pane, and its output, behind.
         """
-        piping = ["pipe-pane", "-t", f"={name}:", pipe, ";"] if pipe else []
-        owning = ["set-option", "-t", f"={name}:", OWNER_OPTION, owner, ";"] if owner else []
-        done = self._run(
-            "start-server", ";",
-            "set-option", "-g", "history-limit", str(HISTORY_LINES), ";",
-            "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", cwd,
-            "exec " + shlex.join(command), ";", *owning, *piping,
-            "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on",
-            check=False,
-        )
+        done = self.runner(self.new_session_argv(name, command, cwd, pipe, owner))
         if done.status != 0 and "duplicate session" in done.stderr:
             return False
         if done.status != 0:
             raise CommandError(self._argv("new-session", "-s", name), done.status, done.stderr)
         return True
+
+    def new_session_argv(self, name: str, command: Sequence[str], cwd: str,
+                         pipe: str | None = None, owner: str | None = None) -> list[str]:
+        """The one tmux command :meth:`new_session` runs (a device's systemd unit runs the same,
+        :mod:`ops.autostart`)."""
+        piping = ["pipe-pane", "-t", f"={name}:", pipe, ";"] if pipe else []
+        owning = ["set-option", "-t", f"={name}:", OWNER_OPTION, owner, ";"] if owner else []
+        return self._argv(
+            "start-server", ";",
+            "set-option", "-g", "history-limit", str(HISTORY_LINES), ";",
+            "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", cwd,
+            "exec " + shlex.join(command), ";", *owning, *piping,
+            "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on")
+
+    def kill_argv(self, name: str) -> list[str]:
+        return self._argv("kill-session", "-t", f"={name}")
 
     def pane(self, name: str) -> Pane | None:
         """The pane of session ``name``, or None when there is no such session."""
@@ -160,4 +167,4 @@ class Tmux:
         return out[-lines:]
 
     def kill_session(self, name: str) -> bool:
-        return self._run("kill-session", "-t", f"={name}", check=False).status == 0
+        return self.runner(self.kill_argv(name)).status == 0

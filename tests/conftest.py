@@ -23,6 +23,7 @@ import yaml
 from bench.sshd import Sshd
 from bench.tmuxserver import end_server
 from catdog import broker
+from catdog.context import open_fleet
 from catdog.fleet import fleet
 from catdog.inventory import BROKER_ENV, INVENTORY_ENV
 from catdog.loader import load_inventory
@@ -90,11 +91,11 @@ class FleetUnderTest:
 
     def launch(self, names: list[str] | None = None, timeout: float = 30.0) -> list[DeviceResult]:
         fleet.use_loaded(self.inventory)
-        return Launcher(self.inventory, self.url, timeout=timeout).launch(
+        return Launcher(open_fleet(self.inventory, self.url), timeout=timeout).launch(
             self.inventory.select(names))
 
     def stop(self, names: list[str] | None = None, **kwargs: Any) -> list[DeviceResult]:
-        return Stopper(self.inventory, broker_url=self.url, **kwargs).stop(
+        return Stopper(open_fleet(self.inventory, self.url), **kwargs).stop(
             self.inventory.select(names))
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:

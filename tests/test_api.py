@@ -72,20 +72,19 @@ def test_a_broker_lost_midway_raises_broker_unreachable_from_redis_and_kombu_err
     path.write_text(yaml.safe_dump({"tmux_socket": "catdog-api-midway",
                                     "devices": {"cam": device_spec([])}}))
     monkeypatch.setenv(BROKER_ENV, dead)
-    api.load(str(path))
     line = (f"broker redis://:***@127.0.0.1:{port}/0 does not answer (Connection refused): check "
             f"that Redis runs there and that $CATDOG_BROKER_URL is right")
 
     @api._broker_errors
-    def with_redis() -> None:
+    def with_redis(inventory: str) -> None:
         redis.Redis.from_url(dead, retry=Retry(NoBackoff(), 0)).get("x")
 
     @api._broker_errors
-    def with_kombu() -> None:
+    def with_kombu(inventory: str) -> None:
         with kombu.Connection(dead) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
 
     for call in (with_redis, with_kombu):
         with pytest.raises(BrokerUnreachable) as raised:
-            call()
+            call(str(path))  # an operation's first argument: the inventory whose broker it names
         assert str(raised.value) == line

@@ -55,7 +55,8 @@ def _socket(inventory: Path) -> str:
 DEAD_BROKER_COMMANDS = [
     ["status"], ["status", "--json"], ["status", "--watch"], ["killswitch"],
     ["killswitch", "--on", "--reason", "maintenance"], ["killswitch", "--off"], ["metrics"],
-    ["launch"], ["restart"], ["beat"], ["flower"],
+    ["launch"], ["restart"], ["beat"], ["flower"], ["quarantine"], ["quarantine", "--json"],
+    ["quarantine", "--requeue", "some-id"], ["disable"],
 ]
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from catdog import broker, killswitch
 from catdog.context import open_fleet
-from catdog.errors import BrokerError
+from catdog.errors import BrokerError, CatDogError
 from catdog.fleet import fleet
 from catdog.loader import load_inventory
 from catdog.records import KILLSWITCH_KEY
@@ -61,9 +61,9 @@ def test_coordinator_and_worker_clients_share_one_timeout_policy(tmp_path: Path)
     inventory = load_inventory(path)
     url = "redis://127.0.0.1:1/0"  # never connected to: the clients connect on first use
     expected = (broker.SOCKET_TIMEOUT_S, broker.CONNECT_TIMEOUT_S, broker.HEALTH_CHECK_S)
-    stopper = Stopper(inventory, broker_url=url)
+    stopper = Stopper(open_fleet(inventory, url))
     assert stopper.redis is not None
-    clients = {"launcher": Launcher(inventory, url).redis, "stopper": stopper.redis,
+    clients = {"launcher": Launcher(open_fleet(inventory, url)).redis, "stopper": stopper.redis,
                "worker": Telemetry("a", url, ["catdog.any"], Extensions()).redis,
                "context": open_fleet(inventory, url).redis()}
     assert {name: policy(c) for name, c in clients.items()} == dict.fromkeys(clients, expected)
@@ -139,7 +139,52 @@ def test_the_launcher_ships_the_validated_inventory_text_and_its_variables(
     assert referenced_variables(inventory, environ) == {"CTX_HOST": "10.9.8.7",
                                                         "CTX_PASSWORD": "pw"}
     session = RecordedSession(inventory.devices["far"])
-    Launcher(inventory, "redis://127.0.0.1:1/0")._command(session)  # type: ignore[arg-type]
+    Launcher(open_fleet(inventory, "redis://127.0.0.1:1/0"))._command(session)  # type: ignore[arg-type]
     [(env, shipped)] = session.installed
     assert shipped == INVENTORY_TEXT
     assert "CTX_HOST=10.9.8.7\nCTX_PASSWORD=pw\n" in env and "IN_A_COMMENT" not in env
+
+
+# -- operations take their context: they never touch the process's fleet or app
+
+def test_an_operation_never_changes_the_fleet_the_task_api_routes_by(
+        tmp_path: Path, redis_url: str) -> None:
+    from ops import api
+
+    path = tmp_path / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"devices": {"mine": {"host": "local"}}}))
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"devices": {"theirs": {"host": "local"}}}))
+    before = fleet._path, fleet._inventory
+    fleet.use_loaded(load_inventory(other))
+    try:
+        assert [row["device"] for row in api.status(str(path))] == ["mine"]
+        with pytest.raises(CatDogError, match="no worker log"):
+            api.logs(str(path))
+        assert [r["device"] for r in api.killswitch(str(path)).as_dict()["devices"]] == ["mine"]
+        assert api.stop(str(path), "mine")["mine"].state == "NOT RUNNING"
+        assert list(fleet.inventory.devices) == ["theirs"]
+    finally:
+        fleet._path, fleet._inventory = before
+
+
+def test_a_context_reaches_the_workers_of_its_own_broker_not_the_process_apps(
+        tmp_path: Path) -> None:
+    from catdog import app, settings
+
+    path = tmp_path / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"devices": {"a": {"host": "local"}}}))
+    url = "redis://127.0.0.1:1/7"  # never connected to; the process app's conf is never read
+    with open_fleet(load_inventory(path), url) as context:
+        assert context.app is not app
+        assert context.app.conf.broker_url == url == context.app.conf.result_backend
+        assert context.app.conf.control_exchange == settings.control_exchange == "catdog"
+        assert context.app.conf.accept_content == ["json"]
+
+
+def test_only_the_fleet_processes_use_the_process_app_on_the_coordinator() -> None:
+    """beat and Flower are fleet processes (they send tasks, serve the app); every other
+    coordinator module works through the context it is given."""
+    users = sorted(path for path, text in sources("ops").items()
+                   if re.search(r"^\s*from catdog import .*\bapp\b", text, re.M))
+    assert users == ["ops/beat.py", "ops/flower.py", "ops/starter.py"]

@@ -18,7 +18,8 @@ import redis
 import yaml
 
 from catdog import edge
-from catdog.errors import InventoryError, UsageError, WorkerRefused
+from catdog.errors import BrokerUnreachable, InventoryError, UsageError, WorkerRefused
+from catdog.fleet import fleet
 from ops import api, commands, render
 
 from .conftest import ROOT, device_spec
@@ -70,12 +71,26 @@ def test_the_edge_maps_catdog_errors_and_a_broker_that_does_not_answer(
 
     port = _dead_port()
     monkeypatch.setenv("CATDOG_BROKER_URL", f"redis://:pw@127.0.0.1:{port}/0")
-    api.load(str(_inventory(tmp_path, "cam")))
+    path = str(_inventory(tmp_path, "cam"))
     client = redis.Redis.from_url(f"redis://:pw@127.0.0.1:{port}/0")
-    assert edge.run("catdog beat", lambda: int(bool(client.get("x")))) == 1
-    assert capsys.readouterr().err.splitlines() == [
-        f"catdog beat: broker redis://:***@127.0.0.1:{port}/0 does not answer (Connection refused)"
-        f": check that Redis runs there and that $CATDOG_BROKER_URL is right"]
+    expected = [f"broker redis://:***@127.0.0.1:{port}/0 does not answer (Connection refused)"
+                f": check that Redis runs there and that $CATDOG_BROKER_URL is right"]
+    before = fleet._path, fleet._inventory
+    fleet.use(path)  # a fleet process (beat, a worker) names the broker of its own fleet
+    try:
+        assert edge.run("catdog beat", lambda: int(bool(client.get("x")))) == 1
+        assert capsys.readouterr().err.splitlines() == [f"catdog beat: {expected[0]}"]
+    finally:
+        fleet._path, fleet._inventory = before
+
+    # an operation names the broker of the inventory it was given, whatever the process's fleet
+    @api._broker_errors
+    def operation(inventory: str | None) -> int:
+        return int(bool(client.get("x")))
+
+    with pytest.raises(BrokerUnreachable) as raised:
+        operation(path)
+    assert str(raised.value) == expected[0]
 
 
 def test_flower_with_a_bad_inventory_is_one_line_and_exit_2(tmp_path: Path) -> None:

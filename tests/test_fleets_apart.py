@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from catdog.context import open_fleet
 from catdog.loader import load_inventory
 from ops import ownership, services
 from ops.embedded_redis import alive
@@ -116,9 +117,9 @@ def test_beat_and_flower_sessions_of_another_inventory_are_left_alone(two, redis
         name = session_name(service)
         assert tmux.new_session(name, ["sleep", "300"], str(first.parent),
                                 owner=ownership.record(mine))
-    started = services.start_beat(other, redis_url)
+    started = services.start_beat(open_fleet(other, redis_url))
     assert started.state == "FAILED" and f"belongs to {first}" in started.reason, started
-    started = services.start_flower(other, redis_url, 5599, "127.0.0.1")
+    started = services.start_flower(open_fleet(other, redis_url), 5599, "127.0.0.1")
     assert started.state == "FAILED" and f"belongs to {first}" in started.reason, started
     for service in (services.BEAT, services.FLOWER):
         stopped = services.stop_service(other, service)

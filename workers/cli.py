@@ -165,6 +165,7 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
     from workers.killswitch import KillSwitch
     from workers.leases import Leases
     from workers.metrics import Recorder
+    from workers.quarantine import Quarantine
     from workers.watchdog import Watchdog
 
     switch = KillSwitch()
@@ -175,6 +176,7 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
         Watchdog(paused=lambda: switch.engaged),
         Leases(),
         Gate(inventory, switch, device),
+        Quarantine(device.name, device.pool),  # after the gate: counts only deliveries about to start
         recorder,
     ])
 

@@ -5,7 +5,7 @@ the few it needs, and a runner (:class:`Extensions`) that calls every extension'
 order. The worker (:mod:`workers.telemetry`) knows no concern; ``workers/cli.py`` ``run`` builds
 the list once: heartbeat (:mod:`workers.heartbeat`), kill switch (:mod:`workers.killswitch`),
 watchdog (:mod:`workers.watchdog`), leases (:mod:`workers.leases`), gate (:mod:`workers.gate`),
-metrics (:mod:`workers.metrics`).
+quarantine (:mod:`workers.quarantine`), metrics (:mod:`workers.metrics`).
 
 Hooks, in the order of a worker's life:
 
@@ -17,7 +17,9 @@ Hooks, in the order of a worker's life:
 - per task, in the worker's main process: ``on_received()`` (a message reached the worker),
   ``before_start(request)`` (True holds the task back: the extension put it back or deferred
   it), ``on_ack_lost(request, exc)`` (True: the extension took over an acknowledgement Redis
-  could not take), ``on_failure(request)``, ``on_settled(request, event, runtime)``;
+  could not take), ``on_lost(request, error)`` (its pool process died; True: the extension took
+  the message over instead of Celery re-queueing it), ``on_failure(request)``,
+  ``on_settled(request, event, runtime)``;
 - ``on_stop()``: at an orderly shutdown.
 
 A Request is made by Celery, not by the worker: it finds the running list on the app
@@ -74,6 +76,9 @@ class Extension:
     def on_ack_lost(self, request: Any, error: BaseException) -> bool:
         return False
 
+    def on_lost(self, request: Any, error: BaseException) -> bool:
+        return False
+
     def on_failure(self, request: Any) -> None:
         pass
 
@@ -98,6 +103,7 @@ class Extensions:
         self._received = _overriding(self.extensions, "on_received")
         self._before_start = _overriding(self.extensions, "before_start")
         self._ack_lost = _overriding(self.extensions, "on_ack_lost")
+        self._lost = _overriding(self.extensions, "on_lost")
         self._failure = _overriding(self.extensions, "on_failure")
         self._settled = _overriding(self.extensions, "on_settled")
 
@@ -149,6 +155,11 @@ class Extensions:
 
     def ack_lost(self, request: Any, error: BaseException) -> bool:
         return any(hook(request, error) for hook in self._ack_lost)
+
+    def lost(self, request: Any, error: BaseException) -> bool:
+        """True when an extension took over the message of ``request``, whose pool process
+        was lost (the quarantine held it: Celery must not re-queue it)."""
+        return any(hook(request, error) for hook in self._lost)
 
     def failure(self, request: Any) -> None:
         for hook in self._failure:

@@ -103,6 +103,7 @@ class KillSwitch(Extension):
         for request in list(state.active_requests):
             pid = getattr(request, "worker_pid", None)
             if pid and pid != os.getpid():
+                request._catdog_terminated = True  # not a loss the quarantine counts
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed += 1

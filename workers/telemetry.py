@@ -3,7 +3,8 @@ and knows none of their concerns.
 
 - :class:`ExtendedRequest`, Celery's request in the worker's main process, hands each task's
   moments to the extensions: before it starts (``revoked``), its settling (``send_event``,
-  ``on_failure``) and an acknowledgement Redis could not take (``acknowledge``);
+  ``on_failure``), a pool process lost while running it (``on_failure``: :func:`lost_error`)
+  and an acknowledgement Redis could not take (``acknowledge``);
 - :class:`Telemetry` starts them at ``worker_ready``, sends the ready announcement after one
   loop tick, then from a daemon thread beats every few seconds: one pipelined round trip in which
   each extension queues its own commands and gets back its own replies; it stops them at an
@@ -18,6 +19,8 @@ import threading
 from typing import Any
 
 import redis
+from billiard.einfo import ExceptionWithTraceback
+from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 
 from catdog import broker
@@ -57,9 +60,32 @@ class ExtendedRequest(Request):
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> Any:
-        running(self._app).failure(self)
+        """A pool process lost while it ran the task is the extensions' first (the quarantine
+        may hold the message instead of Celery re-queueing it: :mod:`workers.quarantine`)."""
+        extensions = running(self._app)
+        lost = lost_error(self, exc_info)
+        if lost is not None and extensions.lost(self, lost):
+            return None
+        extensions.failure(self)
         return super().on_failure(exc_info, send_failed_event=send_failed_event,
                                   return_ok=return_ok)
+
+
+def lost_error(request: Any, exc_info: Any) -> BaseException | None:
+    """The error of ``exc_info`` when it says ``request``'s pool process was lost (Celery's
+    ``WorkerLostError``, or the ``SystemExit`` billiard reports first), else None."""
+    error = getattr(exc_info, "exception", None)
+    if isinstance(error, ExceptionWithTraceback):
+        error = error.exc
+    if isinstance(error, WorkerLostError):
+        return error
+    if isinstance(error, SystemExit | KeyboardInterrupt) and not (
+            getattr(request, "_already_cancelled", False)
+            or getattr(request, "_already_revoked", False)):
+        code = error.code if isinstance(error, SystemExit) else 1
+        return WorkerLostError(f"Worker exited prematurely: exitcode "
+                               f"{code if isinstance(code, int) else 1}.")
+    return None
 
 
 ANNOUNCE_AFTER_TICK_S = 0.005

@@ -26,6 +26,7 @@ import yaml
 from bench.lan import Lan, LanHost
 from bench.tmuxserver import end_server, session_pids
 from catdog import broker
+from catdog.context import open_fleet
 from catdog.fleet import fleet
 from catdog.loader import load_inventory
 from catdog.records import Heartbeat, heartbeat_key
@@ -96,7 +97,7 @@ class SoakFleet:
     def launch(self, names: list[str] | None = None) -> dict[str, str]:
         """Launch devices (all by default) once; their states, by device."""
         with self._launching:  # one launch at a time: faults heal from threads of their own
-            results = Launcher(self.inventory, self.url, timeout=60).launch(
+            results = Launcher(open_fleet(self.inventory, self.url), timeout=60).launch(
                 self.inventory.select(names))
         return {r.device: r.state for r in results}
 
