@@ -31,6 +31,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from catdog import app
+from catdog.quarantine import QUARANTINE_KEY
 
 from .faults import Faults
 from .ledger import Tally
@@ -214,6 +215,7 @@ def ledger(fleet: SoakFleet, sent: dict[int, dict[str, Any]], seed: int,
     notes["lost_but_still_queued"] = len(queued)  # not gone: not run within the drain
     notes["lost_in_delivery_window"] = len(in_window)  # gone, in kombu's window at a kill
     notes["workers_found_dead"] = faults.found_dead
+    notes["quarantined"] = fleet.client.hlen(QUARANTINE_KEY)  # held after max_deliveries losses
     if lost:
         notes["lost_tasks"] = {n: sent[n] | {"started": len(starts.get(n, [])),
                                              "in_delivery_window": n in in_window,
