@@ -78,7 +78,7 @@ class _Got:
 def _reachable(target: Target, listed: Mapping[str, Any]) -> bool:
     """Whether a device of ``listed`` (name -> capabilities, INVALID when unknown) can ever
     satisfy ``target``; when in doubt, yes (the devices' own problems come first)."""
-    if target.kind is Kind.EVERY:
+    if target.kind in (Kind.EVERY, Kind.ANY):
         return True
     if target.kind is Kind.DEVICE:
         return target.name in listed
@@ -199,9 +199,9 @@ class _Checker(Fields):
         elif name in RESERVED_DEVICE_NAMES:
             self.bad(key, field, f"a device name other than {', '.join(RESERVED_DEVICE_NAMES)} "
                                  f"(catdog-{name} is the session of `fab {name}`)", name)
-        elif name == "all":
-            self.bad(key, field, "a device name other than 'all' (the target of every device)",
-                     name)
+        elif name in ("all", "any"):
+            self.bad(key, field, f"a device name other than {name!r} (the target word: "
+                                 f"{'every device' if name == 'all' else 'any one device'})", name)
         else:
             return True
         return False

@@ -62,6 +62,8 @@ def plan(inventory: Inventory, requires: Iterable[str] = (), target: Target | st
          ) -> Route:
     """Resolve a call's target and requirements against the inventory, or raise NoRoute."""
     needed = frozenset(requires)
+    if target is not None and Target.parse(target).kind is Kind.ANY:
+        target = None  # any one live device: as if no target were given
     if target is None:
         if not needed:
             return Route((ANY_QUEUE,))

@@ -25,6 +25,7 @@ class Kind(enum.Enum):
     CAPABILITY = "cap"  # cap:camera   -> any one device that has it
     EVERY_WITH = "all:"  # all:camera  -> every device that has it
     EVERY = "all"  # all           -> every device
+    ANY = "any"  # any             -> any one live device (what no target means)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Target:
         text = text.strip()
         if text == "all":
             return cls(Kind.EVERY)
+        if text == "any":
+            return cls(Kind.ANY)
         prefix, sep, rest = text.partition(":")
         if not sep:
             kind, name = Kind.DEVICE, text
@@ -51,7 +54,8 @@ class Target:
             kind, name = Kind.EVERY_WITH, rest
         else:
             raise TargetError(
-                f"unknown target {text!r}: expected a device name, 'cap:NAME', 'all:NAME' or 'all'"
+                f"unknown target {text!r}: expected a device name, 'cap:NAME', 'all:NAME', 'all' or "
+                f"'any'"
             )
         if not NAME_RE.match(name):
             raise TargetError(
@@ -82,4 +86,4 @@ class Target:
             return f"cap:{self.name}"
         if self.kind is Kind.EVERY_WITH:
             return f"all:{self.name}"
-        return "all"
+        return self.kind.value  # "all", "any"

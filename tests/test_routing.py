@@ -26,6 +26,7 @@ INV = Inventory(
     ("cap:camera", Kind.CAPABILITY, "camera"),
     ("all:gpio", Kind.EVERY_WITH, "gpio"),
     ("all", Kind.EVERY, ""),
+    ("any", Kind.ANY, ""),
     (" zero-1 ", Kind.DEVICE, "zero-1"),
 ])
 def test_targets_parse_into_typed_values(text: str, kind: Kind, name: str) -> None:
@@ -60,6 +61,15 @@ def test_all_is_every_device() -> None:
 
 def test_no_target_no_requirement_goes_to_the_shared_queue() -> None:
     assert plan(INV).queues == (ANY_QUEUE,)
+
+
+def test_any_is_any_one_live_device_as_no_target_is() -> None:
+    """The contract's ``any`` target (the soak found ``.on("any")`` refused as a device name)."""
+    assert plan(INV, (), "any").queue == plan(INV, ()).queue == ANY_QUEUE
+    assert plan(INV, ("camera",), "any").queue == capability_queue(["camera"])
+    assert not plan(INV, (), "any").group
+    with pytest.raises(NoRoute):
+        plan(INV, ("nothing-has-this",), "any")
 
 
 def test_requirements_route_to_their_capability_set_queue() -> None:
