@@ -127,7 +127,7 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     from celery import signals
 
     from catdog import app
-    from workers import killswitch, metrics
+    from workers import killswitch, metrics, reconnect
     from workers.privileges import note_root
     from workers.tasklog import on_logging_setup
     from workers.telemetry import Telemetry
@@ -135,6 +135,7 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     queues = worker_queues(device, declared_requirements())
     extensions = build_extensions(device, inventory, queues, state_dir or Path.cwd() / ".catdog")
     extensions.install(app)
+    reconnect.install()  # a Redis lost mid-work does not end the worker
     telemetry = Telemetry(device.name, app.conf.broker_url, queues, extensions, argv)
     recorder = extensions.get(metrics.Recorder)
     killswitch.register_control_command(extensions.get(killswitch.KillSwitch))
