@@ -88,10 +88,11 @@ class Launcher:
         """The worker's command; the broker URL goes in a mode-600 file, never on a command line."""
         env_file, inventory = session.install_run_files(run_env(self.inventory, self.broker_url),
                                                         self.inventory.text)
-        return [session.python, "-m", "workers", "--device", session.device.name,
+        return [session.worker_python, "-m", "workers", "--device", session.device.name,
                 "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
-                # an SSH device's inventory is a run file: its project is the workdir (fab deploy)
-                *([] if session.device.is_local else ["--project", session.workdir]),
+                # an SSH device's inventory is a run file: its project is the current release's
+                # (fab deploy), else the workdir
+                *([] if session.device.is_local else ["--project", session.project_dir]),
                 *(["--loglevel", self.loglevel] if self.loglevel else [])]
 
     def _await(self, session: WorkerSession, started: float, success: str, owned: bool
