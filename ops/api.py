@@ -310,3 +310,79 @@ def killswitch(inventory: str | None = None, *, on: bool = False, off: bool = Fa
         if on:
             return switch.engage(reason, hard=hard, context=context)
         return switch.release(context=context) if off else switch.devices_state(context=context)
+
+
+@_broker_errors
+def deploy_fleet(inventory: str | None = None, devices: Devices = None, *, restart: bool = False,
+                 batch: int = 1, canary: int = 0, check: str | None = None,
+                 check_timeout: float = 30.0, watch_s: float = 60.0, keep: int = 2,
+                 timeout: float = 30.0, loglevel: str | None = None,
+                 on_event: EventCallback | None = None) -> GroupResult:
+    """``fab deploy``: :func:`deploy` (keeping ``keep`` releases per device), or with ``restart``
+    a rolling deploy (:mod:`ops.rollout`): batches of ``batch``, ``canary`` canaries checked with
+    ``check`` (default the built-in ``tasks.check``) and watched ``watch_s`` seconds first."""
+    from ops.deploy import Deployer
+    from ops.launch import check_loglevel
+    from ops.rolling import DeployPrepare, check_plan, deploy_targets
+    from ops.rollout import Rollout
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    if not restart:
+        if canary or check or batch != 1:
+            raise UsageError("--batch, --canary and --check go with --restart (a rolling deploy): "
+                             "add --restart, or leave them out to install without restarting")
+        return GroupResult(Deployer(inv, on_event=on_event, keep=keep).deploy(selected))
+    check_plan(inv, selected, canary, check)
+    if loglevel:
+        check_loglevel(loglevel)
+    with _answering(inv) as context:
+        deployer = Deployer(inv, on_event=on_event, switch=False, keep=keep)
+        targets, skipped = deploy_targets(deployer, selected)
+        rows = Rollout(context, batch=batch, canary=canary, check=check,
+                       check_timeout=check_timeout, watch_s=watch_s, timeout=timeout,
+                       loglevel=loglevel, on_event=on_event).run(
+            targets, DeployPrepare(context, deployer))
+        found = {r.device: r for r in [*rows, *skipped]}
+        return GroupResult(found[d.name] for d in selected)
+
+
+@_broker_errors
+def restart_fleet(inventory: str | None = None, devices: Devices = None, *,
+                  rolling: bool = False, batch: int = 1, timeout: float = 30.0,
+                  loglevel: str | None = None, on_event: EventCallback | None = None
+                  ) -> GroupResult:
+    """``fab restart``: :func:`restart`, or with ``rolling`` warm restarts in batches of
+    ``batch``, each READY before the next (the releases stay as they are)."""
+    from ops.launch import check_loglevel
+    from ops.rolling import restart_targets
+    from ops.rollout import Rollout
+
+    if not rolling:
+        if batch != 1:
+            raise UsageError("--batch goes with --rolling: add --rolling, or leave --batch out")
+        return restart(inventory, devices, timeout=timeout, on_event=on_event, loglevel=loglevel)
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    if loglevel:
+        check_loglevel(loglevel)
+    with _answering(inv) as context:
+        return GroupResult(Rollout(context, batch=batch, timeout=timeout, loglevel=loglevel,
+                                   on_event=on_event).run(restart_targets(inv, selected)))
+
+
+@_broker_errors
+def rollback(inventory: str | None = None, devices: Devices = None, *, batch: int = 1,
+             timeout: float = 30.0, loglevel: str | None = None,
+             on_event: EventCallback | None = None) -> GroupResult:
+    """``fab rollback``: each SSH device back to the release before its current one, restarted
+    warm in batches; refused with nothing changed when a device has no earlier release."""
+    from ops.rolling import rollback_targets
+    from ops.rollout import Rollout
+
+    inv = load(inventory)
+    selected = _select(inv, devices)
+    targets = rollback_targets(inv, selected)
+    with _answering(inv) as context:
+        return GroupResult(Rollout(context, batch=batch, timeout=timeout, loglevel=loglevel,
+                                   on_event=on_event).run(targets))

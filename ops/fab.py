@@ -1,5 +1,5 @@
-"""CatDog's ``fab`` commands: launch, stop, restart, status, logs, deploy, doctor, killswitch,
-beat, flower, metrics.
+"""CatDog's ``fab`` commands: launch, stop, restart, status, logs, deploy, rollback, doctor,
+killswitch, beat, flower, metrics.
 
 A project's ``fabfile.py`` gets all of them with ``from ops.fab import *`` (``catdog init`` writes
 that line). Each is an invoke task made from its row of the command table,
@@ -18,7 +18,7 @@ from ops import commands
 from ops.commands import Command
 
 __all__ = ["beat", "deploy", "doctor", "flower", "killswitch", "launch", "logs", "metrics",
-           "restart", "status", "stop"]
+           "restart", "rollback", "status", "stop"]
 
 
 def task(command: Command) -> Task[Any]:
@@ -48,5 +48,6 @@ launch = task(commands.launch)
 logs = task(commands.logs)
 metrics = task(commands.metrics)
 restart = task(commands.restart)
+rollback = task(commands.rollback)
 status = task(commands.status)
 stop = task(commands.stop)

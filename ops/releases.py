@@ -201,6 +201,12 @@ def switch(session: WorkerSession, release: str) -> None:
          f"switching to release {release}")
 
 
+def unswitch(session: WorkerSession) -> None:
+    """Remove ``current``: the worker starts from the device's own python again (going back
+    from a device's first release)."""
+    _run(session, f"rm -f {shlex.quote(folder(session) + '/' + CURRENT)}", "removing current")
+
+
 def prune(session: WorkerSession, found: Releases, keep: int, also_keep: tuple[str, ...] = ()
           ) -> list[str]:
     """Remove partial releases and whole ones beyond the newest ``keep``; the ones removed."""

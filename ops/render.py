@@ -190,3 +190,25 @@ def metrics(found: dict[str, DeviceResult], shown: Shown) -> int:
     rows = _rows(found)
     cells = [(r.device, r.state, r.reason) for r in rows]
     return _emit(rows, shown.json, results.table(cells, ("DEVICE", "STATE", "WHAT")))
+
+
+def rolled(found: dict[str, DeviceResult], shown: Shown) -> int:
+    """``fab deploy`` and ``fab rollback``: each device's old and new release, and what happened."""
+    rows = _rows(found)
+
+    def release(r: DeviceResult, name: str) -> str:
+        return str(getattr(r, name, None) or "-")
+
+    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", release(r, "previous_release"),
+              release(r, "release"), r.reason) for r in rows]
+    text = [results.table(cells, ("DEVICE", "STATE", "TIME", "OLD RELEASE", "NEW RELEASE",
+                                  "WHAT CHANGED / REASON"))]
+    for r in rows:
+        if r.output:
+            text += [f"\n--- {r.device}: last output lines ---", *r.output]
+    return _emit(rows, shown.json, "\n".join(text))
+
+
+def restarted(found: dict[str, DeviceResult], shown: Shown) -> int:
+    """``fab restart``: as ``fab launch``; ``--rolling`` as a rollout (with the releases)."""
+    return rolled(found, shown) if shown.options.get("rolling") else launched(found, shown)
