@@ -4,7 +4,8 @@ A release is a virtual environment of its own (``bin/python``, made with the dev
 ``--without-pip``) holding CatDog itself (the wheel, installed ``--no-deps``) and the project's task
 modules (``project/``), plus a copy of the inventory (``inventory.yaml``, mode 600) for the import
 check. It shares the device venv's packages (Celery, the Redis client, PyYAML: what ``fab deploy``
-installs there) through a ``.pth`` file, so a release costs a venv (~0.2 s) and one small pip
+installs there) through a ``.pth`` file (``site.addsitedir`` of the venv's site-packages, after the
+release's own, so the release's CatDog is the one imported), so a release costs a venv (~0.2 s) and one small pip
 install, not a download of Celery. ``release.json`` (:mod:`catdog.release`) is written last, once
 the release imports cleanly: a folder without it is an interrupted install, never switched to,
 removed by the next deploy.
@@ -42,6 +43,9 @@ VENV_TIMEOUT_S = 300.0
 PIP_TIMEOUT_S = 900.0
 CHECK_TIMEOUT_S = 120.0
 PURELIB = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+#: the release's ``.pth``: the device venv's packages, their own ``.pth`` files processed too
+BASE_SITE = ("import sysconfig; p = sysconfig.get_paths()['purelib']; "
+             "print('import site; site.addsitedir(%r)' % p)")
 #: switches ``current`` in one rename (``mv -T`` is not in every busybox); argv: folder, target
 SWITCH = ("import os, sys; d, t = sys.argv[1:3]; n = os.path.join(d, '.current-new'); "
           "os.path.lexists(n) and os.remove(n); os.symlink(t, n); "
@@ -155,7 +159,7 @@ def install(session: WorkerSession, release: str, *, wheel: str, task_files: Map
                   f"{q(base)} -m venv --without-pip {q(where)}", "creating the release's venv",
          VENV_TIMEOUT_S)
     _run(session, f"site=$({q(python)} -c {q(PURELIB)}) && "
-                  f"{q(base)} -c {q(PURELIB)} > \"$site/{BASE_PTH}\"",
+                  f"{q(base)} -c {q(BASE_SITE)} > \"$site/{BASE_PTH}\"",
          "linking the device venv's packages")
     _run(session, f"{q(python)} -m pip install --disable-pip-version-check --quiet --no-deps "
                   f"--ignore-installed {q(wheel)}", "pip install of CatDog into the release",
