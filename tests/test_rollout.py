@@ -123,9 +123,9 @@ def test_a_rolling_deploy_under_a_steady_stream_of_tasks_loses_none(
     def produce() -> None:  # a steady stream to the capability every device has
         n = 0
         while not stop.is_set():
-            sent[n] = probe.record.on("cap:work").delay(n, 0.3)
+            sent[n] = probe.record.on("cap:work").delay(n, 0.2)
             n += 1
-            time.sleep(0.05)
+            time.sleep(0.1)  # 10 a second: two devices of three keep up with it
 
     producer = threading.Thread(target=produce)
     new_release(fleet, module, "\nRELEASE = 2\n")
