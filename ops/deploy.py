@@ -143,7 +143,15 @@ class Deployer:
         notes: list[str] = []  # said only when nothing else changed (the rows name the releases)
         if self.release not in held.records:
             changes += self._task_changes(session, held)
-            notes.append(self.install_release(session))
+            try:
+                notes.append(self.install_release(session))
+            except releases.ReleaseFailed as exc:
+                if not base_behind:
+                    raise
+                # perhaps the release needs a dependency the device venv lacks: add it first
+                changes.append(self._install(session, {**found, "import_error": str(exc)}))
+                base_behind = False
+                notes.append(self.install_release(session))
         if self.switch and held.current != self.release:
             notes.append(self.switch_to(session, self.release, held))
         if base_behind:

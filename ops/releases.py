@@ -4,11 +4,11 @@ A release is a virtual environment of its own (``bin/python``, made with the dev
 ``--without-pip``) holding CatDog itself (the wheel, installed ``--no-deps``) and the project's task
 modules (``project/``), plus a copy of the inventory (``inventory.yaml``, mode 600) for the import
 check. It shares the device venv's packages (Celery, the Redis client, PyYAML: what ``fab deploy``
-installs there) through a ``.pth`` file (``site.addsitedir`` of the venv's site-packages, after the
-release's own, so the release's CatDog is the one imported), so a release costs a venv (~0.2 s) and one small pip
-install, not a download of Celery. ``release.json`` (:mod:`catdog.release`) is written last, once
-the release imports cleanly: a folder without it is an interrupted install, never switched to,
-removed by the next deploy.
+installs there) through a ``.pth`` file (``site.addsitedir`` of the venv's site-packages, after
+the release's own, so the release's CatDog is the one imported), so a release costs a venv
+(~0.2 s) and one small pip install, not a download of Celery. ``release.json``
+(:mod:`catdog.release`) is written last, once the release imports cleanly: a folder without it
+is an interrupted install, never switched to, removed by the next deploy.
 
 ``current`` is a symlink to the release the device's worker starts from, replaced in one rename
 (an interrupted switch leaves the old link); the launcher reads it (:mod:`ops.session`). The
