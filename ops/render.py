@@ -131,16 +131,6 @@ def logs(texts: dict[str, str], shown: Shown) -> int:
     return 0
 
 
-def deployed(found: dict[str, DeviceResult], shown: Shown) -> int:
-    rows = _rows(found)
-    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in rows]
-    text = [results.table(cells, ("DEVICE", "STATE", "TIME", "WHAT CHANGED / REASON"))]
-    for r in rows:
-        if r.output:
-            text += [f"\n--- {r.device}: last output lines ---", *r.output]
-    return _emit(rows, shown.json, "\n".join(text))
-
-
 def doctor(found: dict[str, DeviceResult], shown: Shown) -> int:
     from ops.doctor import CHECKS, DoctorResult
 
