@@ -341,7 +341,7 @@ def deploy_fleet(inventory: str | None = None, devices: Devices = None, *, resta
         targets, skipped = deploy_targets(deployer, selected)
         rows = Rollout(context, batch=batch, canary=canary, check=check,
                        check_timeout=check_timeout, watch_s=watch_s, timeout=timeout,
-                       loglevel=loglevel, on_event=on_event).run(
+                       loglevel=loglevel, on_event=on_event, keep=keep).run(
             targets, DeployPrepare(context, deployer))
         found = {r.device: r for r in [*rows, *skipped]}
         return GroupResult(found[d.name] for d in selected)
@@ -385,4 +385,4 @@ def rollback(inventory: str | None = None, devices: Devices = None, *, batch: in
     targets = rollback_targets(inv, selected)
     with _answering(inv) as context:
         return GroupResult(Rollout(context, batch=batch, timeout=timeout, loglevel=loglevel,
-                                   on_event=on_event).run(targets))
+                                   on_event=on_event, backwards=True).run(targets))

@@ -34,7 +34,7 @@ from ops.fanout import EventCallback, on_each, quiet
 from ops.releases import ReleaseResult
 from ops.results import DEPLOYED, FAILED, SKIPPED, UNCHANGED, DeviceResult
 from ops.session import WorkerSession, referenced_variables
-from ops.taskfiles import RECORD, hashes, task_files
+from ops.taskfiles import hashes, inside, task_files
 
 MIN_PYTHON = (3, 10)
 PIP_TIMEOUT_S = 900.0  # a Pi Zero compiling nothing still takes minutes to install Celery
@@ -56,12 +56,6 @@ def venv_of(python: str) -> str | None:
     if path.parent.name == "bin" and path.name.startswith("python") and path.is_absolute():
         return str(path.parent.parent)
     return None
-
-
-def inside(name: object) -> bool:
-    """A record's path that stays inside the workdir (the only ones deploy removes)."""
-    return (isinstance(name, str) and bool(name) and not name.startswith("/")
-            and ".." not in name.split("/"))
 
 
 def version_text(found: dict[str, Any]) -> str:
@@ -174,9 +168,7 @@ class Deployer:
     def switch_to(self, session: WorkerSession, release: str, held: releases.Releases) -> str:
         """Point the device's ``current`` at ``release``, then prune old releases."""
         self.on_event(session.device.name, "switching", f"{held.current or 'none'} -> {release}")
-        releases.switch(session, release)
-        self._remove_workdir_copies(session)
-        releases.prune(session, releases.listing(session), self.keep, (release,))
+        releases.switch(session, release, keep=self.keep)
         return f"release {held.current or 'none'} -> {release}"
 
     def _ship_wheel(self, session: WorkerSession) -> str:
@@ -200,29 +192,11 @@ class Deployer:
         if held.current:
             before = held.records[held.current].get("tasks") or {}
         else:
-            before = self._workdir_record(session)
+            before = releases.workdir_record(session)
         changed = [n for n, digest in self.task_hashes.items() if before.get(n) != digest]
         removed = [n for n in before if n not in self.task_hashes and inside(n)]
         return ([f"task modules: {', '.join(changed)}"] if changed else []) + (
             [f"removed task modules: {', '.join(removed)}"] if removed else [])
-
-    def _workdir_record(self, session: WorkerSession) -> dict[str, Any]:
-        record = f"{session.state_dir}/{RECORD}"
-        try:
-            before = json.loads(session.host.shell(f"cat {shlex.quote(record)} 2>/dev/null").stdout
-                                or "{}")
-        except ValueError:
-            before = {}
-        return before if isinstance(before, dict) else {}
-
-    def _remove_workdir_copies(self, session: WorkerSession) -> None:
-        """Task modules an older deploy copied into ``workdir`` (now each release has its own):
-        removed, so that no stale module is imported from there."""
-        before = [n for n in self._workdir_record(session) if inside(n)]
-        if before:
-            paths = [f"{session.workdir}/{n}" for n in before]
-            session.host.shell(f"rm -f {shlex.join(paths)} "
-                               f"{shlex.quote(f'{session.state_dir}/{RECORD}')}")
 
     def _create_venv(self, session: WorkerSession, where: str) -> str:
         venv = venv_of(session.python)

@@ -32,6 +32,8 @@ from typing import Any
 from catdog.release import RECORD
 from ops.results import DeviceResult
 from ops.session import RELEASES, WorkerSession
+from ops.taskfiles import RECORD as TASKS_RECORD
+from ops.taskfiles import inside
 
 CURRENT = "current"
 PROJECT = "project"
@@ -198,11 +200,37 @@ def check_imports(session: WorkerSession, release: str, check_env: str) -> None:
                         f"so it was not switched to: {why}", done.stdout + done.stderr)
 
 
-def switch(session: WorkerSession, release: str) -> None:
-    """Point ``current`` at ``release`` in one rename (the old link stays if this is cut)."""
+def switch(session: WorkerSession, release: str, *, keep: int | None = DEFAULT_KEEP) -> None:
+    """Point ``current`` at ``release`` in one rename (the old link stays if this is cut), then
+    remove what is no longer needed: task modules an older deploy copied into ``workdir``, and
+    releases beyond the newest ``keep`` (None: none removed, as going back does)."""
     _run(session, f"{shlex.quote(session.python)} -c {shlex.quote(SWITCH)} "
                   f"{shlex.quote(folder(session))} {shlex.quote(release)}",
          f"switching to release {release}")
+    remove_workdir_copies(session)
+    if keep is not None:
+        prune(session, listing(session), keep, (release,))
+
+
+def workdir_record(session: WorkerSession) -> dict[str, Any]:
+    """What a deploy before releases copied into ``workdir`` (``{path: sha256}``), or {}."""
+    record = f"{session.state_dir}/{TASKS_RECORD}"
+    try:
+        before = json.loads(session.host.shell(f"cat {shlex.quote(record)} 2>/dev/null").stdout
+                            or "{}")
+    except ValueError:
+        before = {}
+    return before if isinstance(before, dict) else {}
+
+
+def remove_workdir_copies(session: WorkerSession) -> None:
+    """Remove the task modules an older deploy copied into ``workdir`` (each release now has its
+    own), so that no stale module is imported from there."""
+    before = [n for n in workdir_record(session) if inside(n)]
+    if before:
+        paths = [f"{session.workdir}/{n}" for n in before]
+        session.host.shell(f"rm -f {shlex.join(paths)} "
+                           f"{shlex.quote(f'{session.state_dir}/{TASKS_RECORD}')}")
 
 
 def unswitch(session: WorkerSession) -> None:

@@ -62,8 +62,11 @@ class Rollout:
     def __init__(self, context: FleetContext, *, batch: int = 1, canary: int = 0,
                  check: str | None = None, check_timeout: float = DEFAULT_CHECK_TIMEOUT_S,
                  watch_s: float = DEFAULT_WATCH_S, timeout: float = 30.0,
-                 loglevel: str | None = None, on_event: EventCallback | None = None) -> None:
+                 loglevel: str | None = None, on_event: EventCallback | None = None,
+                 keep: int = releases.DEFAULT_KEEP, backwards: bool = False) -> None:
         self.context = context
+        self.keep = keep
+        self.backwards = backwards  # fab rollback: its switches remove no release
         self.inventory = context.inventory
         self.batch = batch
         self.canary = canary
@@ -143,7 +146,7 @@ class Rollout:
         started = time.monotonic()
         if target.switch_to is not None and target.switch_to != target.before:
             self.on_event(name, "switching", f"{target.before or 'none'} -> {target.switch_to}")
-            self._switch(target.device, target.switch_to)
+            self._switch(target.device, target.switch_to, forward=not self.backwards)
         launched = self._restart(target.device)
         return self._row(target, launched, started)
 
@@ -154,12 +157,13 @@ class Rollout:
         return Launcher(self.context, timeout=self.timeout, on_event=self.on_event,
                         loglevel=self.loglevel).launch([device])[0]
 
-    def _switch(self, device: Device, release: str | None) -> None:
+    def _switch(self, device: Device, release: str | None, forward: bool = True) -> None:
+        """Switch ``current``; going forward prunes to ``keep`` releases, going back nothing."""
         with worker_session(self.inventory, device) as session:
             if release is None:
                 releases.unswitch(session)
             else:
-                releases.switch(session, release)
+                releases.switch(session, release, keep=self.keep if forward else None)
 
     def _row(self, target: Target, launched: DeviceResult, started: float) -> ReleaseResult:
         return ReleaseResult(target.device.name, launched.state, launched.reason,
@@ -176,7 +180,7 @@ class Rollout:
         name = target.device.name
         self.on_event(name, "rolling back", f"{target.switch_to} -> {target.before or 'none'}")
         try:
-            self._switch(target.device, target.before)
+            self._switch(target.device, target.before, forward=False)
             back = self._restart(target.device)
             note = (f"rolled back to {target.before or 'the device python'}: {back.state}"
                     + ("" if back.ok else f" ({back.reason})"))
