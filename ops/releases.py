@@ -163,9 +163,11 @@ def install(session: WorkerSession, release: str, *, wheel: str, task_files: Map
     _run(session, f"site=$({q(python)} -c {q(PURELIB)}) && "
                   f"{q(base)} -c {q(BASE_SITE)} > \"$site/{BASE_PTH}\"",
          "linking the device venv's packages")
+    # --no-compile: the import check below writes the byte-code the worker needs (pip's own
+    # compile step once failed here under load: "assert os.path.exists(pyc_path)")
     _run(session, f"{q(python)} -m pip install --disable-pip-version-check --quiet --no-deps "
-                  f"--ignore-installed {q(wheel)}", "pip install of CatDog into the release",
-         PIP_TIMEOUT_S)
+                  f"--no-compile --ignore-installed {q(wheel)}",
+         "pip install of CatDog into the release", PIP_TIMEOUT_S)
     project = f"{where}/{PROJECT}"
     folders = sorted({posixpath.dirname(f"{project}/{n}") for n in task_files} | {project})
     _run(session, f"mkdir -p {shlex.join(folders)}", "making the release's project folder")
