@@ -119,9 +119,11 @@ def status_table(rows: list[dict[str, Any]]) -> str:
     cells = [(r["device"], r["state"], ",".join(r["capabilities"]), active(r), r["done"],
               r["failed"], "-" if r["heartbeat_age_s"] is None else r["heartbeat_age_s"],
               "-" if r["backlog"] is None else r["backlog"], "-" if r["load"] is None else r["load"],
-              "-" if r["rss_mb"] is None else r["rss_mb"], r["reason"]) for r in rows]
+              "-" if r["rss_mb"] is None else r["rss_mb"], r.get("release") or "-",
+              r["reason"]) for r in rows]
     return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
-                                 "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "REASON"))
+                                 "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "RELEASE",
+                                 "REASON"))
 
 
 def logs(texts: dict[str, str], shown: Shown) -> int:
