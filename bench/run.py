@@ -99,7 +99,7 @@ PLAIN = {"defaults": "Celery's default settings",
 #: worker profiles compared: the Pi Zero one (solo, one process) and the default (prefork -c2)
 PROFILES = {"solo": ("solo", 1), "prefork": ("prefork", 2)}
 COMPARED = ("throughput", "latency", "memory")
-CHOICES = ["compare", *COMPARED, "fanout", "killswitch", "launch", "status"]
+CHOICES = ["compare", *COMPARED, "fanout", "killswitch", "launch", "rollout", "status"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -206,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         results["launch"] = isolated(launch.run, rounds, args.devices)
         print("\n".join(line for line in launch_table(results["launch"]) if line))
         failed |= bool(results["launch"]["failures"])
+    if "rollout" in wanted:
+        from bench import rollout
+
+        print("rollout: starting SSH devices...", file=sys.stderr, flush=True)
+        found = results["rollout"] = isolated(rollout.run, args.devices)
+        print("\n".join(rollout.rows(found)), flush=True)
+        failed |= bool(found["failures"])
     if "status" in wanted:
         print("status: starting a local fleet...", file=sys.stderr, flush=True)
         found = results["status"] = isolated(status.run, 50 if args.quick else 200, args.devices)

@@ -116,6 +116,11 @@ class BuildError(CatDogError):
     """The coordinator could not build what ``fab deploy`` ships (CatDog's wheel)."""
 
 
+class RolloutError(CatDogError):
+    """A rolling deploy, restart or rollback refused before it started (``fab rollback`` with no
+    release to go back to); the message names the devices and what to do."""
+
+
 class WorkerRefused(CatDogError):
     """A worker refused to start (for example as root without ``allow_root``)."""
 

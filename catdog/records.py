@@ -180,6 +180,8 @@ class Heartbeat:
     load: float | None = None
     rss_mb: float | None = None
     mem_available_mb: float | None = None
+    #: the release the worker runs (:mod:`catdog.release`), None when started from no release
+    release: str | None = None
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -6,10 +6,11 @@ or ``tasks/`` package beside the inventory (as in Celery's tutorials), then each
 inventory's ``imports:``. The inventory's folder goes first on ``sys.path``, so a project's
 ``tasks`` is the one found there, never a ``tasks`` of CatDog's (the wheel has none).
 
-``python -m catdog.taskmodules --inventory PATH`` imports them in a fresh process, as a worker
-would, and prints one JSON document: the registered task names, or the module that failed to
-import and why (what :func:`ops.tasknames.registered_tasks` reads). Importing this module imports
-nothing else.
+``python -m catdog.taskmodules --inventory PATH [--project DIR] [--env-file FILE]`` imports them
+in a fresh process, as a worker would, and prints one JSON document: the registered task names,
+or the module that failed to import and why (what :func:`ops.tasknames.registered_tasks` reads,
+and what ``fab deploy`` checks a release with before switching to it). Importing this module
+imports nothing else.
 """
 
 from __future__ import annotations
@@ -86,14 +87,21 @@ def import_failure(name: str, exc: BaseException, inventory: Inventory,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m catdog.taskmodules", description=__doc__)
     parser.add_argument("--inventory", required=True)
+    parser.add_argument("--project", help="the project folder (default: the inventory's)")
+    parser.add_argument("--env-file", help="KEY=VALUE lines the inventory's ${VAR}s read")
     args = parser.parse_args(argv)
     from catdog.fleet import fleet
     from catdog.inventory import BROKER_ENV
 
+    if args.env_file:
+        for line in Path(args.env_file).read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip():
+                os.environ[key.strip()] = value
     os.environ[BROKER_ENV] = CHECK_BROKER  # binding tasks reads the settings; nothing connects
     fleet.use(args.inventory)
     try:
-        import_tasks(fleet.inventory)
+        import_tasks(fleet.inventory, Path(args.project) if args.project else None)
     except TaskModuleError as exc:
         print(json.dumps({"error": str(exc)}))
         return 1

@@ -23,74 +23,22 @@ of these calls, :mod:`ops.commands`).
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from catdog import broker, edge
-from catdog.context import FleetContext, open_fleet
+from catdog import broker
 from catdog.errors import BrokerError, CatDogError, UsageError
 from catdog.inventory import Device, Inventory
 from catdog.killswitch import Report
-from catdog.loader import load_inventory
 from ops.fanout import EventCallback
+from ops.opening import Devices, load, running_broker
+from ops.opening import answering as _answering
+from ops.opening import broker_errors as _broker_errors
+from ops.opening import resolved as _resolved
+from ops.opening import running as _running
+from ops.opening import select as _select
 from ops.results import GroupResult, QuarantineReport, StoppedSwitch
-
-Devices = str | Sequence[str] | None
-
-
-#: a Redis or kombu connection error as the one-line BrokerUnreachable (see :mod:`catdog.edge`)
-broker_error = edge.broker_error
-Call = TypeVar("Call", bound=Callable[..., Any])
-
-
-def _broker_errors(call: Call) -> Call:
-    """``call`` (its first argument the inventory path) raises BrokerUnreachable, naming that
-    inventory's broker, where the Redis client or kombu raised their own error."""
-
-    @functools.wraps(call)
-    def translated(inventory: str | None = None, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return call(inventory, *args, **kwargs)
-        except broker.UNREACHABLE as exc:
-            try:
-                inv = load_inventory(inventory)  # the error's path only: name its broker
-            except CatDogError:
-                raise edge.broker_error(exc) from exc
-            raise edge.broker_error(exc, inv) from exc
-
-    return translated  # type: ignore[return-value]
-
-
-def _resolved(inv: Inventory, *, start_embedded: bool) -> str:
-    """The fleet's broker URL (this module's one :func:`catdog.broker.resolve`)."""
-    return broker.resolve(inv, start_embedded=start_embedded)
-
-
-def _answering(inv: Inventory) -> FleetContext:
-    """The call's fleet context, its broker answering (the embedded Redis started if need be)."""
-    context = open_fleet(inv, _resolved(inv, start_embedded=True))
-    context.answering().close()
-    return context
-
-
-def _running(inv: Inventory) -> FleetContext:
-    """The call's fleet context, with the broker only if it runs (nothing is started)."""
-    return open_fleet(inv, running_broker(inv))
-
-
-def load(inventory: str | None = None) -> Inventory:
-    """Load and check the inventory (every call does, first). The calls here work on the fleet
-    they are given and never change the one the process's task API routes by (to send tasks to
-    this fleet from Python, :func:`catdog.use_inventory`)."""
-    return load_inventory(inventory)
-
-
-def _select(inv: Inventory, devices: Devices) -> list[Device]:
-    if devices is not None and not isinstance(devices, str):
-        devices = ",".join(devices)
-    return inv.select(devices or None)
 
 
 @_broker_errors
@@ -245,17 +193,6 @@ def status_of(inv: Inventory, selected: Sequence[Device]) -> list[dict[str, Any]
         return rows(inv, selected, client)
 
 
-def running_broker(inv: Inventory) -> str | None:
-    """The broker URL if it can be used without starting anything (stop never starts Redis)."""
-    from ops.embedded_redis import EmbeddedRedis
-
-    configured = broker.configured_url(inv)
-    if configured:
-        return configured
-    embedded = EmbeddedRedis(inv.state_dir)
-    return embedded.url if embedded.answers() else None
-
-
 @_broker_errors
 def logs(inventory: str | None = None, devices: Devices = None, *, lines: int = 50,
          color: bool = False, follow: bool = False) -> dict[str, str]:
@@ -318,48 +255,10 @@ def quarantine(inventory: str | None = None, *, requeue: str | None = None,
         return QuarantineReport("listed", held.entries(client))
 
 
-@_broker_errors
-def enable(inventory: str | None = None, devices: Devices = None, *, timeout: float = 30.0,
-           coordinator: bool = False, services: str = "",
-           on_event: EventCallback | None = None) -> GroupResult:
-    """Install and start on each device a systemd unit that starts its worker at boot and again
-    when it dies (:mod:`ops.autostart`); ENABLED once the worker answers. A device without
-    systemd is refused (:class:`ops.autostart.NoSystemd`) before anything is written.
-    ``coordinator``: units on this machine for the embedded Redis, beat and Flower instead
-    (``services``: which; :mod:`ops.coordinator_units`)."""
-    from ops.autostart import Autostart, check_systemd
+# the releases, rollouts and autostart operations (:mod:`ops.lifecycle`), with the rest here
+from ops.lifecycle import deploy_fleet, disable, enable, restart_fleet, rollback  # noqa: E402
 
-    inv = load(inventory)
-    if coordinator:
-        from ops import coordinator_units
-
-        if devices:
-            raise UsageError("--coordinator acts on this machine's services, --devices on "
-                             "devices: run them as two commands")
-        return GroupResult(coordinator_units.enable(inv, services or "", timeout,
-                                                    on_event or (lambda *_: None)))
-    if services:
-        raise UsageError("--services names coordinator services: it goes with --coordinator")
-    selected = _select(inv, devices)
-    check_systemd(inv, selected)  # before the embedded Redis starts
-    with _answering(inv) as context:
-        return GroupResult(Autostart(inv, context.url, timeout=timeout, on_event=on_event)
-                           .enable(selected))
-
-
-@_broker_errors
-def disable(inventory: str | None = None, devices: Devices = None, *,
-            coordinator: bool = False, services: str = "",
-            on_event: EventCallback | None = None) -> GroupResult:
-    """Remove each device's systemd unit (its worker keeps running until ``fab stop``);
-    ``coordinator``: this machine's units for ``services`` (default: all there are)."""
-    from ops.autostart import Autostart
-
-    inv = load(inventory)
-    if coordinator:
-        from ops import coordinator_units
-
-        return GroupResult(coordinator_units.disable(inv, services or ""))
-    selected = _select(inv, devices)
-    with _answering(inv) as context:
-        return GroupResult(Autostart(inv, context.url, on_event=on_event).disable(selected))
+__all__ = ["Devices", "GroupResult", "QuarantineReport", "StoppedSwitch", "beat",
+           "deploy", "deploy_fleet", "disable", "doctor", "enable", "flower",
+           "killswitch", "launch", "load", "logs", "metrics", "quarantine", "restart",
+           "restart_fleet", "rollback", "running_broker", "status", "status_of", "stop"]

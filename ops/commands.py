@@ -39,7 +39,7 @@ class Option:
     keyword: str | None = ""
 
     def value(self, given: Any) -> Any:
-        return self.read(f"--{self.name}", given) if self.read else given
+        return self.read(f"--{self.name.replace('_', '-')}", given) if self.read else given
 
     @property
     def api_keyword(self) -> str | None:
@@ -116,8 +116,14 @@ stop = Command(
             "Redis.", "stop",
     (INVENTORY, DEVICES, JSON, TIMEOUT,
      Option("force", "kill workers instead of a warm shutdown", False)), "stopped", progress=True)
-restart = Command("restart", "Stop, then launch.", "restart",
-                  (INVENTORY, DEVICES, JSON, TIMEOUT, LOGLEVEL), "launched", progress=True)
+BATCH = Option("batch", "devices restarted at once, each batch READY before the next (default 1)",
+               "1", options.count)
+restart = Command(
+    "restart", "Stop, then launch; --rolling: warm restarts in batches, each READY before the "
+               "next.", "restart_fleet",
+    (INVENTORY, DEVICES, JSON, TIMEOUT, LOGLEVEL,
+     Option("rolling", "restart in batches (--batch), never every consumer of a queue at once",
+            False), BATCH), "restarted", progress=True)
 status = Command(
     "status", "A row per device: offline / idle / busy / paused, tasks, backlog, load, memory.",
     "status",
@@ -131,9 +137,28 @@ logs = Command(
      Option("follow", "keep streaming new lines until Ctrl-C (one device)", False),
      Option("color", "keep the worker's colour codes (default: plain text)", False)), "logs")
 deploy = Command(
-    "deploy", "Put this project on each SSH device: CatDog into its venv (created if missing), "
-              "the task\n    modules into its workdir; idempotent.", "deploy",
-    (INVENTORY, DEVICES, JSON), "deployed", progress=True)
+    "deploy", "Put this project on each SSH device as a release of its own (CatDog and the task "
+              "modules;\n    the venv's packages shared), switched to once it imports; "
+              "idempotent. --restart: a rolling deploy.", "deploy_fleet",
+    (INVENTORY, DEVICES, JSON,
+     Option("restart", "restart the workers on the new release, warm, in batches", False),
+     BATCH,
+     Option("canary", "with --restart: first this many devices, checked and watched; a failure "
+                      "sends them back and touches no other (default 0)", "0",
+            options.count_or_zero),
+     Option("check", "the canaries' check task (default the built-in tasks.check)",
+            read=options.text),
+     Option("check_timeout", "seconds a canary's check may take (default 30)", "30",
+            options.seconds),
+     Option("watch", "how long each canary must stay up after its check (default 60s; 0: not "
+                     "watched)", "60s", options.period_or_zero, keyword="watch_s"),
+     Option("keep", "releases kept on each device, the current one included (default 2)", "2",
+            options.count),
+     TIMEOUT, LOGLEVEL), "rolled", progress=True)
+rollback = Command(
+    "rollback", "Send each SSH device back to its release before the current one, restarted "
+                "warm in batches.", "rollback",
+    (INVENTORY, DEVICES, JSON, BATCH, TIMEOUT, LOGLEVEL), "rolled", progress=True)
 doctor = Command(
     "doctor", "Check each device (SSH, host key, Python, CatDog, tmux, broker, clock) and say the "
               "fixes.", "doctor", (INVENTORY, DEVICES, JSON), "doctor", progress=True)
@@ -188,4 +213,4 @@ disable = Command(
 
 #: every command, as ``fab --list`` shows them
 COMMANDS = (beat, deploy, disable, doctor, enable, flower, killswitch, launch, logs, metrics,
-            quarantine, restart, status, stop)
+            quarantine, restart, rollback, status, stop)

@@ -1,16 +1,18 @@
-"""``fab deploy``: put this project on each SSH device: CatDog into the device's Python environment,
-the project's task modules into its ``workdir``.
+"""``fab deploy``: put this project on each SSH device: CatDog's dependencies into the device's
+Python environment, CatDog and the project's task modules into a release of their own.
 
 Per device, in parallel: the device's ``python`` must live in a virtual environment, which is
-created (``python3 -m venv``) when missing. The device's Python reports which CatDog it has (a
-record ``fab deploy`` leaves in the environment); a device already on this CatDog
-(:func:`ops.build.catdog_to_ship`: the checkout's sources, or the installed package's files) gets
-nothing built or copied. Otherwise the wheel is built once on the coordinator, copied to
-``<workdir>/.catdog/dist/`` (over SFTP, else the SSH channel) and installed with the device's pip:
-the device side only (Celery, the Redis client, PyYAML), never Fabric or Flower. Then the project's task
-modules (:mod:`ops.taskfiles`) that differ from what the device has (a record in ``<workdir>/.catdog/``) are
-copied into ``workdir``, where the device's worker imports them; ones the project no longer has are
-removed. A device with nothing to change is UNCHANGED; each other row says what changed.
+created (``python3 -m venv``) when missing; it holds CatDog's dependencies (the device side only:
+Celery, the Redis client, PyYAML, never Fabric or Flower) and a copy of CatDog for ``fab doctor``
+and tools (a record ``fab deploy`` leaves there says which sources). The wheel is built once on the
+coordinator (:func:`ops.build.catdog_to_ship`: the checkout's sources, or the installed package's
+files) and copied to ``<workdir>/.catdog/dist/`` (over SFTP, else the SSH channel) only when a
+device needs it. What workers run is a release (:mod:`ops.releases`): CatDog and the project's task
+modules (:mod:`ops.taskfiles`) in ``<workdir>/.catdog/releases/<id>/``, the id a hash of both;
+it is installed beside the device's other releases, checked to import cleanly, and only then is
+``current`` switched to it (``switch=False``: left for a rolling deploy to switch). A device
+already on this release and this CatDog is UNCHANGED; each other row says what changed, and every
+row names the release before and after.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from typing import Any
 
 from catdog import __version__
 from catdog.inventory import Device, Inventory
+from ops import releases
 from ops.build import Shipment, WheelOnce, catdog_to_ship
 from ops.device_probe import DEPLOYED_RECORD
 from ops.fanout import EventCallback, on_each, quiet
 from ops.lan_broker import copy_ca
+from ops.releases import ReleaseResult
 from ops.results import DEPLOYED, FAILED, SKIPPED, UNCHANGED, DeviceResult
-from ops.session import WorkerSession
-from ops.taskfiles import RECORD, hashes, task_files
+from ops.session import WorkerSession, referenced_variables
+from ops.taskfiles import hashes, inside, task_files
 
 MIN_PYTHON = (3, 10)
 PIP_TIMEOUT_S = 900.0  # a Pi Zero compiling nothing still takes minutes to install Celery
@@ -55,26 +59,29 @@ def venv_of(python: str) -> str | None:
     return None
 
 
-def inside(name: object) -> bool:
-    """A record's path that stays inside the workdir (the only ones deploy removes)."""
-    return (isinstance(name, str) and bool(name) and not name.startswith("/")
-            and ".." not in name.split("/"))
-
-
 def version_text(found: dict[str, Any]) -> str:
     return ".".join(str(n) for n in found.get("python", []))
 
 
 class Deployer:
+    """Deploys to devices; ``switch=False`` installs each device's new release beside the others
+    without switching to it (a rolling deploy switches device by device, :mod:`ops.rollout`)."""
+
     def __init__(self, inventory: Inventory, *, shipment: Shipment | None = None,
-                 on_event: EventCallback | None = None) -> None:
+                 on_event: EventCallback | None = None, switch: bool = True,
+                 keep: int = releases.DEFAULT_KEEP) -> None:
         self.inventory = inventory
         self.shipment = shipment or catdog_to_ship()
         self.fingerprint = self.shipment.fingerprint
         self.wheel = WheelOnce(self.shipment, inventory.state_dir / "dist")
         self.task_files = task_files(inventory)
         self.task_hashes = hashes(self.task_files)
+        self.release = releases.release_id(self.fingerprint, self.task_hashes,
+                                           inventory.imports)
         self.on_event = on_event or quiet
+        self.switch = switch
+        self.keep = keep
+        self._shipped: dict[str, str] = {}  # device -> the wheel's path there, once copied
 
     def deploy(self, devices: Sequence[Device]) -> list[DeviceResult]:
         """Deploy to ``devices`` in parallel; one result per device, in the order given."""
@@ -83,16 +90,22 @@ class Deployer:
     def _deploy(self, session: WorkerSession, started: float) -> DeviceResult:
         device = session.device
         if device.is_local:
-            return DeviceResult(device.name, SKIPPED,
-                                "host: local runs the coordinator's own install")
+            return ReleaseResult(device.name, SKIPPED,
+                                 "host: local runs the coordinator's own install")
+        before: str | None = None
         try:
+            before = releases.listing(session).current
             changes = self._steps(session)
-        except DeployFailed as exc:
-            return DeviceResult(device.name, FAILED, str(exc), output=exc.output)
+            after = releases.listing(session).current
+        except (DeployFailed, releases.ReleaseFailed) as exc:
+            return ReleaseResult(device.name, FAILED, str(exc), output=exc.output,
+                                 previous_release=before, release=before)
         if not changes:
-            return DeviceResult(device.name, UNCHANGED,
-                                f"catdog {__version__} ({self.fingerprint[:12]}) already installed")
-        return DeviceResult(device.name, DEPLOYED, "; ".join(changes))
+            return ReleaseResult(device.name, UNCHANGED,
+                                 f"catdog {__version__} ({self.fingerprint[:12]}) already "
+                                 f"installed", previous_release=before, release=after)
+        return ReleaseResult(device.name, DEPLOYED, "; ".join(changes), previous_release=before,
+                             release=after)
 
     def _steps(self, session: WorkerSession) -> list[str]:
         device = session.device
@@ -115,41 +128,77 @@ class Deployer:
                                f"only into one: point {where} at e.g. "
                                f"{session.workdir}/.venv/bin/python")
         deployed = found.get("deployed") or {}
-        if "catdog" not in found or deployed.get("fingerprint") != self.fingerprint:
+        base_behind = "catdog" not in found or deployed.get("fingerprint") != self.fingerprint
+        held = releases.listing(session)
+        # the device venv holds CatDog's dependencies, which every release shares: a device
+        # without them gets them first; one that has them is updated after the switch
+        if "catdog" not in found:
+            changes.append(self._install(session, found))
+            base_behind = False
+        notes: list[str] = []  # said only when nothing else changed (the rows name the releases)
+        if self.release not in held.records:
+            changes += self._task_changes(session, held)
+            try:
+                notes.append(self.install_release(session))
+            except releases.ReleaseFailed as exc:
+                if not base_behind:
+                    raise
+                # perhaps the release needs a dependency the device venv lacks: add it first
+                changes.append(self._install(session, {**found, "import_error": str(exc)}))
+                base_behind = False
+                notes.append(self.install_release(session))
+        if self.switch and held.current != self.release:
+            notes.append(self.switch_to(session, self.release, held))
+        if base_behind:
             changes.append(self._install(session, found))
         ca = copy_ca(self.inventory, session)  # a TLS embedded Redis: devices check it against this CA
         if ca and ca[1]:
             changes.append("broker CA in place")
-        return changes + self._copy_task_modules(session)
+        return changes or notes
 
-    def _copy_task_modules(self, session: WorkerSession) -> list[str]:
-        """Copy the project's task modules the device lacks or has older; remove the ones the
-        project no longer has (a stale ``tasks/`` module would still be imported there)."""
-        record = f"{session.state_dir}/{RECORD}"
-        try:
-            before = json.loads(session.host.shell(f"cat {shlex.quote(record)} 2>/dev/null").stdout
-                                or "{}")
-        except ValueError:
-            before = {}
-        before = before if isinstance(before, dict) else {}
-        changed = [name for name, digest in self.task_hashes.items() if before.get(name) != digest]
-        removed = [name for name in before if name not in self.task_hashes and inside(name)]
-        if not changed and not removed:
-            return []
-        workdir = session.workdir
-        self.on_event(session.device.name, "copying", f"task modules to {workdir}")
-        folders = sorted({posixpath.dirname(f"{workdir}/{name}") for name in changed}
-                         | {session.state_dir})
-        command = f"mkdir -p {shlex.join(folders)}"
-        if removed:
-            command += f" && rm -f {shlex.join(f'{workdir}/{name}' for name in removed)}"
-        done = session.host.shell(command)
-        if done.status != 0:
-            raise DeployFailed(f"could not prepare {workdir} on {session.device.name} for the "
-                               f"task modules (exit {done.status})", done.stdout + done.stderr)
-        for name in changed:
-            session.host.upload(self.task_files[name], f"{workdir}/{name}")
-        session.host.write_text(record, json.dumps(self.task_hashes, indent=1))
+    def install_release(self, session: WorkerSession) -> str:
+        """Install this deploy's release beside the others (not switched to)."""
+        name = session.device.name
+        wheel = self._ship_wheel(session)
+        self.on_event(name, "installing release", self.release)
+        meta = {"catdog": __version__, "fingerprint": self.fingerprint,
+                "wheel": posixpath.basename(wheel)}
+        check_env = "".join(f"{k}={v}\n" for k, v in referenced_variables(self.inventory).items())
+        releases.install(session, self.release, wheel=wheel, task_files=self.task_files,
+                         task_hashes=self.task_hashes, meta=meta,
+                         inventory_text=self.inventory.text, check_env=check_env)
+        return f"installed release {self.release}"
+
+    def switch_to(self, session: WorkerSession, release: str, held: releases.Releases) -> str:
+        """Point the device's ``current`` at ``release``, then prune old releases."""
+        self.on_event(session.device.name, "switching", f"{held.current or 'none'} -> {release}")
+        releases.switch(session, release, keep=self.keep)
+        return f"release {held.current or 'none'} -> {release}"
+
+    def _ship_wheel(self, session: WorkerSession) -> str:
+        """The wheel on the device (built once for all devices, copied once per device)."""
+        shipped = self._shipped.get(session.device.name)
+        if shipped:
+            return shipped
+        name = session.device.name
+        self.on_event(name, "building wheel", "")
+        wheel = self.wheel.get()
+        dist = f"{session.state_dir}/dist"
+        self.on_event(name, "copying", f"{wheel.name} to {dist}")
+        session.host.shell(f"mkdir -p {shlex.quote(dist)} && rm -f {shlex.quote(dist)}/catdog-*.whl")
+        session.host.upload(wheel, f"{dist}/{wheel.name}")
+        self._shipped[name] = f"{dist}/{wheel.name}"
+        return self._shipped[name]
+
+    def _task_changes(self, session: WorkerSession, held: releases.Releases) -> list[str]:
+        """The task modules this release changes against the current one (or against the
+        copies an older deploy put in ``workdir``)."""
+        if held.current:
+            before = held.records[held.current].get("tasks") or {}
+        else:
+            before = releases.workdir_record(session)
+        changed = [n for n, digest in self.task_hashes.items() if before.get(n) != digest]
+        removed = [n for n in before if n not in self.task_hashes and inside(n)]
         return ([f"task modules: {', '.join(changed)}"] if changed else []) + (
             [f"removed task modules: {', '.join(removed)}"] if removed else [])
 
@@ -169,13 +218,8 @@ class Deployer:
 
     def _install(self, session: WorkerSession, found: dict[str, Any]) -> str:
         name = session.device.name
-        self.on_event(name, "building wheel", "")
-        wheel = self.wheel.get()
-        dist = f"{session.state_dir}/dist"
-        remote = f"{dist}/{wheel.name}"
-        self.on_event(name, "copying", f"{wheel.name} to {dist}")
-        session.host.shell(f"mkdir -p {shlex.quote(dist)} && rm -f {shlex.quote(dist)}/catdog-*.whl")
-        session.host.upload(wheel, remote)
+        remote = self._ship_wheel(session)
+        wheel = Path(remote)
         self.on_event(name, "installing", "the device side only, with the device's pip")
         pip = f"{shlex.quote(session.python)} -m pip install --disable-pip-version-check --quiet"
         # the first pip run adds missing dependencies; the second replaces CatDog itself even when

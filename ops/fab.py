@@ -1,5 +1,5 @@
-"""CatDog's ``fab`` commands: launch, stop, restart, status, logs, deploy, doctor, killswitch,
-beat, flower, metrics, quarantine, enable, disable.
+"""CatDog's ``fab`` commands: launch, stop, restart, status, logs, deploy, rollback, doctor,
+killswitch, beat, flower, metrics, quarantine, enable, disable.
 
 A project's ``fabfile.py`` gets all of them with ``from ops.fab import *`` (``catdog init`` writes
 that line). Each is an invoke task made from its row of the command table,
@@ -18,7 +18,7 @@ from ops import commands
 from ops.commands import Command
 
 __all__ = ["beat", "deploy", "disable", "doctor", "enable", "flower", "killswitch", "launch",
-           "logs", "metrics", "quarantine", "restart", "status", "stop"]
+           "logs", "metrics", "quarantine", "restart", "rollback", "status", "stop"]
 
 
 def task(command: Command) -> Task[Any]:
@@ -51,5 +51,6 @@ logs = task(commands.logs)
 metrics = task(commands.metrics)
 quarantine = task(commands.quarantine)
 restart = task(commands.restart)
+rollback = task(commands.rollback)
 status = task(commands.status)
 stop = task(commands.stop)

@@ -165,8 +165,9 @@ def worker_command(session: WorkerSession, env_file: str, inventory: str,
                    loglevel: str | None = None, python: str | None = None) -> list[str]:
     """The worker's command on its device, reading the run files ``env_file`` and ``inventory``
     (``fab launch`` and the device's systemd unit, :mod:`ops.autostart`, run the same)."""
-    return [python or session.python, "-m", "workers", "--device", session.device.name,
+    return [python or session.worker_python, "-m", "workers", "--device", session.device.name,
             "--inventory", inventory, "--env-file", env_file, "--state-dir", session.state_dir,
-            # an SSH device's inventory is a run file: its project is the workdir (fab deploy)
-            *([] if session.device.is_local else ["--project", session.workdir]),
+            # an SSH device's inventory is a run file: its project is the current release's
+            # (fab deploy), else the workdir
+            *([] if session.device.is_local else ["--project", session.project_dir]),
             *(["--loglevel", loglevel] if loglevel else [])]

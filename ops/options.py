@@ -130,3 +130,35 @@ def duration(option: str, value: str | None) -> float | None:
     if found is None:
         raise UsageError(f"{option} {value!r}: expected a duration like 90s, 15m, 1h or 2d")
     return float(found)
+
+
+def count_or_zero(option: str, value: str | int) -> int:
+    """A whole number, 0 or more.
+
+    >>> count_or_zero("--canary", "0")
+    0
+    >>> count_or_zero("--canary", "-1")
+    Traceback (most recent call last):
+    catdog.errors.UsageError: --canary '-1': expected a whole number of 0 or more, like 1
+    """
+    try:
+        found = int(value)
+    except ValueError:
+        found = -1
+    if found < 0:
+        raise UsageError(f"{option} {value!r}: expected a whole number of 0 or more, like 1")
+    return found
+
+
+def period_or_zero(option: str, value: str | float) -> float:
+    """A period like 60s or 2m, in seconds, or 0 (none).
+
+    >>> period_or_zero("--watch", "2m"), period_or_zero("--watch", "0")
+    (120.0, 0.0)
+    """
+    if str(value).strip() in ("0", "0s", "0.0"):
+        return 0.0
+    found = duration(option, str(value))
+    if found is None:
+        raise UsageError(f"{option} {value!r}: expected a duration like 60s or 2m, or 0")
+    return found

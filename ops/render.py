@@ -134,10 +134,10 @@ def status_table(rows: list[dict[str, Any]]) -> str:
               "-" if r["rss_mb"] is None else r["rss_mb"],
               "-" if r.get("quarantined") is None else r["quarantined"],
               "-" if r.get("enabled") is None else ("yes" if r["enabled"] else "no"),
-              r["reason"]) for r in rows]
+              r.get("release") or "-", r["reason"]) for r in rows]
     return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
                                  "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "QUARANTINED",
-                                 "AT_BOOT",
+                                 "AT_BOOT", "RELEASE",
                                  "REASON"))
 
 
@@ -146,16 +146,6 @@ def logs(texts: dict[str, str], shown: Shown) -> int:
     for name, text in texts.items():
         print(f"==> {name} <==\n{text}" if len(texts) > 1 else text, end="", flush=True)
     return 0
-
-
-def deployed(found: dict[str, DeviceResult], shown: Shown) -> int:
-    rows = _rows(found)
-    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", r.reason) for r in rows]
-    text = [results.table(cells, ("DEVICE", "STATE", "TIME", "WHAT CHANGED / REASON"))]
-    for r in rows:
-        if r.output:
-            text += [f"\n--- {r.device}: last output lines ---", *r.output]
-    return _emit(rows, shown.json, "\n".join(text))
 
 
 def doctor(found: dict[str, DeviceResult], shown: Shown) -> int:
@@ -252,3 +242,25 @@ def _ending(status: int | None, signal: int | None) -> str:
     if signal is not None:
         return f"signal {signal}"
     return f"exit status {status}" if status is not None else "exit unknown"
+
+
+def rolled(found: dict[str, DeviceResult], shown: Shown) -> int:
+    """``fab deploy`` and ``fab rollback``: each device's old and new release, and what happened."""
+    rows = _rows(found)
+
+    def release(r: DeviceResult, name: str) -> str:
+        return str(getattr(r, name, None) or "-")
+
+    cells = [(r.device, r.state, f"{r.elapsed_s:.1f}s", release(r, "previous_release"),
+              release(r, "release"), r.reason) for r in rows]
+    text = [results.table(cells, ("DEVICE", "STATE", "TIME", "OLD RELEASE", "NEW RELEASE",
+                                  "WHAT CHANGED / REASON"))]
+    for r in rows:
+        if r.output:
+            text += [f"\n--- {r.device}: last output lines ---", *r.output]
+    return _emit(rows, shown.json, "\n".join(text))
+
+
+def restarted(found: dict[str, DeviceResult], shown: Shown) -> int:
+    """``fab restart``: as ``fab launch``; ``--rolling`` as a rollout (with the releases)."""
+    return rolled(found, shown) if shown.options.get("rolling") else launched(found, shown)

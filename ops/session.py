@@ -20,6 +20,7 @@ from ops.tmux import Pane, Tmux, parse_pane
 
 SESSION_PREFIX = "catdog-"
 STATE_DIR = ".catdog"  # under an SSH device's workdir: run files and logs
+RELEASES = "releases"  # under an SSH device's .catdog: the releases side by side (ops.releases)
 
 
 def session_name(name: str) -> str:
@@ -51,6 +52,8 @@ class WorkerSession:
         self.name = session_name(device.name)
         self.tmux = Tmux(inventory.tmux_socket, runner=host)
         self._home: str | None = None
+        #: the release ``current`` points at (read by :meth:`prepare`), None: no release
+        self.release: str | None = None
 
     @property
     def python(self) -> str:
@@ -69,15 +72,39 @@ class WorkerSession:
         return str(self.inventory.root) if self.device.is_local else self.home
 
     def prepare(self) -> tuple[Pane | None, bool]:
-        """In one round trip: the session's pane, whether the device's python is there, and the
-        run and log folders made (run files private)."""
+        """In one round trip: the session's pane, whether the device's python is there, the
+        release ``current`` points at (:attr:`release`, SSH devices), and the run and log folders
+        made (run files private)."""
         run_dir, log_dir = (shlex.quote(f"{self.state_dir}/{d}") for d in ("run", "logs"))
+        releases = shlex.quote(f"{self.state_dir}/{RELEASES}")
+        release = ("" if self.device.is_local else
+                   f"r=$(readlink {releases}/current 2>/dev/null) && "
+                   f"[ -f {releases}/\"$r\"/release.json ] && [ -x {releases}/\"$r\"/bin/python ] "
+                   f"&& printf 'release=%s\\n' \"${{r##*/}}\"; ")
         done = self.host.shell(
             f"printf 'pane=%s\\n' \"$({shlex.join(self.tmux.pane_query(self.name))} 2>/dev/null)\"; "
-            f"command -v {shlex.quote(self.python)} >/dev/null && echo python=yes; "
+            f"command -v {shlex.quote(self.python)} >/dev/null && echo python=yes; {release}"
             f"umask 077; mkdir -p {run_dir} {log_dir} && chmod 700 {run_dir}")
         found = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+        self.release = found.get("release") or None
         return parse_pane(self.name, found.get("pane", "")), found.get("python") == "yes"
+
+    @property
+    def release_dir(self) -> str | None:
+        """The folder of the release the worker starts from (None: the device's own python)."""
+        return f"{self.state_dir}/{RELEASES}/{self.release}" if self.release else None
+
+    @property
+    def worker_python(self) -> str:
+        """The worker's python: the current release's (its own resolved folder, so a later switch
+        never changes a running worker), else the device's ``python``."""
+        return f"{self.release_dir}/bin/python" if self.release_dir else self.python
+
+    @property
+    def project_dir(self) -> str:
+        """Where the worker imports the project's task modules from: the current release's
+        ``project/``, else ``workdir``."""
+        return f"{self.release_dir}/project" if self.release_dir else self.workdir
 
     def probe(self, env_file: str = "-") -> dict[str, Any]:
         """What the device's python can do, from :mod:`ops.device_probe` run there, in ``workdir``.

@@ -80,6 +80,7 @@ def _row(device: Device, raw: bytes | None, backlog: int | None, now: float,
         "load": beat.load if live and beat else None,
         "rss_mb": beat.rss_mb if live and beat else None,
         "mem_available_mb": beat.mem_available_mb if live and beat else None,
+        "release": beat.release if live and beat else None,
     }
 
 

@@ -41,3 +41,9 @@ def shipped(relative: Path) -> bool:
 
 def hashes(files: dict[str, Path]) -> dict[str, str]:
     return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
+
+
+def inside(name: object) -> bool:
+    """A record's path that stays inside the workdir (the only ones deploy removes)."""
+    return (isinstance(name, str) and bool(name) and not name.startswith("/")
+            and ".." not in name.split("/"))

@@ -46,7 +46,7 @@ def test_the_broker_is_resolved_once_per_layer() -> None:
     calls = {path: text.count("broker.resolve(")
              for path, text in sources("catdog", "ops", "workers").items()}
     assert {path: n for path, n in calls.items() if n} == {
-        "catdog/application.py": 1, "ops/api.py": 1}
+        "catdog/application.py": 1, "ops/opening.py": 1}
 
 
 def policy(client: redis.Redis) -> tuple[object, ...]:

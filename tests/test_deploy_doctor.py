@@ -53,7 +53,8 @@ def test_deploy_makes_the_venv_installs_the_device_side_and_is_idempotent(
     assert f"created venv {work / '.venv'}" in first[0].reason
     assert "installed catdog 0.1.0" in first[0].reason
     assert [e for d, e in events if d == "pi"] == ["creating venv", "building wheel", "copying",
-                                                    "installing", "deployed"]
+                                                    "installing", "installing release",
+                                                    "switching", "deployed"]
     assert list((work / ".catdog" / "dist").glob("catdog-*.whl"))
     shown = subprocess.run([str(venv_python), "-c", "import catdog, celery, redis, yaml; "
                             "import importlib.util as u; print(catdog.__file__, "
@@ -73,6 +74,7 @@ def test_deploy_makes_the_venv_installs_the_device_side_and_is_idempotent(
     third = Deployer(fleet.inventory, shipment=from_checkout(source)).deploy(
         fleet.inventory.select(["pi"]))
     assert third[0].state == DEPLOYED
+    assert third[0].previous_release == second[0].release  # type: ignore[attr-defined]
     assert third[0].reason == (f"updated catdog 0.1.0 ({before[:12]}) -> 0.1.0 "
                                f"({source_fingerprint(source)[:12]})")
     assert subprocess.run([str(venv_python), "-c", "import catdog.tasks.deployed_marker as m; "
@@ -81,7 +83,10 @@ def test_deploy_makes_the_venv_installs_the_device_side_and_is_idempotent(
 
     assert fleet.launch(["pi"])[0].state == READY
     out = run_on.delay("pi", "tr '\\0' ' ' < /proc/$PPID/cmdline; echo; pwd").get(timeout=20)
-    assert out["stdout"].split()[:3] == [str(venv_python), "-m", "workers"], out
+    # the worker runs from the release the third deploy switched to, not the device's venv
+    release = work / ".catdog" / "releases" / str(third[0].release)  # type: ignore[attr-defined]
+    assert third[0].release != second[0].release  # type: ignore[attr-defined]
+    assert out["stdout"].split()[:3] == [str(release / "bin" / "python"), "-m", "workers"], out
     assert out["stdout"].splitlines()[-1] == str(work)
 
 
@@ -107,7 +112,9 @@ def test_deploy_to_a_device_without_sftp_copies_the_wheel_over_the_ssh_channel(
     assert again.state == UNCHANGED, again.as_dict()
     assert fleet.launch()[0].state == READY
     out = run_on.delay("board", "tr '\\0' ' ' < /proc/$PPID/cmdline").get(timeout=20)
-    assert out["stdout"].split()[:3] == [str(venv_python), "-m", "workers"], out
+    # the worker runs from the release deploy switched to (its own venv)
+    release = work / ".catdog" / "releases" / str(again.release)  # type: ignore[attr-defined]
+    assert out["stdout"].split()[:3] == [str(release / "bin" / "python"), "-m", "workers"], out
 
 
 def test_deploy_failures_say_why(make_fleet, sshd: Sshd, tmp_path: Path) -> None:

@@ -112,7 +112,12 @@ def test_fab_deploy_from_a_project_of_ones_own_puts_it_on_an_ssh_device(
         assert (here_state, pi_state) == ("SKIPPED", "DEPLOYED"), first.stdout
         assert "installed catdog 0.1.0" in pi_reason
         assert pi_reason.endswith("; task modules: mytasks.py, tasks.py"), pi_reason
-        assert (work / "mytasks.py").read_text() == module.read_text()
+        # the task modules are in the release deploy switched to, which the worker runs
+        def project_dir() -> Path:
+            return (work / ".catdog" / "releases" / "current").resolve() / "project"
+
+        assert (project_dir() / "mytasks.py").read_text() == module.read_text()
+        assert project_dir().parent.name == json.loads(first.stdout)[1]["release"]
 
         def catdog_check() -> dict:
             doctor = run("fab", "doctor", "--devices", "pi", "--json")
@@ -133,7 +138,7 @@ def test_fab_deploy_from_a_project_of_ones_own_puts_it_on_an_ssh_device(
         assert [r[:2] for r in rows(launched)] == [("pi", "READY")]
         called = run("python", "-c", call)
         assert called.returncode == 0, called.stderr[-2000:]
-        assert called.stdout.splitlines()[0] == str(["first", str(work / "mytasks.py")])
+        assert called.stdout.splitlines()[0] == str(["first", str(project_dir() / "mytasks.py")])
         assert called.stdout.splitlines()[1].startswith("hello pi from ")
         counted = run("python", "-c", birds)
         assert (counted.returncode, counted.stdout) == (0, "3\n"), counted.stderr[-2000:]
@@ -147,12 +152,13 @@ def test_fab_deploy_from_a_project_of_ones_own_puts_it_on_an_ssh_device(
         (project / "tasks.py").unlink()
         removed = run("fab", "deploy", "--devices", "pi", "--json")
         assert rows(removed) == [("pi", "DEPLOYED", "removed task modules: tasks.py")]
-        assert not (work / "tasks.py").exists()
+        assert not (project_dir() / "tasks.py").exists()
+        assert (project_dir() / "mytasks.py").exists()
         restarted = run("fab", "restart", "--devices", "pi", "--json")
         assert [r[:2] for r in rows(restarted)] == [("pi", "READY")], restarted.stdout
         called = run("python", "-c", call)
         assert called.returncode == 0, called.stderr[-2000:]
-        assert called.stdout.splitlines()[0] == str(["second", str(work / "mytasks.py")])
+        assert called.stdout.splitlines()[0] == str(["second", str(project_dir() / "mytasks.py")])
 
         stopped = run("fab", "stop", "--json")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from celery.worker import state
 
+from catdog import release
 from catdog.records import (
     HEARTBEAT_TTL_S,
     TASKS_KEY,
@@ -43,6 +44,7 @@ class HeartbeatRecord(Extension):
         self.nodename = ""
         self.failed = 0
         self.redis: Any = None
+        self.release = release.running()
 
     def on_start(self, worker: Worker) -> None:
         self.nodename = worker.consumer.hostname
@@ -86,5 +88,5 @@ class HeartbeatRecord(Extension):
             active_names=sorted({r.name for r in active}), done=self.done(),
             failed=self.failed, queues=self.queues, paused=self.switch.engaged,
             load=usage.load1(), rss_mb=usage.tree_rss_mb(),
-            mem_available_mb=usage.mem_available_mb(),
+            mem_available_mb=usage.mem_available_mb(), release=self.release,
         )
