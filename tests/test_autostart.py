@@ -104,9 +104,12 @@ def test_the_starter_runs_exactly_fab_launchs_tmux_command(tmp_path: Path) -> No
 
 
 def test_coordinator_services_default_to_what_the_fleet_uses_and_start_after_its_redis(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from catdog.errors import UsageError
+    from catdog.inventory import BROKER_ENV
     from ops.coordinator_units import chosen, unit_text
+
+    monkeypatch.delenv(BROKER_ENV, raising=False)  # the session's broker: this fleet has none
 
     path = tmp_path / "catdog.yaml"
     path.write_text(yaml.safe_dump({"devices": {"here": {"host": "local"}}}))

@@ -114,6 +114,7 @@ class RecordedSession:
     """What ``Launcher._command`` needs of a session; keeps what it would install."""
 
     python, state_dir, workdir = "python3", "/tmp/state", "/tmp/work"
+    worker_python, project_dir = python, workdir  # no release deployed: the device's own
 
     def __init__(self, device: object) -> None:
         self.device = device
