@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     calls = args.calls or (20 if args.quick else 100)
     tasks = args.tasks or (10 if args.quick else 40)
     fanouts = args.fanouts if args.fanouts is not None else (3 if args.quick else 10)
-    window = args.idle_window or (5.0 if args.quick else 20.0)
+    window = args.idle_window or (5.0 if args.quick else 60.0)
     print(f"field profile: sizes {sizes}, links {links} ms: starting...", file=sys.stderr,
           flush=True)
     found = isolated(field.run, sizes, links, calls, tasks, fanouts, window,

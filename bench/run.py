@@ -131,8 +131,9 @@ def _parser() -> argparse.ArgumentParser:
                                                           "trip")
     parser.add_argument("--factor", type=float, help="field: this machine's core / a Pi Zero "
                                                      "2W's (default 8)")
-    parser.add_argument("--idle-window", type=float, help="field: seconds of idle traffic "
-                                                          "counted (default 20, quick 5)")
+    parser.add_argument("--idle-window", type=float,
+                        help="field: seconds of idle traffic counted (default 60, a whole "
+                             "number of every periodic check; quick 5)")
     parser.add_argument("--fanouts", type=int, help="field: fan-outs per side and link "
                                                     "(default 10, quick 3)")
     parser.add_argument("--output", type=Path, help="results file (default bench/results.json, "
