@@ -4,10 +4,11 @@ adds 2 ms (LAN) or 10 ms (Wi-Fi) to every round trip (:mod:`bench.fieldbed`).
 
 One run: the link's own round trip (and the proxy's cost at 0 ms); then for each fleet size
 both sides up on the same devices, and for each link round trips (interleaved call by call),
-throughput of short tasks (one side at a time) and, with more than one device, ``all:``
-fan-out; CatDog's ``fab launch`` of the fleet against one device, READY after start, ``fab
-status`` of 100 devices' heartbeats and the broker's CPU and memory while the devices
-heartbeat; and, one side alone on one device, the idle worker's memory and broker traffic.
+throughput of short tasks (one side at a time) and, at the largest size (``all:`` is every
+device of the inventory, which then are all up), fan-out; CatDog's ``fab launch`` of the
+fleet against one device, READY after start, ``fab status`` of 100 devices' heartbeats and the
+broker's CPU and memory while the devices heartbeat; and, one side alone on one device, the
+idle worker's memory and broker traffic.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def _size(field: FieldBed, size: int, links_ms: list[float], calls: int, per_dev
                 tp = measures.throughput(side, per_device * size, field.direct())
                 per[side.name] = {**latency[side.name], **tp,
                                   "per_device_tasks_per_s": round(tp["tasks_per_s"] / size, 2)}
-            if size > 1 and fanouts:
+            if size > 1 and size == max(found["sizes"]) and fanouts:  # `all:` is every device
                 try:
                     done = measures.fanout_alternating(sides, fanouts)
                 except CeleryTimeout as exc:  # said in the results, the rest still measured

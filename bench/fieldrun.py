@@ -15,8 +15,15 @@ from bench.fieldreport import END, RESULTS_NAME, START, render
 RESULTS = Path(__file__).with_name(RESULTS_NAME)
 
 
+def tables_in(page: str) -> str | None:
+    """The field block of a page (between :data:`START` and :data:`END`), or None."""
+    _, start, rest = page.partition(START)
+    body, end, _ = rest.partition(END)
+    return body.strip("\n") if start and end else None
+
+
 def with_tables(page: str, tables: str) -> str:
-    """``page`` with the block between :data:`START` and :data:`END` replaced by ``tables``."""
+    """``page`` with its field block replaced by ``tables``; ValueError without the block."""
     head, start, rest = page.partition(START)
     _, end, tail = rest.partition(END)
     if not start or not end:
