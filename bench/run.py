@@ -122,7 +122,22 @@ def _parser() -> argparse.ArgumentParser:
                              "CatDog's celeryconfig (then only CatDog's layer differs)")
     parser.add_argument("--loglevel", help="both sides' workers log at this level (default: "
                                            "each side's own: CatDog INFO, plain Celery WARNING)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
+    parser.add_argument("--profile", choices=("loopback", "field"), default="loopback",
+                        help="loopback (default: every device a full core here, Redis on "
+                             "loopback) or field: Pi-sized devices behind a delaying link "
+                             "(bench/results-field.json; see docs/performance.md)")
+    parser.add_argument("--sizes", default="1,8,32", help="field: the fleet sizes")
+    parser.add_argument("--links", default="0,2,10", help="field: ms each link adds to a round "
+                                                          "trip")
+    parser.add_argument("--factor", type=float, help="field: this machine's core / a Pi Zero "
+                                                     "2W's (default 8)")
+    parser.add_argument("--idle-window", type=float,
+                        help="field: seconds of idle traffic counted (default 60, a whole "
+                             "number of every periodic check; quick 5)")
+    parser.add_argument("--fanouts", type=int, help="field: fan-outs per side and link "
+                                                    "(default 10, quick 3)")
+    parser.add_argument("--output", type=Path, help="results file (default bench/results.json, "
+                                                    "field: bench/results-field.json)")
     parser.add_argument("--markdown", action="store_true", help="measure nothing: print the "
                                                                  "results file as the tables of "
                                                                  "docs/performance.md")
@@ -134,6 +149,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.profile == "field":
+        from bench.fieldrun import main as field_main
+
+        return field_main(args)
+    args.output = args.output or RESULTS
     if args.markdown:
         from bench.markdown import render
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ class Side(abc.ABC):
     app: Celery
     devices: list[str]
     pids: list[int] = field(default_factory=list)  # the workers' main processes
+    ready_delays: list[float] = field(default_factory=list)  # serve -> READY (CatDog's)
 
     @abc.abstractmethod
     def call(self) -> AsyncResult:
@@ -96,17 +97,19 @@ def catdog_side(bed: Bed, devices: Sequence[Device], loglevel: str | None = None
         client = redis.Redis.from_url(bed.broker_url)
         beats = client.mget([heartbeat_key(d.name) for d in devices])
         pids = [int(json.loads(b)["pid"]) for b in beats if b]
-        yield CatDogSide("catdog", app, [d.name for d in devices], pids)
+        delays = [r.serve_to_ready_s for r in launched if r.serve_to_ready_s is not None]
+        yield CatDogSide("catdog", app, [d.name for d in devices], pids, delays)
     finally:
         Stopper(open_fleet(bed.inventory, bed.broker_url), force=True).stop(devices)
 
 
 @contextlib.contextmanager
-def plain_side(bed: Bed, devices: Sequence[Device], loglevel: str | None = None
-               ) -> Iterator[Side]:
+def plain_side(bed: Bed, devices: Sequence[Device], loglevel: str | None = None, *,
+               python: Mapping[str, str] | None = None) -> Iterator[Side]:
     """Plain Celery workers on the same devices' pool settings, logging at ``loglevel``
     (default: WARNING, ``celery worker``'s own), stopped cleanly after (warm shutdown, then
-    SIGKILL of the process group)."""
+    SIGKILL of the process group). ``python``: each device's interpreter (default this one's;
+    the field profile's start each worker in its cgroup)."""
     from bench.plain import BROKER_ENV, SHARED_QUEUE, app, device_queue
 
     os.environ[BROKER_ENV] = bed.broker_url
@@ -116,7 +119,8 @@ def plain_side(bed: Bed, devices: Sequence[Device], loglevel: str | None = None
     with tempfile.TemporaryFile() as log:
         try:
             for device, node in zip(devices, nodes, strict=True):
-                argv = [sys.executable, "-m", "celery", "-A", "bench.plain", "worker", "-n", node,
+                interpreter = (python or {}).get(device.name, sys.executable)
+                argv = [interpreter, "-m", "celery", "-A", "bench.plain", "worker", "-n", node,
                         "-Q", f"{device_queue(device.name)},{SHARED_QUEUE}", "-P", device.pool,
                         "-c", str(device.concurrency), "-l", loglevel or "WARNING",
                         "--without-gossip", "--without-mingle"]

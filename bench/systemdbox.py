@@ -30,6 +30,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -77,6 +78,7 @@ MASKED = (
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/run")
 SYSTEM_UNITS = Path("/lib/systemd/system")
 
+ROOT = Path(__file__).resolve().parent.parent
 BOOT_SCRIPT = r"""
 set -eu
 box=$1; cgroup=$2; keep=$3
@@ -96,15 +98,25 @@ while IFS=: read -r _ controllers path; do
   echo $$ > "$dir${path%/}$cgroup/cgroup.procs"
 done < /proc/self/cgroup
 exec unshare --cgroup /bin/sh -eu -c '
-box=$1; keep=$2
-cd "$keep"  # the folder the box keeps seeing, even under /tmp: bound back from here
+box=$1; keeps=$2
 mount --make-rprivate /
+# the folders the box keeps seeing, even under /tmp (its disk, the checkout and Python running
+# it): held at a private staging point, then bound back over the fresh tmpfs
+mount -t tmpfs -o mode=700 tmpfs /mnt
+i=0; IFS=:
+for k in $keeps; do i=$((i+1)); mkdir "/mnt/keep$i"; mount --no-canonicalize --bind "$k" "/mnt/keep$i"; done
+unset IFS
 for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$d"; done
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
 if [ -d /var/log/journal ]; then mount -t tmpfs -o mode=2755 tmpfs /var/log/journal; fi
-case "$keep" in
-  /tmp/*|/var/tmp/*|/run/*) mkdir -p "$keep"; mount --no-canonicalize --bind . "$keep";;
-esac
+i=0; IFS=:
+for k in $keeps; do
+  i=$((i+1))
+  case "$k" in
+    /tmp/*|/var/tmp/*|/run/*) mkdir -p "$k"; mount --no-canonicalize --bind "/mnt/keep$i" "$k";;
+  esac
+done
+unset IFS
 cd /
 mount -t sysfs sysfs /sys
 mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
@@ -141,6 +153,16 @@ exec env -i container=docker PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
 """
 
 
+def kept_folders(folders: list[Path]) -> list[Path]:
+    """``folders`` resolved, without those inside another (a bind of the outer one shows them)."""
+    resolved = sorted({f.resolve() for f in folders}, key=lambda f: len(f.parts))
+    kept: list[Path] = []
+    for folder in resolved:
+        if not any(folder.is_relative_to(k) for k in kept):
+            kept.append(folder)
+    return kept
+
+
 class BootFailed(RuntimeError):
     """The box did not come up (its console log says why)."""
 
@@ -164,6 +186,9 @@ class SystemdBox:
         #: the one folder of the machine's /tmp (or /var/tmp, /run) the box still sees: its
         #: "disk" (its folder, its sshd's keys, the devices' workdirs); default ``folder``
         self.keep = keep or folder
+        #: what stays visible under the hidden folders: :attr:`keep`, and the checkout and the
+        #: Python running this (a CI clone may itself live under /tmp)
+        self.keeps = kept_folders([self.keep, ROOT, Path(sys.prefix)])
         self.namespace = namespace
         self.uid = uuid.uuid4().hex[:8]
         self.cgroup = f"/catdog-box-{self.uid}"
@@ -266,7 +291,7 @@ class SystemdBox:
                      "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--mount-proc",
                      "--propagation", "private", "--kill-child",
                      "/bin/sh", "-c", BOOT_SCRIPT, "boot", str(self.folder), self.cgroup,
-                     str(self.keep)],
+                     ":".join(str(k) for k in self.keeps)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True)
             self._wait_up(started + timeout)

@@ -3,7 +3,11 @@
 A task that may not start yet (outside its window, or over its rate limit) is taken off its queue
 and kept, as the very message it was, in the sorted set ``catdog:deferred`` scored by the time it
 is due. Workers move due messages back to the tail of their queue with one atomic Lua script (so
-each is moved once, and none is lost if a worker dies), about once a second. A deferred task
+each is moved once, and none is lost if a worker dies): at the due time of the next one, and
+every 10 s besides (a worker that deferred something wakes its own mover at once, so a message
+another worker deferred waits at most that long after it is due only if that worker is gone).
+The script looks at the set's first member before anything else: with nothing due it costs the
+broker two commands (``EVALSHA``, ``ZRANGE``), three with something waiting. A deferred task
 holds no worker slot and no unacknowledged message, however long it waits (celery/kombu#337 is
 what happens otherwise: an ETA held past the visibility timeout is delivered again and again).
 """
@@ -18,8 +22,11 @@ MOVE_BATCH = 500
 # KEYS[1]: the deferred set; ARGV[1]: how many at most. Members are "<list key>\n<message>".
 # Returns how many moved and the due time of the next one ('' when none).
 MOVE_DUE = """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if not first[2] then return {0, ''} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if tonumber(first[2]) > now then return {0, first[2]} end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, member in ipairs(due) do
   local cut = string.find(member, '\\n', 1, true)

@@ -24,7 +24,10 @@ worker_prefetch_multiplier = 1
 # `visibility_timeout` seconds without its worker renewing it. A live worker renews what it holds
 # with every heartbeat (workers/leases.py), so a task may run as long as it needs; a message whose
 # worker died (SIGKILL, power cut) goes back on its queue 60 s after the worker's last heartbeat,
-# found by the sweep every worker makes every `unacked_restore_interval` seconds. A worker cut off
+# found by the sweep every worker makes every 15 s (`unacked_restore_interval` x
+# `unacked_restore_throttle`: a sweep is six or seven Redis commands, so every 5 s it was over a
+# command a second of an idle device's broker traffic; any one worker's sweep serves the whole
+# fleet, so with several devices one comes sooner). A worker cut off
 # from Redis for longer than 60 s may see its running task delivered again elsewhere: at least once.
 #
 # Priorities: 0 runs first, 9 last; a task sent without one gets 5. On Redis each queue is one
@@ -46,7 +49,7 @@ worker_prefetch_multiplier = 1
 # about 100 s deliver it; a consumer stuck on a half-open connection recovers within about 4 min.
 broker_transport_options = {"visibility_timeout": 60, "unacked_restore_interval": 5,
                             "health_check_interval": 120,
-                            "unacked_restore_throttle": 1, "priority_steps": list(range(10)),
+                            "unacked_restore_throttle": 3, "priority_steps": list(range(10)),
                             "sep": ":", "queue_order_strategy": "priority",
                             "unacked_key": "catdog.unacked",
                             "unacked_index_key": "catdog.unacked_index",

@@ -268,3 +268,42 @@ def test_offline_benchmark_cuts_a_worker_and_hears_every_monitor(tmp_path: Path)
     for monitor, got in seen.items():
         assert got["n"] == 1 and got["each"][0] > 0, monitor  # offline only after the cut
         assert monitor in done.stdout
+
+
+def test_field_profile_runs_and_counts(tmp_path: Path) -> None:
+    """``python -m bench --profile field``, tiny: Pi-sized devices behind the delaying proxy.
+    Counts, not times: every size and link measured on both sides, the fan-out's one round trip,
+    100 rows of ``fab status``, the idle workers' commands by name, and no cgroup left behind."""
+    from bench.cgroups import CPU_ROOT, MEMORY_ROOT
+
+    out = tmp_path / "field.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--profile", "field", "--sizes", "1,2",
+                           "--links", "0,10", "--calls", "4", "--tasks", "3", "--fanouts", "2",
+                           "--idle-window", "2", "--output", str(out)], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(out.read_text())
+    assert found["failures"] == [] and found["sizes"] == [1, 2]
+    assert found["quota"] == {"period_us": 10_000, "quota_us": 1250, "memory_mb": 512}
+    assert found["link"]["proxy_cost_ms"] is not None and found["link"]["10"]["p50"] > 0
+    for size in (1, 2):
+        for link in ("0", "10"):
+            per = found[f"size_{size}"][f"link_{link}"]
+            for side in ("catdog", "plain"):
+                assert per[side]["p50"] > 0 and per[side]["tasks_per_s"] > 0, (size, link, side)
+                assert per[side]["commands_per_task"] >= 5  # send, fetch, result, ack at least
+            assert per["ratios"]["p50"] > 0
+    wide = found["size_2"]["link_10"]
+    assert wide["catdog"]["fanout_writes"]["median"] == 1  # one pipelined round trip
+    assert wide["plain"]["fanout_writes"]["median"] == 2  # one LPUSH per apply_async
+    assert wide["catdog"]["fanout_subscriptions"]["median"] == 2
+    status = found["size_2"]["status"]
+    assert status["devices"] == 100 and status["direct"]["rows"] == status["lan"]["rows"] == 100
+    assert found["size_1"]["serve_to_ready_s"]["n"] == 1
+    assert found["size_2"]["serve_to_ready_s"]["n"] == 2
+    for side in ("catdog", "plain"):
+        idle = found["idle"][side]
+        assert idle["by_command_per_s"]["brpop"] > 0 and idle["rss_mb"] > 20, side
+    assert "round trip p50 / floor" in done.stdout and "Redis commands / s" in done.stdout
+    assert "launch 2 / launch 1" in done.stdout
+    assert not [p for root in (CPU_ROOT, MEMORY_ROOT) for p in root.glob("catdog-field-*")]

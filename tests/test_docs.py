@@ -109,3 +109,14 @@ def test_the_architecture_page_names_what_exists() -> None:
     assert missing == []
     for flow in ("inventory -> plan -> launch", "call -> route -> queue -> worker -> result"):
         assert flow in text
+
+
+def test_the_field_tables_are_the_field_results_file() -> None:
+    """``python -m bench --profile field --markdown --page docs/performance.md`` wrote them."""
+    from bench.fieldreport import render as render_field
+    from bench.fieldrun import RESULTS
+    from bench.fieldrun import tables_in as field_tables_in
+
+    shown = field_tables_in(PAGE.read_text())
+    assert shown is not None, f"{PAGE}: no field block"
+    assert shown == render_field(json.loads(RESULTS.read_text()))

@@ -111,3 +111,34 @@ def test_hard_kill_switch_terminates_the_running_task_and_requeues_it(
     killswitch.release(by="pytest")
     assert long_one.get(timeout=30) == 7
     assert [n for n, _, _ in starts(redis_client, module)] == [7, 7]  # terminated, then ran again
+
+
+def test_a_missed_broadcast_is_caught_up_on_every_other_heartbeat(redis_client: redis.Redis
+                                                                  ) -> None:
+    """The heartbeat reads the switch back (one ``GET``) on one beat in two, and a worker whose
+    cached flag differs from the recorded switch follows it in its event loop."""
+    from workers.killswitch import READ_EVERY_BEATS, KillSwitch
+
+    class Hub:
+        def __init__(self) -> None:
+            self.calls: list[Any] = []
+
+        def call_soon(self, fn: Any, *args: Any) -> None:
+            self.calls.append((fn, args))
+
+    switch, hub = KillSwitch(), Hub()
+    switch.hub = hub
+    redis_client.set(KILLSWITCH_KEY, json.dumps({"on": True, "reason": "t", "by": "t",
+                                                 "at": time.time()}))
+    queued = []
+    try:
+        for _ in range(2 * READ_EVERY_BEATS):
+            pipe = redis_client.pipeline(transaction=False)
+            deliver = switch.on_beat(pipe)
+            queued.append(len(pipe))
+            if deliver is not None:
+                deliver(pipe.execute())
+    finally:
+        redis_client.delete(KILLSWITCH_KEY)
+    assert queued == ([1] + [0] * (READ_EVERY_BEATS - 1)) * 2
+    assert len(hub.calls) == 2 and hub.calls[0][1][0].on is True  # to be followed, each read

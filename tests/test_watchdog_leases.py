@@ -24,6 +24,34 @@ class Clock:
         return self.now
 
 
+def test_watchdog_reads_the_backlog_in_one_command_every_fifth_beat(redis_client: redis.Redis
+                                                                    ) -> None:
+    """An idle worker's backlog check: one ``EXISTS`` over every priority list of its queues
+    (not an ``LLEN`` each), on one heartbeat in :data:`CHECK_EVERY_BEATS`; it counts the lists
+    that hold a message, whichever priority they are."""
+    from catdog.routing import queue_keys
+    from workers.watchdog import CHECK_EVERY_BEATS
+
+    queues = ["catdog.wd-a", "catdog.wd-b"]
+    seen: list[int] = []
+    dog = Watchdog(stuck_after=30, clock=Clock())
+    dog.check = lambda backlog, room, paused: seen.append(backlog) or False  # type: ignore
+    dog.on_start(SimpleNamespace(queues=queues, argv=[], consumer=None))  # type: ignore[arg-type]
+    redis_client.delete(*[k for q in queues for k in queue_keys(q)])
+    redis_client.lpush(queue_keys(queues[1])[3], "m1")  # one message at priority 3
+    redis_client.lpush(queue_keys(queues[0])[0], "m2", "m3")  # two on one list
+    queued = []
+    for _ in range(2 * CHECK_EVERY_BEATS):
+        pipe = redis_client.pipeline(transaction=False)
+        deliver = dog.on_beat(pipe)
+        queued.append(len(pipe))
+        if deliver is not None:
+            deliver(pipe.execute())
+    assert queued == ([1] + [0] * (CHECK_EVERY_BEATS - 1)) * 2
+    assert seen == [2, 2]  # two of the twenty lists hold work
+    redis_client.delete(*[k for q in queues for k in queue_keys(q)])
+
+
 def test_watchdog_fires_once_after_a_backlog_waits_with_room_and_nothing_taken() -> None:
     clock = Clock()
     dog = Watchdog(stuck_after=30, clock=clock)

@@ -150,10 +150,28 @@ def run(device: Device, inventory: Inventory, loglevel: str = "INFO",
     for taken in (signals.task_received, signals.task_unknown, signals.task_rejected):
         taken.connect(extensions.received, weak=False)
     try:
-        app.worker_main(worker_argv(device, queues, loglevel))
+        return start_worker(app, device, queues, loglevel)
     finally:
         recorder.write_all()
-    return 0
+
+
+def start_worker(app: Any, device: Device, queues: list[str], loglevel: str) -> int:
+    """Build and start Celery's worker as ``celery worker`` does (the same ``app.Worker``, the pool
+    class, log level and node name worked out as its options do),
+    without going through Celery's command line: that loads every ``celery.commands`` plugin of
+    the environment (Flower's brings tornado and more: about 3 MB of a Pi's memory where Flower
+    is installed) and the other subcommands. Returns the worker's exit status."""
+    from celery import concurrency
+    from celery.utils.log import mlevel
+    from celery.utils.nodenames import default_nodename, host_format
+
+    worker = app.Worker(
+        hostname=host_format(default_nodename(f"{device.name}@%h")), queues=queues,
+        pool_cls=concurrency.get_implementation(device.pool), concurrency=device.concurrency,
+        loglevel=mlevel(loglevel), without_gossip=True, without_mingle=True,
+        logfile=None, pidfile=None, statedb=None, no_color=None, quiet=False)
+    worker.start()
+    return int(worker.exitcode or 0)
 
 
 def build_extensions(device: Device, inventory: Inventory, queues: list[str],
@@ -180,11 +198,3 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
         Quarantine(device.name, device.pool),  # after the gate: counts only deliveries about to start
         recorder,
     ])
-
-
-def worker_argv(device: Device, queues: list[str], loglevel: str) -> list[str]:
-    return [
-        "worker", "--hostname", f"{device.name}@%h", "--queues", ",".join(queues),
-        "--pool", device.pool, "--concurrency", str(device.concurrency),
-        "--loglevel", loglevel, "--without-gossip", "--without-mingle",
-    ]

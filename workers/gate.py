@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 #: with window_close="stop": seconds between the soft time limit at the close and the kill
 STOP_GRACE_S = 10.0
 MOVE_EVERY_S = 1.0
+#: with nothing due sooner: how often the mover looks anyway (a message deferred by a worker
+#: that then stopped; a worker that defers something wakes its own mover at once)
+LOOK_EVERY_S = 10.0
 #: a message handed on more often than this fails (devices whose inventories disagree)
 MAX_HOPS = 5
 
@@ -195,6 +198,6 @@ class Gate(Extension):
                 continue
             if moved:
                 log.info("%d deferred task(s) due: back in their queues", moved)
-            timeout = MOVE_EVERY_S if next_due is None else min(
-                MOVE_EVERY_S, max(0.01, next_due - time.time()))
+            timeout = LOOK_EVERY_S if next_due is None else min(
+                LOOK_EVERY_S, max(0.01, next_due - time.time()))
 
