@@ -39,6 +39,7 @@ from catdog.routing import forward_queue, serves
 from catdog.windows import next_start, now_in, parsed
 from workers.extension import Extension, Worker
 from workers.killswitch import KillSwitch
+from workers.stored import stored
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +170,9 @@ class Gate(Extension):
 
     def _defer(self, request: Any, due: float, why: str) -> None:
         assert self.deferrals is not None
-        message = request.message
-        channel = message.channel
-        raw = message._raw  # the message as the Redis transport stored it
-        info = request.delivery_info or {}
-        exchange, routing_key = info.get("exchange") or "", info.get("routing_key") or ""
-        queues = channel._lookup(exchange, routing_key) or [routing_key]
-        priority = channel._get_message_priority(raw, reverse=False)
-        for queue in queues:
-            self.deferrals.add(channel._q_for_pri(queue, priority), json.dumps(raw), due)
+        where = stored(request)
+        for key in where.keys:
+            self.deferrals.add(key, json.dumps(where.raw), due)
         request.acknowledge()
         state.task_ready(request)
         self._wake.set()

@@ -46,6 +46,7 @@ from catdog.records import (
 )
 from workers.extension import Extension, Replies, Worker, running
 from workers.oom import OomCounter
+from workers.stored import stored
 
 if TYPE_CHECKING:
     from catdog.quarantine import Entry, Loss
@@ -270,18 +271,11 @@ class Quarantine(Extension):
     def entry(self, request: Any, losses: list[Loss], limit: int) -> Entry:
         from catdog.quarantine import Entry
 
-        message = request.message
-        channel = message.channel
-        raw = message._raw  # the message as the Redis transport stored it
-        info = request.delivery_info or {}
-        exchange, routing_key = info.get("exchange") or "", info.get("routing_key") or ""
-        queues = channel._lookup(exchange, routing_key) or [routing_key]
-        priority = channel._get_message_priority(raw, reverse=False)
+        where = stored(request)
         return Entry(id=request.id, task=request.name, args=list(request.args or ()),
                      kwargs=dict(request.kwargs or {}), max_deliveries=limit, losses=losses,
                      held_at=time.time(), held_by=self.device,
-                     keys=[channel._q_for_pri(q, priority) for q in queues],
-                     queue=routing_key, message=raw)
+                     keys=where.keys, queue=where.routing_key, message=where.raw)
 
 
 def redelivered(request: Any) -> bool:
