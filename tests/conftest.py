@@ -20,6 +20,7 @@ import pytest
 import redis
 import yaml
 
+from bench.lan import Lan, NetnsUnavailable
 from bench.sshd import Sshd
 from bench.tmuxserver import end_server
 from catdog import broker
@@ -187,3 +188,16 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return venv
+
+
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
+    """A network-namespace LAN for one test module (each device its own address and sshd)."""
+    try:
+        net = Lan(tmp_path_factory.mktemp("lan"))
+    except NetnsUnavailable as exc:
+        pytest.skip(f"network-namespace fleet not run: {exc}")
+    try:
+        yield net
+    finally:
+        net.close()

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -27,7 +26,7 @@ from ops.embedded_redis import EmbeddedRedis, alive
 from ops.results import READY
 
 from .conftest import device_spec
-from .lan import Lan, LanHost, NetnsUnavailable
+from .lan import Lan, LanHost
 from .test_cli import _env, fab
 from .tmuxserver import end_server
 
@@ -54,18 +53,6 @@ ADMIN_COMMANDS = [
     ("ACL", "SETUSER", "intruder", "on", ">pw", "+@all"), ("KEYS", "*"), ("MONITOR",),
     ("BGREWRITEAOF",), ("CLIENT", "KILL", "TYPE", "normal"),
 ]
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    try:
-        net = Lan(tmp_path_factory.mktemp("lan"))
-    except NetnsUnavailable as exc:
-        pytest.skip(f"network-namespace fleet not run: {exc}")
-    try:
-        yield net
-    finally:
-        net.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import yaml
 from ops.results import READY
 
 from .conftest import device_spec
-from .lan import Lan, LanHost, NetnsUnavailable
+from .lan import Lan, LanHost
 from .test_cli import _env, fab
 from .tmuxserver import end_server
 
@@ -37,18 +36,6 @@ where = run_on.delay("all", "ip -4 -o addr show scope global").get(timeout=60)
 sensors = [read_temperature.delay().get(timeout=60)["device"] for _ in range(12)]
 print(json.dumps({"addresses": {r["device"]: r["stdout"] for r in where}, "sensors": sensors}))
 """
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    try:
-        net = Lan(tmp_path_factory.mktemp("lan"))
-    except NetnsUnavailable as exc:
-        pytest.skip(f"network-namespace fleet not run: {exc}")
-    try:
-        yield net
-    finally:
-        net.close()
 
 
 @pytest.fixture(scope="module")
