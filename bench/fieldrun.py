@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench import markdown
 from bench.fieldreport import END, RESULTS_NAME, START, render
 
 RESULTS = Path(__file__).with_name(RESULTS_NAME)
@@ -17,18 +18,7 @@ RESULTS = Path(__file__).with_name(RESULTS_NAME)
 
 def tables_in(page: str) -> str | None:
     """The field block of a page (between :data:`START` and :data:`END`), or None."""
-    _, start, rest = page.partition(START)
-    body, end, _ = rest.partition(END)
-    return body.strip("\n") if start and end else None
-
-
-def with_tables(page: str, tables: str) -> str:
-    """``page`` with its field block replaced by ``tables``; ValueError without the block."""
-    head, start, rest = page.partition(START)
-    _, end, tail = rest.partition(END)
-    if not start or not end:
-        raise ValueError(f"no {START} ... {END} block")
-    return f"{head}{START}\n{tables}\n{END}{tail}"
+    return markdown.tables_in(page, START, END)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,21 +27,8 @@ def main(args: argparse.Namespace) -> int:
 
     output: Path = args.output or RESULTS
     if args.markdown:
-        if not output.exists():
-            print(f"no results at {output}: run python -m bench --profile field first",
-                  file=sys.stderr)
-            return 2
-        tables = render(json.loads(output.read_text()))
-        if args.page is None:
-            print(tables)
-            return 0
-        try:
-            args.page.write_text(with_tables(args.page.read_text(), tables))
-        except (OSError, ValueError) as exc:
-            print(f"{args.page}: {exc}", file=sys.stderr)
-            return 2
-        print(f"wrote the field tables into {args.page}", file=sys.stderr)
-        return 0
+        return markdown.show(output, render, args.page, "field tables",
+                             "python -m bench --profile field", START, END)
     from bench import field
 
     _exit_on_sigterm()

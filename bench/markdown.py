@@ -5,6 +5,9 @@ them into the page, between its two ``bench markdown tables`` comments (:func:`w
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +107,37 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def tables_in(page: str) -> str | None:
-    """The generated block of a page (between START and END, without them), or None."""
-    _, start, rest = page.partition(START)
-    body, end, _ = rest.partition(END)
-    return body.strip("\n") if start and end else None
+def tables_in(page: str, start: str = START, end: str = END) -> str | None:
+    """The generated block of a page (between ``start`` and ``end``, without them), or None."""
+    _, found_start, rest = page.partition(start)
+    body, found_end, _ = rest.partition(end)
+    return body.strip("\n") if found_start and found_end else None
 
 
-def with_tables(page: str, tables: str) -> str:
+def with_tables(page: str, tables: str, start: str = START, end: str = END) -> str:
     """The page with its generated block replaced by ``tables``; ValueError without the block."""
-    if tables_in(page) is None:
-        raise ValueError(f"no {START} ... {END} block to put the tables in")
-    head, _, rest = page.partition(START)
-    _, _, tail = rest.partition(END)
-    return f"{head}{START}\n{tables}\n{END}{tail}"
+    if tables_in(page, start, end) is None:
+        raise ValueError(f"no {start} ... {end} block to put the tables in")
+    head, _, rest = page.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{tables}\n{end}{tail}"
+
+
+def show(output: Path, render: Callable[[dict[str, Any]], str], page: Path | None, what: str,
+         run_first: str, start: str = START, end: str = END) -> int:
+    """``--markdown``: print the tables of the results file ``output`` (``render``), or write them
+    into ``page`` between ``start`` and ``end``; 2 with one line on stderr when either is amiss."""
+    if not output.exists():
+        print(f"no results at {output}: run {run_first} first", file=sys.stderr)
+        return 2
+    tables = render(json.loads(output.read_text()))
+    if page is None:
+        print(tables)
+        return 0
+    try:
+        page.write_text(with_tables(page.read_text(), tables, start, end))
+    except (OSError, ValueError) as exc:
+        print(f"{page}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote the {what} into {page}", file=sys.stderr)
+    return 0

@@ -155,24 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         return field_main(args)
     args.output = args.output or RESULTS
     if args.markdown:
-        from bench.markdown import render
+        from bench.markdown import render, show
 
-        if not args.output.exists():
-            print(f"no results at {args.output}: run python -m bench first", file=sys.stderr)
-            return 2
-        tables = render(json.loads(args.output.read_text()))
-        if args.page is None:
-            print(tables)
-            return 0
-        from bench.markdown import with_tables
-
-        try:
-            args.page.write_text(with_tables(args.page.read_text(), tables))
-        except (OSError, ValueError) as exc:
-            print(f"{args.page}: {exc}", file=sys.stderr)
-            return 2
-        print(f"wrote the tables into {args.page}", file=sys.stderr)
-        return 0
+        return show(args.output, render, args.page, "tables", "python -m bench")
     from bench import compare, killswitch, launch, report, status
 
     _exit_on_sigterm()
