@@ -33,17 +33,12 @@ from kombu.exceptions import OperationalError
 from catdog import app
 from catdog.quarantine import QUARANTINE_KEY
 
-from .faults import LINK_DOWN_S, Faults
+from .faults import Faults
 from .ledger import Tally
 from .schedule import Fault, plan
 from .soakfleet import LINKED, SoakFleet
 
 SEND_RETRY_FOR_S = 60.0
-#: kombu's Redis transport notes a message in ``unacked`` only after Redis handed it over: a
-#: worker or a broker killed in between loses it (docs/guarantees.md). A task lost so was sent
-#: at most this long before such a kill, and never started: the ledger counts those apart.
-DELIVERY_WINDOW_S = 2.0
-WINDOW_KINDS = ("kill_redis", "kill_worker", "reboot")
 #: the drain gives up once nothing completed for this long: 60 s visibility timeout, the 5 s
 #: sweep, a 5 s task, and room
 STALL_S = 100.0
@@ -209,26 +204,11 @@ def ledger(fleet: SoakFleet, sent: dict[int, dict[str, Any]], seed: int,
         "faults_failed": [f.as_dict() for f in faults.struck if f.error],
     }
     queued = still_queued(fleet, {sent[n]["id"] for n in lost})
-    kills = [f.struck_at for f in faults.struck if f.kind in WINDOW_KINDS and f.struck_at]
-    in_window = [n for n in lost if n not in starts and sent[n]["id"] not in queued and any(
-        k - DELIVERY_WINDOW_S <= sent[n]["at"] <= k + 0.5 for k in kills)]
-    # a message popped for the BRPOP of a device just cut off is in flight in TCP until the link
-    # is back; a broker killed meanwhile takes it along (docs/guarantees.md)
-    redis_kills = [f.struck_at for f in faults.struck if f.kind == "kill_redis" and f.struck_at]
-    cuts = [f.struck_at for f in faults.struck if f.kind == "link_down" and f.struck_at and any(
-        f.struck_at < k < f.struck_at + LINK_DOWN_S for k in redis_kills)]
-    in_flight = [n for n in lost if n not in starts and sent[n]["id"] not in queued
-                 and n not in in_window
-                 and any(c <= sent[n]["at"] <= c + DELIVERY_WINDOW_S for c in cuts)]
     notes["lost_but_still_queued"] = len(queued)  # not gone: not run within the drain
-    notes["lost_in_delivery_window"] = len(in_window)  # gone, in kombu's window at a kill
-    notes["lost_in_flight_to_a_cut_device"] = len(in_flight)  # gone with the killed broker
     notes["workers_found_dead"] = faults.found_dead
     notes["quarantined"] = fleet.client.hlen(QUARANTINE_KEY)  # held after max_deliveries losses
     if lost:
         notes["lost_tasks"] = {n: sent[n] | {"started": len(starts.get(n, [])),
-                                             "in_delivery_window": n in in_window,
-                                             "in_flight_to_a_cut_device": n in in_flight,
                                              "still_queued": sent[n]["id"] in queued}
                                for n in lost[:5]}
     duplicates = sum(len(v) - 1 for n, v in starts.items() if n in sent and len(v) > 1)
