@@ -18,8 +18,9 @@ say of a broker kill) notes it (:attr:`Faults.found_dead`), relaunches it, then 
   ``"form": "unit"``, with the boot's and the worker's seconds); elsewhere every process of the
   worker and its session gone, then a relaunch (``"form": "relaunch"``).
 
-On a device that boots, a worker killed (or found dead) is started again by its unit: the fault
-waits for that (:data:`UNIT_BACK_S`) before it relaunches anything (``"unit_restarted"``).
+On a device that boots, its unit starts a dead worker again: a ``kill_worker`` there records
+whether it had within the 20 s (``"unit_restarted"``), and a worker found dead is given
+:data:`UNIT_BACK_S` for its unit before anything relaunches it.
 """
 
 from __future__ import annotations
