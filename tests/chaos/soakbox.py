@@ -38,7 +38,11 @@ class BootedDevice:
         self.canaries = [Path(d) / f"catdog-soak-canary-{self.box.uid}" for d in PRIVATE_TMPFS]
         for canary in self.canaries:
             canary.write_text(CANARY)
-        self.boot_s = self._boot()
+        try:
+            self.boot_s = self._boot()
+        except BaseException:
+            self.close()  # a box half booted: powered off, nothing left behind
+            raise
 
     def _boot(self) -> float:
         seconds = self.box.boot()
@@ -64,7 +68,10 @@ class BootedDevice:
 
     def reboot(self, down_s: float, beat: Callable[[], Heartbeat | None]) -> dict[str, Any]:
         """Power cut, ``down_s`` seconds off, boot; then wait (touching nothing) until ``beat``
-        shows a worker started after the power came back. What it took, for the fault record."""
+        shows a worker started after the power came back. What it took, for the fault record:
+        ``boot_s`` until systemd said the box was up and its sshd listened (systemd counts the
+        worker's unit in: ``Type=notify``, ready once the heartbeat is fresh), ``ready_s`` from
+        the power coming back to that fresh heartbeat."""
         self.box.power_off()
         time.sleep(down_s)
         powered = time.time()

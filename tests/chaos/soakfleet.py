@@ -7,7 +7,8 @@ own address, own sshd, a link that can be cut), reached over SSH; ``loc-a`` and 
 API, as a user would): its "reboot" is a power cut and a boot, its worker brought back by its
 unit; the others' "reboot" kills the worker's processes and relaunches it. All four use the
 LAN's Redis (on the bridge address, with a password and an append-only file), so a Redis kill is
-a kill of the one broker the whole fleet uses. Pools differ on purpose: threads and prefork on each side.
+a kill of the one broker the whole fleet uses. Pools differ on purpose: threads and prefork on
+each side.
 
 Everything here acts the way a user (or the device itself) would: workers are started with
 :class:`ops.launch.Launcher`, found through their tmux session, and signalled as processes.
