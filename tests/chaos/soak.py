@@ -8,8 +8,10 @@ capability or to one device; each carries its number, which the ledger checks. A
 fault is healed, the fleet drains (bounded by ``--drain``: a killed worker's tasks come back
 about 65 s after it died), and the ledger is printed and appended to ``artifacts/chaos.jsonl``:
 sent, completed, duplicates (extra starts), lost (sent, never completed), the longest a task
-waited from its send to its first start, and the faults struck by kind. ``--json`` prints it as
-one JSON document on stdout.
+waited from its send to its first start, the faults struck by kind, the reboots by how the worker
+came back (``unit``: ``net-b`` boots under systemd, :mod:`tests.chaos.soakbox`; ``relaunch``),
+and what the boots touched outside the box (nothing). ``--json`` prints it as one JSON document
+on stdout.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from catdog.quarantine import QUARANTINE_KEY
 from .faults import Faults
 from .ledger import Tally
 from .schedule import Fault, plan
-from .soakfleet import LINKED, SoakFleet
+from .soakfleet import BOOTED, LINKED, SoakFleet
 
 SEND_RETRY_FOR_S = 60.0
 #: the drain gives up once nothing completed for this long: 60 s visibility timeout, the 5 s
@@ -86,8 +88,11 @@ def soak(fleet: SoakFleet, args: argparse.Namespace, seed: int) -> Tally:
     launched = fleet.launch()
     if set(launched.values()) != {"READY"}:
         raise RuntimeError(f"the fleet did not launch: {launched}")
+    enabled = fleet.enable()  # `fab enable` where the device boots: its unit adopts the worker
+    if set(enabled.values()) != {"ENABLED"}:
+        raise RuntimeError(f"autostart was not enabled: {enabled}")
     duration = args.minutes * 60
-    faults_planned = plan(seed, duration, fleet.names, list(LINKED), args.every)
+    faults_planned = plan(seed, duration, fleet.names, list(LINKED), args.every, BOOTED)
     rng = random.Random(seed + 1)
     started = time.monotonic()
     faults = Faults(fleet, started)
@@ -197,7 +202,8 @@ def ledger(fleet: SoakFleet, sent: dict[int, dict[str, Any]], seed: int,
     notes: dict[str, Any] = {
         "seed": seed, "minutes": args.minutes, "fsync": args.fsync,
         "rate_per_s": round(args.tasks / args.minutes / 60, 1),
-        "faults": faults.counts(), "longest_wait_s": round(longest, 1),
+        "faults": faults.counts(), "reboots": faults.reboot_forms(),
+        "touched_outside_boxes": fleet.outside_touched(), "longest_wait_s": round(longest, 1),
         "longest_wait_target": sent[which]["target"] if which >= 0 else None,
         "wait_p99_s": round(waits[int(0.99 * (len(waits) - 1))][0], 2) if waits else None,
         "send_retries": retries, "drained_after_s": drained_after,
