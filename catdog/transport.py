@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 BELL_PREFIX = "catdog.bell:"
 #: an idle worker takes again at least this often: one empty take and one BLPOP per period
-BELL_WAIT_S = 2
+BELL_WAIT_S = 5
 BELL_CAP = 64
 
 #: KEYS: the unacked hash, its index, then the queue lists in the order to try them;
@@ -46,7 +46,8 @@ BELL_CAP = 64
 #: when its messages are held until acknowledged, '0' for a consumer without acks. Returns
 #: {list, message, 1} when the hold was recorded, {list, message, 0} for a message this
 #: script cannot read (kombu's QoS records it, as it would have), false when all are empty.
-#: The message is read (LINDEX) and its hold written before it is popped: a write Redis
+#: Idle, it costs one ``EXISTS`` of all the lists. The message is read (LINDEX) and its hold
+#: written before it is popped: a write Redis
 #: refuses (out of memory under ``noeviction``) fails the script with the message still queued.
 TAKE = """
 local acks = tonumber(ARGV[2])
@@ -54,6 +55,7 @@ for j = 3, 2 + acks do
   redis.call('ZREM', KEYS[2], ARGV[j])
   redis.call('HDEL', KEYS[1], ARGV[j])
 end
+if redis.call('EXISTS', unpack(KEYS, 3)) == 0 then return false end
 for i = 3, #KEYS do
   local item = redis.call('LINDEX', KEYS[i], -1)
   if item then
