@@ -182,6 +182,10 @@ class Heartbeat:
     mem_available_mb: float | None = None
     #: the release the worker runs (:mod:`catdog.release`), None when started from no release
     release: str | None = None
+    #: what the device reports about itself (:mod:`catdog.facts`)
+    facts: dict[str, Any] = field(default_factory=dict)
+    #: why the device takes no shared work now (:mod:`workers.health`), "" when healthy
+    degraded: str = ""
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

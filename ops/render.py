@@ -141,6 +141,30 @@ def status_table(rows: list[dict[str, Any]]) -> str:
                                  "REASON"))
 
 
+def facts(rows: list[dict[str, Any]], shown: Shown) -> int:
+    """``fab facts``: the status rows' facts, health and held resources, one row per device."""
+    from catdog.facts import throttling
+
+    if shown.json:
+        print(results.to_json(rows), flush=True)
+        return 0
+
+    def cell(value: Any) -> str:
+        return "-" if value is None or value == [] else str(value)
+
+    cells = [(r["device"], r["state"], *(cell(r["facts"].get(k)) for k in (
+        "arch", "cores", "mem_total", "mem", "temp")),
+        ",".join(throttling(r["facts"].get("throttled"))) or "-",
+        ",".join(r["facts"].get("detected") or []) or "-",
+        " ".join(f"{k}:{v['held']}/{v['of']}" for k, v in r.get("resources", {}).items()) or "-",
+        cell(r["facts"].get("model")), cell(r["facts"].get("os")),
+        cell(r["facts"].get("python")), r.get("degraded") or "") for r in rows]
+    print(results.table(cells, ("DEVICE", "STATE", "ARCH", "CORES", "MEM_MB", "FREE_MB", "TEMP_C",
+                                "THROTTLING", "DETECTED", "RESOURCES", "MODEL", "OS", "PYTHON",
+                                "DEGRADED")), flush=True)
+    return 0
+
+
 def logs(texts: dict[str, str], shown: Shown) -> int:
     """Each device's log text, under a ``==> name <==`` line when there are several."""
     for name, text in texts.items():

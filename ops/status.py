@@ -81,6 +81,8 @@ def _row(device: Device, raw: bytes | None, backlog: int | None, now: float,
         "rss_mb": beat.rss_mb if live and beat else None,
         "mem_available_mb": beat.mem_available_mb if live and beat else None,
         "release": beat.release if live and beat else None,
+        "facts": beat.facts if beat else {},
+        "degraded": beat.degraded if live and beat else "",
     }
 
 

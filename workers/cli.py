@@ -179,6 +179,7 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
     """The worker's extensions, in the order their hooks run (the heartbeat's record first on
     each beat)."""
     from workers.extension import Extensions
+    from workers.facts import FactReader
     from workers.gate import Gate
     from workers.heartbeat import HeartbeatRecord
     from workers.killswitch import KillSwitch
@@ -189,8 +190,9 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
 
     switch = KillSwitch()
     recorder = Recorder(device.name, state_dir / "metrics")
+    facts = FactReader(device.detect)
     return Extensions([
-        HeartbeatRecord(device.name, queues, switch),
+        HeartbeatRecord(device.name, queues, switch, facts),
         switch,
         Watchdog(paused=lambda: switch.engaged),
         Leases(),

@@ -3,7 +3,9 @@ tasks sent by name), then a heartbeat every few seconds (:class:`catdog.records.
 
 Counts are kept in the worker's main process (where Celery settles every request, whatever the
 pool), so counting costs no Redis round trip per task. The heartbeat is one of the worker's
-extensions (:mod:`workers.extension`); its record goes first on each beat's pipeline.
+extensions (:mod:`workers.extension`); its record goes first on each beat's pipeline. It carries
+the device's facts (:mod:`workers.facts`), as the health check (:mod:`workers.health`) judged
+them on the same beat.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.worker import state
@@ -27,7 +29,11 @@ from catdog.records import (
 )
 from workers import usage
 from workers.extension import Extension, Worker
+from workers.facts import FactReader
 from workers.killswitch import KillSwitch
+
+if TYPE_CHECKING:
+    from workers.health import Health
 
 #: seconds the ready records of a device are kept
 READY_TTL_S = 120
@@ -36,8 +42,11 @@ READY_TTL_S = 120
 class HeartbeatRecord(Extension):
     """The ready record and the heartbeat of ``device``'s worker (paused when ``switch`` is)."""
 
-    def __init__(self, device: str, queues: list[str], switch: KillSwitch) -> None:
+    def __init__(self, device: str, queues: list[str], switch: KillSwitch,
+                 facts: FactReader | None = None, health: Health | None = None) -> None:
         self.device = device
+        self.facts = facts or FactReader()
+        self.health = health
         self.queues = queues
         self.switch = switch
         self.started = time.time()
@@ -82,11 +91,14 @@ class HeartbeatRecord(Extension):
 
     def heartbeat(self) -> Heartbeat:
         active = list(state.active_requests)
+        facts = self.facts.read()
+        degraded = self.health.judge(facts) if self.health is not None else ""
         return Heartbeat(
             device=self.device, nodename=self.nodename, pid=os.getpid(), time=time.time(),
             started=self.started, active=len(active),
             active_names=sorted({r.name for r in active}), done=self.done(),
             failed=self.failed, queues=self.queues, paused=self.switch.engaged,
-            load=usage.load1(), rss_mb=usage.tree_rss_mb(),
-            mem_available_mb=usage.mem_available_mb(), release=self.release,
+            load=facts["load"], rss_mb=usage.tree_rss_mb(),
+            mem_available_mb=facts["mem"], release=self.release, facts=facts,
+            degraded=degraded,
         )
