@@ -4,6 +4,7 @@
   the launcher blocks on it (no polling, no fixed sleeps) and then pings the node by name.
 - ``catdog:heartbeat:<device>``: the worker's latest heartbeat (JSON), refreshed every
   :data:`HEARTBEAT_INTERVAL_S` seconds and expiring after :data:`HEARTBEAT_TTL_S`.
+- ``catdog:facts:<device>``: the static facts of the device's worker (JSON), kept a week.
 - ``catdog:killswitch``: the kill switch (JSON :class:`Switch`), read by every worker at start.
 - ``catdog:autostart``: a hash, device -> its systemd unit (JSON), written by ``fab enable`` and
   removed by ``fab disable``; ``fab status`` reads it for the ``enabled`` field.
@@ -33,6 +34,15 @@ def ready_key(device: str) -> str:
 
 def heartbeat_key(device: str) -> str:
     return f"catdog:heartbeat:{device}"
+
+
+#: a device's static facts (:mod:`catdog.facts`), written as its worker gets ready and kept a
+#: week: what a device can ever satisfy is known while it is offline
+FACTS_TTL_S = 7 * 24 * 3600
+
+
+def facts_key(device: str) -> str:
+    return f"catdog:facts:{device}"
 
 
 #: remote-control command: write buffered task metrics now (``fab metrics``)

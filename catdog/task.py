@@ -107,9 +107,11 @@ class FleetTask(Task):
             name = cls.__dict__.get("name") or cls.__name__
             checked_max_deliveries(cls.__dict__["max_deliveries"], f"task {name!r}")
 
-    def on(self, target: Target | str) -> Signature:
-        """A signature pinned to ``target``; for ``all`` and ``all:X`` a group, one per device."""
-        route = fleet.route(tuple(self.requires), target)
+    def on(self, target: Target | str, timeout: float | None = None) -> Signature:
+        """A signature pinned to ``target``; for ``all`` and ``all:X`` a group, one per device.
+        A target with predicates is placed now, on live facts (waiting up to ``timeout``
+        seconds for a device that satisfies them: :mod:`catdog.placement`)."""
+        route = fleet.place(tuple(self.requires), target, timeout)
         if route.group:
             return FanOut([self.signature(queue=q) for q in route.queues])
         return self.signature(queue=route.queue)
@@ -131,7 +133,9 @@ class FleetTask(Task):
         if self.target_arg and "queue" not in options:
             self._check_arguments(args, kwargs)
             target = args[0] if args else (kwargs or {}).get("target")
-            route = fleet.route(tuple(self.requires), target)
+            wait = options.pop("timeout", None) if isinstance(target, str) and "&" in target \
+                else None  # (without predicates, ``timeout`` is kombu's publish timeout)
+            route = fleet.place(tuple(self.requires), target, wait)
             if route.group:
                 members = [self.signature(args, kwargs, queue=q, **options) for q in route.queues]
                 return FanOut(members).apply_async()
@@ -223,7 +227,7 @@ def _queue_by_name(name: str, record: TaskRecord, args: Any, kwargs: Any) -> str
     target = None
     if record.target_arg:
         target = args[0] if args else (kwargs or {}).get("target")
-    route = fleet.route(record.requires, target)
+    route = fleet.place(record.requires, target)
     if route.group:
         raise UsageError(f"task {name!r} sent to {target} with no queue: one message reaches one "
                          f"device; call it from Python ({name.rsplit('.', 1)[-1]}.delay(...) "

@@ -11,6 +11,7 @@ them on the same beat.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,11 @@ from celery.worker import state
 
 from catdog import release
 from catdog.records import (
+    FACTS_TTL_S,
     HEARTBEAT_TTL_S,
     TASKS_KEY,
     Heartbeat,
+    facts_key,
     heartbeat_key,
     ready_key,
     task_records,
@@ -62,6 +65,7 @@ class HeartbeatRecord(Extension):
     def on_ready(self, pipe: Any) -> None:
         beat = self.heartbeat()
         pipe.set(heartbeat_key(self.device), beat.dumps(), ex=HEARTBEAT_TTL_S)
+        pipe.set(facts_key(self.device), json.dumps(self.facts.static), ex=FACTS_TTL_S)
         pipe.rpush(ready_key(self.device), beat.dumps())
         pipe.expire(ready_key(self.device), READY_TTL_S)
         records: dict[Any, Any] = self.task_records()
