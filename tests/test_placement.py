@@ -40,7 +40,6 @@ def _device(result: object) -> str:
 
 
 def test_a_predicate_pins_the_call_to_a_live_device_that_satisfies_it(two: tuple) -> None:
-    f, pi, pc = two
     assert _device(run_on.delay("any&arch=aarch64", "true")) == "pi"
     assert _device(run_on.delay("cap:sensor&mem>=300", "true")) == "pi"
     assert _device(run_on.delay("cap:sensor & temp<70 & cores>=8", "true")) == "pc"
@@ -70,7 +69,7 @@ def test_a_predicate_no_device_can_ever_satisfy_is_no_route_naming_each(two: tup
 
 
 def test_one_only_the_live_facts_fail_is_no_device_now_or_waits(two: tuple) -> None:
-    f, pi, pc = two
+    pi = two[1]
     with pytest.raises(NoDeviceNow) as caught:
         run_on.delay("cap:sensor&temp<30", "true")
     assert caught.value.failures == {"pi": "temp<30 (temp 75.0)", "pc": "temp<30 (temp 40.0)"}
@@ -81,8 +80,7 @@ def test_one_only_the_live_facts_fail_is_no_device_now_or_waits(two: tuple) -> N
 
 
 def test_a_stopped_device_no_longer_counts(two: tuple) -> None:
-    f, pi, pc = two
-    f.stop(["pc"])
+    two[0].stop(["pc"])
     with pytest.raises(NoDeviceNow, match="pc: offline"):
         run_on.delay("any&temp<70", "true")
 
