@@ -101,6 +101,12 @@ class Device:
     detect: tuple[str, ...] = field(default=(), kw_only=True, metadata=reads(partial(
         Fields.names, noun="detectable capability", pattern=DETECTABLE_RE,
         rule="one of " + ", ".join(DETECTABLE))))
+    #: how many running tasks may hold each resource at once (``uses=`` of a task)
+    resources: Mapping[str, int] = field(default_factory=dict, kw_only=True,
+                                         metadata=reads(Fields.counts))
+    #: when the device stops taking shared work (:mod:`workers.health`)
+    health: Mapping[str, float | bool] = field(default_factory=dict, kw_only=True,
+                                               metadata=reads(Fields.health))
     line: int | None = field(default=None, kw_only=True)  # of the device's mapping
 
     @property

@@ -23,8 +23,7 @@ from catdog.errors import TargetError
 from catdog.predicates import Clause, parse_clauses
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-WHAT_TARGET = ("a target (a device name, cap:NAME, all:NAME, all or any, each optionally "
-               "followed by &FACT OP VALUE clauses)")
+WHAT_TARGET = "a target (a device name, cap:NAME, all:NAME or all)"
 
 
 class Kind(enum.Enum):

@@ -26,6 +26,8 @@ from catdog.records import (
     TaskRecord,
     checked_max_deliveries,
 )
+from catdog.resources import checked_uses, refusal
+from catdog.routing import Route
 from catdog.targets import Target
 from catdog.windows import parsed
 
@@ -97,6 +99,9 @@ class FleetTask(Task):
     #: message is quarantined instead of delivered again (:mod:`catdog.quarantine`);
     #: ``apply_async(max_deliveries=N)`` sets it for one call
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    #: per-device resources a run holds (``{"camera": 1}``: one unit of the device's
+    #: ``resources: {camera: N}``; :mod:`catdog.resources`)
+    uses: Mapping[str, int] = {}
     #: hands each task to the worker's extensions in its main process (:mod:`workers.telemetry`)
     Request = "workers.telemetry:ExtendedRequest"
 
@@ -106,12 +111,16 @@ class FleetTask(Task):
         if "max_deliveries" in cls.__dict__:
             name = cls.__dict__.get("name") or cls.__name__
             checked_max_deliveries(cls.__dict__["max_deliveries"], f"task {name!r}")
+        if "uses" in cls.__dict__:
+            name = cls.__dict__.get("name") or cls.__name__
+            cls.uses = checked_uses(cls.__dict__["uses"], f"task {name!r}")
 
     def on(self, target: Target | str, timeout: float | None = None) -> Signature:
         """A signature pinned to ``target``; for ``all`` and ``all:X`` a group, one per device.
         A target with predicates is placed now, on live facts (waiting up to ``timeout``
         seconds for a device that satisfies them: :mod:`catdog.placement`)."""
         route = fleet.place(tuple(self.requires), target, timeout)
+        self._check_uses(route)
         if route.group:
             return FanOut([self.signature(queue=q) for q in route.queues])
         return self.signature(queue=route.queue)
@@ -136,13 +145,28 @@ class FleetTask(Task):
             wait = options.pop("timeout", None) if isinstance(target, str) and "&" in target \
                 else None  # (without predicates, ``timeout`` is kombu's publish timeout)
             route = fleet.place(tuple(self.requires), target, wait)
+            self._check_uses(route)
             if route.group:
                 members = [self.signature(args, kwargs, queue=q, **options) for q in route.queues]
                 return FanOut(members).apply_async()
             options["queue"] = route.queue
         elif "queue" not in options:  # what route_task would say, without asking the router
-            options["queue"] = fleet.route(tuple(self.requires)).queue
+            route = fleet.route(tuple(self.requires))
+            self._check_uses(route)
+            options["queue"] = route.queue
         return super().apply_async(args, kwargs, **options)
+
+    def _check_uses(self, route: Route) -> None:
+        """A call no device it may run on could hold the ``uses`` of is refused (worked out
+        once per route: the inventory does not change under a process)."""
+        if not self.uses:
+            return
+        key = (self.name, route.queues)
+        if key not in _USES_CHECKED:
+            _USES_CHECKED[key] = refusal(fleet.inventory, self.name, self.uses, route)
+        problem = _USES_CHECKED[key]
+        if problem:
+            raise UsageError(problem)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task (in the worker); a result that is not JSON or is too large fails it with
@@ -185,6 +209,7 @@ class FleetTask(Task):
             raise TypeError(f"Task {self.name!r}: {exc}") from None
 
 
+_USES_CHECKED: dict[tuple[str, tuple[str, ...]], str | None] = {}
 #: seconds a process sending by name keeps a task's published record (:func:`published_record`)
 RECORD_TTL_S = 10.0
 _records: dict[str, tuple[float, TaskRecord | None]] = {}

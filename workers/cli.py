@@ -186,17 +186,20 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
     from workers.leases import Leases
     from workers.metrics import Recorder
     from workers.quarantine import Quarantine
+    from workers.resources import Resources
     from workers.watchdog import Watchdog
 
     switch = KillSwitch()
     recorder = Recorder(device.name, state_dir / "metrics")
     facts = FactReader(device.detect)
+    gate = Gate(inventory, switch, device)
     return Extensions([
         HeartbeatRecord(device.name, queues, switch, facts),
         switch,
         Watchdog(paused=lambda: switch.engaged),
         Leases(),
-        Gate(inventory, switch, device),
+        gate,
+        Resources(device, gate),  # after the gate: only what may start takes a resource
         Quarantine(device.name, device.pool),  # after the gate: counts only deliveries about to start
         recorder,
     ])
