@@ -29,7 +29,7 @@ from ops import ownership
 from ops.session import session_name
 from ops.tmux import Pane, Tmux
 
-OFFLINE, IDLE, BUSY, PAUSED = "offline", "idle", "busy", "paused"
+OFFLINE, IDLE, BUSY, PAUSED, DEGRADED = "offline", "idle", "busy", "paused", "degraded"
 FLEET_STOPPED = "fleet stopped (embedded Redis not running)"
 
 
@@ -130,4 +130,6 @@ def _state(device: Device, beat: Heartbeat | None, now: float, panes: dict[str, 
     running = f"running {', '.join(beat.active_names)}" if beat.active else ""
     if beat.paused:
         return PAUSED, "kill switch on" + (f"; still {running}" if running else "")
+    if beat.degraded:  # (:mod:`workers.health`): takes only work pinned to it
+        return DEGRADED, beat.degraded + (f"; {running}" if running else "")
     return (BUSY, running) if beat.active else (IDLE, "")

@@ -181,6 +181,7 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
     from workers.extension import Extensions
     from workers.facts import FactReader
     from workers.gate import Gate
+    from workers.health import Health
     from workers.heartbeat import HeartbeatRecord
     from workers.killswitch import KillSwitch
     from workers.leases import Leases
@@ -193,8 +194,10 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
     recorder = Recorder(device.name, state_dir / "metrics")
     facts = FactReader(device.detect)
     gate = Gate(inventory, switch, device)
+    health = Health(device, switch)
     return Extensions([
-        HeartbeatRecord(device.name, queues, switch, facts),
+        HeartbeatRecord(device.name, queues, switch, facts, health),
+        health,
         switch,
         Watchdog(paused=lambda: switch.engaged),
         Leases(),
