@@ -15,10 +15,11 @@ each device and why. Plain targets never come here (:meth:`catdog.fleet.Fleet.pl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,9 +131,16 @@ class Placer:
                 standing.device.name)
 
 
-def broker_read(keys: list[str]) -> list[Any]:
-    """``MGET`` on a connection of the app's broker pool (the producer's own connection)."""
+@contextlib.contextmanager
+def broker_client() -> Iterator[Any]:
+    """A Redis client on a connection of the app's broker pool (the producer's own)."""
     from catdog.application import app
 
     with app.pool.acquire(block=True) as conn, conn.default_channel.conn_or_acquire() as client:
+        yield client
+
+
+def broker_read(keys: list[str]) -> list[Any]:
+    """``MGET`` on the producer's broker connection."""
+    with broker_client() as client:
         return list(client.mget(keys))

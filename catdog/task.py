@@ -13,11 +13,14 @@ from typing import Any
 from celery import Task, group
 from celery.canvas import Signature
 from celery.result import ResultBase
+from celery.utils import uuid
 from kombu import serialization
 from kombu.exceptions import EncodeError
 
+from catdog import dedupe
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
+from catdog.placement import broker_client
 from catdog.records import (
     CONTROL_HEADERS,
     DEFAULT_MAX_DELIVERIES,
@@ -62,6 +65,9 @@ class FanOut(group):
                     producer: Any = None, link: Any = None, link_error: Any = None,
                     **options: Any) -> Any:
         app = self.app
+        if "dedupe_key" in options or "dedupe_for" in options:
+            raise UsageError("dedupe_key deduplicates one message; a group sends one per device "
+                             "(call once per device)")
         if (app.conf.task_always_eager or link is not None or link_error is not None
                 or not self.tasks or options.get("chord")):  # Celery's own path and errors
             return super().apply_async(args, kwargs, add_to_parent, producer, link, link_error,
@@ -127,6 +133,32 @@ class FleetTask(Task):
 
     def apply_async(self, args: Sequence[Any] | None = None,
                     kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        """Celery's, with CatDog's options: ``window``, ``limit``, ``window_close``,
+        ``max_deliveries``, ``timeout`` (a target with predicates waits that long for a device)
+        and ``dedupe_key``/``dedupe_for`` (:mod:`catdog.dedupe`)."""
+        if "dedupe_key" not in options and "dedupe_for" not in options:
+            return self._send(args, kwargs, options)
+        key, period = dedupe.checked(self.name, options.pop("dedupe_key", None),
+                                     options.pop("dedupe_for", None))
+        if self.target_arg and "queue" not in options:
+            target = args[0] if args else (kwargs or {}).get("target")
+            if fleet.route(tuple(self.requires), Target.parse(target).base).group:
+                raise UsageError(f"task {self.name!r}: dedupe_key deduplicates one message; "
+                                 f"{target} sends one per device (call once per device)")
+        task_id = options.setdefault("task_id", uuid())
+        with broker_client() as client:
+            first = dedupe.claim(client, self.name, key, task_id, period)
+        if first is not None:
+            return self.AsyncResult(first)
+        try:
+            return self._send(args, kwargs, options)
+        except BaseException:
+            with broker_client() as client:
+                dedupe.release(client, self.name, key, task_id)
+            raise
+
+    def _send(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
+              options: dict[str, Any]) -> Any:
         self._check_controls(options.get("window"), options.get("limit"),
                              options.get("window_close"))
         if "max_deliveries" in options:
