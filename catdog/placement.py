@@ -1,7 +1,8 @@
 """Placement: which device a target with predicates (``cap:camera&mem>=300``) goes to, now.
 
-The producer reads the candidate devices' heartbeats and static facts in one ``MGET``
-(:func:`read_facts`), keeps the live ones (a heartbeat within the offline limit) whose facts
+The producer reads the candidate devices' live records (:class:`~catdog.records.Live`, written
+with each heartbeat) in one ``MGET``, and their static facts once per worker start
+(:meth:`Placer.read`); it keeps the live ones (a heartbeat within the offline limit) whose facts
 satisfy every clause, and pins the call to the least busy of them (running tasks per slot, then
 load; a device this process placed on since its last heartbeat counts those too), or for
 ``all:``/``all`` to every one of them. Shared targets (``cap:``, ``any``) leave out a degraded
@@ -26,7 +27,7 @@ from typing import Any
 from catdog.errors import NoDeviceNow, NoRoute
 from catdog.inventory import Device, Inventory
 from catdog.predicates import shown
-from catdog.records import Heartbeat, facts_key, heartbeat_key
+from catdog.records import Live, facts_key, live_key
 from catdog.routing import Route, device_queue
 from catdog.targets import Kind, Target
 
@@ -42,7 +43,7 @@ class Standing:
     device: Device
     why: str = ""
     never: bool = False
-    beat: Heartbeat | None = None
+    beat: Live | None = None
 
 
 def candidates(inventory: Inventory, requires: Iterable[str], target: Target) -> list[Device]:
@@ -55,32 +56,23 @@ def candidates(inventory: Inventory, requires: Iterable[str], target: Target) ->
     return inventory.devices_with(needed)
 
 
-def read_facts(devices: list[Device], read: Read) -> tuple[dict[str, Heartbeat],
-                                                           dict[str, dict[str, Any]]]:
-    """Each device's heartbeat and static facts (those recorded), in one round trip."""
-    names = [d.name for d in devices]
-    raw = read([heartbeat_key(n) for n in names] + [facts_key(n) for n in names])
-    beats = {n: Heartbeat.loads(r) for n, r in zip(names, raw[:len(names)], strict=True) if r}
-    static = {n: json.loads(r) for n, r in zip(names, raw[len(names):], strict=True) if r}
-    return beats, static
-
-
-def stand(device: Device, target: Target, beat: Heartbeat | None, static: dict[str, Any],
+def stand(device: Device, target: Target, live: Live | None, static: dict[str, Any],
           now: float) -> Standing:
-    known = {**static, **(beat.facts if beat else {})}
+    known = {**static, **(live.facts if live else {})}
     never = [c for c in target.where if c.never(known)]
     if never:
-        return Standing(device, ", ".join(shown(c, known, never=True) for c in never) + " (for good)", True)
-    if beat is None:
+        why = ", ".join(shown(c, known, never=True) for c in never)
+        return Standing(device, f"{why} (for good)", True)
+    if live is None:
         return Standing(device, "offline (no heartbeat)")
-    if not beat.is_fresh(now):
-        return Standing(device, f"offline (last heartbeat {beat.age(now):.0f}s ago)")
-    failed = [c for c in target.where if not c.holds(beat.facts)]
+    if not live.is_fresh(now):
+        return Standing(device, f"offline (last heartbeat {live.age(now):.0f}s ago)")
+    failed = [c for c in target.where if not c.holds(known)]
     if failed:
-        return Standing(device, ", ".join(shown(c, beat.facts) for c in failed), beat=beat)
-    if beat.degraded and not target.is_group and target.kind is not Kind.DEVICE:
-        return Standing(device, f"degraded: {beat.degraded}", beat=beat)
-    return Standing(device, beat=beat)
+        return Standing(device, ", ".join(shown(c, known) for c in failed), beat=live)
+    if live.degraded and not target.is_group and target.kind is not Kind.DEVICE:
+        return Standing(device, f"degraded: {live.degraded}", beat=live)
+    return Standing(device, beat=live)
 
 
 class Placer:
@@ -89,15 +81,34 @@ class Placer:
     def __init__(self) -> None:
         self._placed: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
+        #: each device's static facts, as the worker that started at ``started`` recorded them
+        self._static: dict[str, dict[str, Any]] = {}
+
+    def read(self, devices: list[Device], read: Read) -> tuple[dict[str, Live],
+                                                                 dict[str, dict[str, Any]]]:
+        """Each device's live record, and its static facts: kept from an earlier call while
+        the same worker runs, else read (a second round trip, at a worker's first call)."""
+        names = [d.name for d in devices]
+        found = [(n, r) for n, r in zip(names, read([live_key(n) for n in names]), strict=True)
+                 if r]
+        lives = dict(zip((n for n, _ in found), Live.loads_many([r for _, r in found]),
+                         strict=True))
+        stale = [n for n in names if n not in lives
+                 or self._static.get(n, {}).get("started") != lives[n].started]
+        if stale:
+            for name, raw in zip(stale, read([facts_key(n) for n in stale]), strict=True):
+                if raw:
+                    self._static[name] = json.loads(raw)
+        return lives, self._static
 
     def place(self, inventory: Inventory, requires: tuple[str, ...], target: Target,
               read: Read, timeout: float | None = None) -> Route:
         devices = candidates(inventory, requires, target)
         deadline = time.monotonic() + (timeout or 0.0)
         while True:
-            beats, static = read_facts(devices, read)
+            lives, static = self.read(devices, read)
             now = time.time()
-            standings = [stand(d, target, beats.get(d.name), static.get(d.name, {}), now)
+            standings = [stand(d, target, lives.get(d.name), static.get(d.name, {}), now)
                          for d in devices]
             fit = [s for s in standings if not s.why]
             if fit:
@@ -127,16 +138,38 @@ class Placer:
         assert beat is not None
         at, count = self._placed.get(standing.device.name, (0.0, 0))
         running = beat.active + (count if at == beat.time else 0)
-        return (beat.paused, running / standing.device.concurrency, beat.load or 0.0,
+        return (beat.paused, running / standing.device.concurrency, beat.facts.get("load") or 0.0,
                 standing.device.name)
+
+
+_client: dict[str, Any] = {}
+_client_lock = threading.Lock()
+
+
+def producer_client() -> Any:
+    """This process's own Redis client on the app's broker, made once (a client per call, as
+    kombu's channel makes one, would cost half a millisecond each time). The app's pool is
+    asked first, which starts the embedded Redis where one serves."""
+    with _client_lock:
+        if "redis" not in _client:
+            from catdog import broker
+            from catdog.application import app
+
+            with app.pool.acquire(block=True):
+                pass
+            _client["redis"] = broker.connect(str(app.conf.broker_url))
+        return _client["redis"]
 
 
 @contextlib.contextmanager
 def broker_client() -> Iterator[Any]:
-    """A Redis client on a connection of the app's broker pool (the producer's own)."""
+    """The producer's Redis client (:func:`producer_client`), translating a broker that does
+    not answer into one line (:class:`~catdog.errors.BrokerUnreachable`)."""
+    from catdog import broker
     from catdog.application import app
 
-    with app.pool.acquire(block=True) as conn, conn.default_channel.conn_or_acquire() as client:
+    client = producer_client()
+    with broker.translated(str(app.conf.broker_url)):
         yield client
 
 

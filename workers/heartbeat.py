@@ -25,8 +25,10 @@ from catdog.records import (
     HEARTBEAT_TTL_S,
     TASKS_KEY,
     Heartbeat,
+    Live,
     facts_key,
     heartbeat_key,
+    live_key,
     ready_key,
     task_records,
 )
@@ -65,7 +67,9 @@ class HeartbeatRecord(Extension):
     def on_ready(self, pipe: Any) -> None:
         beat = self.heartbeat()
         pipe.set(heartbeat_key(self.device), beat.dumps(), ex=HEARTBEAT_TTL_S)
-        pipe.set(facts_key(self.device), json.dumps(self.facts.static), ex=FACTS_TTL_S)
+        pipe.set(live_key(self.device), Live.of(beat).dumps(), ex=HEARTBEAT_TTL_S)
+        pipe.set(facts_key(self.device), json.dumps({**self.facts.static,
+                                                     "started": self.started}), ex=FACTS_TTL_S)
         pipe.rpush(ready_key(self.device), beat.dumps())
         pipe.expire(ready_key(self.device), READY_TTL_S)
         records: dict[Any, Any] = self.task_records()
@@ -73,7 +77,9 @@ class HeartbeatRecord(Extension):
             pipe.hset(TASKS_KEY, mapping=records)
 
     def on_beat(self, pipe: Any) -> None:
-        pipe.set(heartbeat_key(self.device), self.heartbeat().dumps(), ex=HEARTBEAT_TTL_S)
+        beat = self.heartbeat()
+        pipe.set(heartbeat_key(self.device), beat.dumps(), ex=HEARTBEAT_TTL_S)
+        pipe.set(live_key(self.device), Live.of(beat).dumps(), ex=HEARTBEAT_TTL_S)
 
     def on_failure(self, request: Any) -> None:
         self.failed += 1
@@ -81,7 +87,7 @@ class HeartbeatRecord(Extension):
     def on_stop(self) -> None:
         if self.redis is not None:
             with contextlib.suppress(redis.RedisError):
-                self.redis.delete(heartbeat_key(self.device))
+                self.redis.delete(heartbeat_key(self.device), live_key(self.device))
 
     @staticmethod
     def task_records() -> dict[str, str]:
