@@ -87,6 +87,9 @@ def test_one_camera_holds_one_task_at_a_time_and_waiting_holds_no_slot(
         rows = {r["device"]: r for r in json.loads(capsys.readouterr().out)}
         assert rows["cam"]["resources"] == {"camera": {"held": 1, "of": 1}}
         assert rows["pc"]["resources"] == {}
+        assert commands.status(str(f.path)) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert "HELD" in table[0] and "camera:1/1" in next(r for r in table if r.startswith("cam"))
         plain = tasks.plain.on("cam").delay(99)  # the photos waiting leave cam's slots free
         assert plain.get(timeout=10) == 99
         assert [p.get(timeout=30) for p in photos] == ["cam"] * 3
