@@ -93,12 +93,17 @@ class Placer:
                  if r]
         lives = dict(zip((n for n, _ in found), Live.loads_many([r for _, r in found]),
                          strict=True))
-        stale = [n for n in names if n not in lives
-                 or self._static.get(n, {}).get("started") != lives[n].started]
-        if stale:
+        kept = self._static
+
+        def unknown(name: str) -> bool:
+            if name in lives:  # kept facts are this worker's if it started when they say
+                return bool(kept.get(name, {}).get("started") != lives[name].started)
+            return name not in kept
+
+        stale = [n for n in names if unknown(n)]
+        if stale:  # (an offline device's, read once: it has not started since)
             for name, raw in zip(stale, read([facts_key(n) for n in stale]), strict=True):
-                if raw:
-                    self._static[name] = json.loads(raw)
+                kept[name] = json.loads(raw) if raw else {}
         return lives, self._static
 
     def place(self, inventory: Inventory, requires: tuple[str, ...], target: Target,

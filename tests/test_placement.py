@@ -96,3 +96,18 @@ def test_unknown_facts_and_malformed_predicates_are_refused_at_the_call(
             run_on.delay(target, "true")
     with pytest.raises(NoRoute, match="no device has capability camera"):
         fleet.place((), "cap:camera&mem>=1")
+
+
+def test_a_plain_target_reads_no_heartbeat(make_fleet: Callable[..., FleetUnderTest],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from catdog import placement
+
+    make_fleet({"pi": device_spec(["sensor"])})
+    read: list[list[str]] = []
+    monkeypatch.setattr(placement, "broker_read", lambda keys: read.append(keys) or [None])
+    for plain in ("cap:sensor", "pi", "any", "all:sensor", None):
+        fleet.place((), plain)
+    assert read == []
+    with pytest.raises(NoDeviceNow, match="pi: offline"):
+        fleet.place((), "cap:sensor&temp<70")
+    assert read[0] == ["catdog:live:pi"]
