@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from catdog.tasks.examples import whoami
+from catdog.tasks.examples import sleep, whoami
 from catdog.tasks.shell import run_on
-from ops import commands
+from ops import api, commands
 from tests.conftest import FleetUnderTest, device_spec
 from tests.fakepi import FakeRoot, wait_for
 from workers.facts import THROTTLE_EVERY_S
@@ -45,6 +45,14 @@ def test_a_hot_device_takes_only_pinned_work_until_it_cools_down(
         assert {r.get(timeout=20)["device"] for r in shared} == {"pc"}
         assert run_on.delay("any&temp<100", "true").get(timeout=20)["device"] == "pc"
         assert whoami.on("pi").delay().get(timeout=20)["device"] == "pi"  # pinned: still runs
+
+        # the kill switch turned on and off meanwhile gives the hot device no shared queue back
+        api.killswitch(str(f.path), on=True, reason="test")
+        api.killswitch(str(f.path), off=True)
+        wait_for(lambda: [s for s, _ in _states(f.path, capsys).values()] == ["degraded", "idle"],
+                 10, "both resumed")
+        again = [sleep.delay(0.5) for _ in range(8)]  # pi would take some, were it pulling
+        assert {r.get(timeout=20)["device"] for r in again} == {"pc"}
 
         pi.temperature(78.5)  # under the limit, not yet 3 C under it: still degraded
         wait_for(lambda: "not yet under 77" in _states(f.path, capsys)["pi"][1], 10,
