@@ -111,3 +111,25 @@ def test_a_plain_target_reads_no_heartbeat(make_fleet: Callable[..., FleetUnderT
     with pytest.raises(NoDeviceNow, match="pi: offline"):
         fleet.place((), "cap:sensor&temp<70")
     assert read[0] == ["catdog:live:pi"]
+
+
+def test_the_placement_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    """``python -m bench --only placement`` (a smoke test: its own process and Redis; no timing
+    asserted but that a predicate costs more than the plain target it narrows)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_cli import _env
+
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--only", "placement", "--quick",
+                           "--output", str(out)], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(out.read_text())["placement"]
+    assert found["devices"] == 32 and found["samples"] == 500
+    assert found["chosen"].startswith("catdog.device.pi")
+    assert found["place_predicate"]["median_us"] > found["place_plain"]["median_us"]
+    assert "goal < 1000 us" in done.stdout
