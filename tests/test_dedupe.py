@@ -26,6 +26,8 @@ r = record.apply_async((int(sys.argv[1]),), dedupe_key=sys.argv[2], dedupe_for=6
 print(r.id, flush=True)
 """
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def probed(make_fleet: Callable[..., FleetUnderTest]) -> tuple[FleetUnderTest, str, object]:

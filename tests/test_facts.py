@@ -44,6 +44,7 @@ def test_a_machine_without_a_board_model_or_thermal_zone_reports_none(tmp_path: 
     assert facts["detected"] == [] and facts["arch"] == platform.machine()
 
 
+@pytest.mark.slow
 def test_workers_report_their_own_facts_and_fab_facts_shows_them(
         make_fleet: Callable[..., FleetUnderTest], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

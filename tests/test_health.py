@@ -17,6 +17,8 @@ from tests.conftest import FleetUnderTest, device_spec
 from tests.fakepi import FakeRoot, wait_for
 from workers.facts import THROTTLE_EVERY_S
 
+pytestmark = pytest.mark.slow
+
 
 def _states(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, tuple[str, str]]:
     assert commands.status(str(path), json=True) == 0

@@ -39,6 +39,7 @@ def _device(result: object) -> str:
     return str(result.get(timeout=20)["device"])  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_a_predicate_pins_the_call_to_a_live_device_that_satisfies_it(two: tuple) -> None:
     assert _device(run_on.delay("any&arch=aarch64", "true")) == "pi"
     assert _device(run_on.delay("cap:sensor&mem>=300", "true")) == "pi"
@@ -54,11 +55,13 @@ def test_a_predicate_pins_the_call_to_a_live_device_that_satisfies_it(two: tuple
     assert [r["device"] for r in one.get(timeout=20)] == ["pc"]
 
 
+@pytest.mark.slow
 def test_calls_spread_over_the_satisfying_devices_least_busy_first(two: tuple) -> None:
     results = [sleep.on("any&mem>=100").delay(1.0) for _ in range(4)]
     assert sorted(r.get(timeout=20)["device"] for r in results) == ["pc", "pc", "pi", "pi"]
 
 
+@pytest.mark.slow
 def test_a_predicate_no_device_can_ever_satisfy_is_no_route_naming_each(two: tuple) -> None:
     with pytest.raises(NoRoute) as caught:
         run_on.delay("any&arch=riscv64", "true")
@@ -68,6 +71,7 @@ def test_a_predicate_no_device_can_ever_satisfy_is_no_route_naming_each(two: tup
         whoami.on("pc&mem>=500").delay()  # more than the 400 MB it has
 
 
+@pytest.mark.slow
 def test_one_only_the_live_facts_fail_is_no_device_now_or_waits(two: tuple) -> None:
     pi = two[1]
     with pytest.raises(NoDeviceNow) as caught:
@@ -79,6 +83,7 @@ def test_one_only_the_live_facts_fail_is_no_device_now_or_waits(two: tuple) -> N
     assert _device(waited) == "pi"
 
 
+@pytest.mark.slow
 def test_a_stopped_device_no_longer_counts(two: tuple) -> None:
     two[0].stop(["pc"])
     with pytest.raises(NoDeviceNow, match="pc: offline"):

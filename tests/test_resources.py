@@ -28,6 +28,8 @@ import redis
 from catdog import app
 from catdog.fleet import fleet
 
+pytestmark = pytest.mark.slow
+
 
 def _note(what, n):
     client = redis.Redis.from_url(os.environ["CATDOG_BROKER_URL"])
