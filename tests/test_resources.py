@@ -22,13 +22,13 @@ from ops import commands
 from tests.conftest import FleetUnderTest, device_spec
 from tests.fakepi import wait_for
 
+pytestmark = pytest.mark.slow
+
 SOURCE = '''
 import os, time
 import redis
 from catdog import app
 from catdog.fleet import fleet
-
-pytestmark = pytest.mark.slow
 
 
 def _note(what, n):
