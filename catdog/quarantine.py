@@ -29,6 +29,7 @@ from typing import Any
 
 from catdog.errors import CatDogError, UsageError
 from catdog.records import DEFAULT_MAX_DELIVERIES, WORKER_LOST, delivery_key
+from catdog.transport import RING_LUA
 
 __all__ = ["DEFAULT_MAX_DELIVERIES", "QUARANTINE_KEY", "Entry", "Loss", "NotQuarantined",
            "Quarantined", "delivery_key", "drop", "entries", "hold", "requeue"]
@@ -154,10 +155,10 @@ def _entry(client: Any, task_id: str) -> Entry:
 
 #: KEYS: the quarantine hash, the delivery record, the lists to push to; ARGV: id, message.
 #: Pushes only if this call removed the entry (a requeue and a drop at once: one wins).
-_REQUEUE = """
+_REQUEUE = RING_LUA + """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[2])
-for i = 3, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[2]) end
+for i = 3, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[2]); ring(KEYS[i]) end
 return 1
 """
 

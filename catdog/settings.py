@@ -41,12 +41,16 @@ worker_prefetch_multiplier = 1
 # with one separator: plain Celery reads a table with kombu's own, and failed on ours with
 # "ValueError: not enough values to unpack"), and its queues (all named ``catdog.*``).
 #
-# A link cut while a worker waits in BRPOP: Redis may pop a message for it just after the cut and
+# A link cut while a worker waits for work: Redis may hand it a message just after the cut and
 # send it into the dead link, where TCP retransmits it, with backoff, until the link is back (at
-# 25 s for a 20 s cut, 51 s for 40 s, 102 s for 100 s). kombu drops a BRPOP connection whose reply
-# is overdue by `health_check_interval` (25 s by default), and with it that message, which nothing
-# can restore (it was never in `unacked`): the chaos soak lost one so. 120 s lets a cut of up to
-# about 100 s deliver it; a consumer stuck on a half-open connection recovers within about 4 min.
+# 25 s for a 20 s cut, 51 s for 40 s, 102 s for 100 s). The message is held from the start (the
+# take writes its `unacked` record, catdog/transport.py), but kombu drops a fetch connection whose
+# reply is overdue by `health_check_interval` (25 s by default), and the message would then wait
+# out the visibility timeout. 120 s lets a cut of up to about 100 s deliver it at once; a consumer
+# stuck on a half-open connection recovers within about 4 min.
+# The broker is Redis through CatDog's transport (catdog/transport.py): a worker takes a message
+# and records it as held in one step, so a message Redis hands over is never nowhere.
+broker_transport = "catdog.transport:Transport"
 broker_transport_options = {"visibility_timeout": 60, "unacked_restore_interval": 5,
                             "health_check_interval": 120,
                             "unacked_restore_throttle": 3, "priority_steps": list(range(10)),

@@ -64,7 +64,8 @@ def test_a_window_opening_next_minute_defers_without_holding_a_slot(
     deadline = time.monotonic() + 3  # (the free task's own ack may trail its result briefly)
     while redis_client.hlen(UNACKED) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not redis_client.hlen(UNACKED)  # nothing held by a worker while it waits
+    # nothing held by a worker while it waits
+    assert not redis_client.hlen(UNACKED), redis_client.hgetall(UNACKED)
     assert waiting.get(timeout=90) == 1
     started = {n: t for n, t, _ in starts(redis_client, module)}
     assert opening.timestamp() <= started[1] < opening.timestamp() + 3, (

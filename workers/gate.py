@@ -36,6 +36,7 @@ from catdog.inventory import Device, Inventory, Limit
 from catdog.limits import Limiter
 from catdog.records import CLOSE_HEADER, HOPS_HEADER, LIMIT_HEADER, WINDOW_HEADER
 from catdog.routing import forward_queue, serves
+from catdog.transport import ring
 from catdog.windows import next_start, now_in, parsed
 from workers.extension import Extension, Worker
 from workers.killswitch import KillSwitch
@@ -154,7 +155,10 @@ class Gate(Extension):
         raw["properties"] = {**raw.get("properties", {}),
                              "delivery_info": {"exchange": queue, "routing_key": queue}}
         priority = channel._get_message_priority(raw, reverse=False)
-        self.client.lpush(channel._q_for_pri(queue, priority), json.dumps(raw))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(channel._q_for_pri(queue, priority), json.dumps(raw))
+        ring(pipe, queue)
+        pipe.execute()
         request.acknowledge()
         state.task_ready(request)
         log.warning("task %s[%s] may not run on %s: handed on to %s", request.name, request.id,

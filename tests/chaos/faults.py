@@ -13,8 +13,14 @@ say of a broker kill) notes it (:attr:`Faults.found_dead`), relaunches it, then 
 - ``link_down``: the device's cable pulled for 20 s; then it must rejoin by itself (a fresh
   heartbeat), nobody relaunches it.
 - ``stop_worker``: SIGSTOP of the worker's whole process tree for 15 s, then SIGCONT.
-- ``reboot``: :meth:`SoakFleet.reboot` (every process of the worker and its session gone, 5 s
-  down, back by a relaunch until autostart replaces it).
+- ``reboot``: :meth:`SoakFleet.reboot`, 5 s down. On a device that boots (``net-b``) a power
+  cut and a boot, the worker back by its ``fab enable`` unit with nobody launching it (recorded
+  ``"form": "unit"``, with the boot's and the worker's seconds); elsewhere every process of the
+  worker and its session gone, then a relaunch (``"form": "relaunch"``).
+
+On a device that boots, its unit starts a dead worker again: a ``kill_worker`` there records
+whether it had within the 20 s (``"unit_restarted"``), and a worker found dead is given
+:data:`UNIT_BACK_S` for its unit before anything relaunches it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ LINK_DOWN_S = 20.0
 STOP_S = 15.0
 REBOOT_DOWN_S = 5.0
 REJOIN_WITHIN_S = 60.0
+#: a unit starts a dead worker again within seconds (workers.autostart's grace, RestartSec)
+UNIT_BACK_S = 30.0
 
 
 @dataclass
@@ -117,7 +125,20 @@ class Faults:
         print(f"soak: t+{found_s:.0f}s {device}'s worker found dead; relaunching it",
               file=sys.stderr, flush=True)
         self.found_dead.append({"device": device, "found_s": found_s,
+                                "unit_restarted": self._unit_restarted(device),
                                 "relaunch_s": round(self.fleet.relaunch(device), 1)})
+
+    def _unit_restarted(self, device: str) -> bool | None:
+        """On a device that boots, whether its unit started a worker again (within
+        :data:`UNIT_BACK_S`); None elsewhere (nothing there would)."""
+        if device not in self.fleet.boxes:
+            return None
+        deadline = time.monotonic() + UNIT_BACK_S
+        while time.monotonic() < deadline:
+            if self.fleet.worker_pid(device) is not None and self.fleet.heartbeat_fresh(device):
+                return True
+            time.sleep(0.5)
+        return False
 
     def _kill_worker(self, device: str) -> dict[str, Any]:
         pid = self.fleet.worker_pid(device)
@@ -125,7 +146,10 @@ class Faults:
             raise RuntimeError(f"{device} has no live worker to kill")
         signal_all([pid], signal.SIGKILL)
         time.sleep(WORKER_DOWN_S)
-        return {"pid": pid, "relaunch_s": round(self.fleet.relaunch(device), 1)}
+        back = self.fleet.worker_pid(device) not in (None, pid) if device in self.fleet.boxes \
+            else None  # its unit started a new one meanwhile
+        return {"pid": pid, "unit_restarted": back,
+                "relaunch_s": round(self.fleet.relaunch(device), 1)}
 
     def _kill_redis(self, _device: None) -> dict[str, Any]:
         lan = self.fleet.lan
@@ -162,7 +186,16 @@ class Faults:
         return {"processes": len(pids)}
 
     def _reboot(self, device: str) -> dict[str, Any]:
-        return {"relaunch_s": round(self.fleet.reboot(device, REBOOT_DOWN_S), 1)}
+        return self.fleet.reboot(device, REBOOT_DOWN_S)
+
+    def reboot_forms(self) -> dict[str, int]:
+        """The reboots struck, by how the worker came back: "unit" or "relaunch"."""
+        found: dict[str, int] = {}
+        for record in self.struck:
+            if record.kind == REBOOT and record.error is None:
+                form = record.detail.get("form", "?")
+                found[form] = found.get(form, 0) + 1
+        return found
 
 
 __all__ = ["KILL_REDIS", "KILL_WORKER", "LINK_DOWN", "REBOOT", "STOP_WORKER", "Faults", "Struck"]

@@ -4,7 +4,9 @@ Every ``every_s`` seconds one fault strikes. Each kind holds its device for a wh
 itself, then the healing: a relaunch, a rejoin), and no fault strikes a device that is still
 held; at most one Redis kill is in flight. The first faults are one of each kind (in an order
 the seed picks), so even a short soak sees every kind; the rest are drawn at random among the
-kinds that can strike then. The same seed and fleet give the same schedule.
+kinds that can strike then. Given devices that boot (``booted``), that first reboot strikes one of
+them (waiting, as other first faults go, until one is free): even a short soak power-cuts a device
+whose unit must bring its worker back. The same seed and fleet give the same schedule.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ class Fault:
 
 
 def plan(seed: int, duration_s: float, devices: list[str], linked: list[str],
-         every_s: float = 10.0) -> list[Fault]:
+         every_s: float = 10.0, booted: tuple[str, ...] = ()) -> list[Fault]:
     """The faults of a soak of ``duration_s`` seconds over ``devices`` (``linked``: those whose
-    link can be cut), one every ``every_s`` seconds from ``every_s`` on."""
+    link can be cut; ``booted``: those that boot, the first reboot's), one every ``every_s``
+    seconds from ``every_s`` on."""
     rng = random.Random(seed)
     first = list(KINDS)
     rng.shuffle(first)
@@ -51,13 +54,16 @@ def plan(seed: int, duration_s: float, devices: list[str], linked: list[str],
         free = [d for d in devices
                 if all(f.device != d or f.until_s <= at for f in faults)]
         redis_free = all(f.kind != KILL_REDIS or f.until_s <= at for f in faults)
-        possible = [k for k in KINDS if _can_strike(k, free, linked, redis_free)]
+        first_boot = [d for d in free if d in booted] if REBOOT in first and booted else free
+        possible = [k for k in KINDS if _can_strike(k, first_boot if k == REBOOT else free,
+                                                    linked, redis_free)]
         wanted = [k for k in first if k in possible]
         if possible:
             kind = wanted[0] if wanted else rng.choice(possible)
+            where = [d for d in (first_boot if kind == REBOOT else free)
+                     if kind not in NEEDS_LINK or d in linked]
             if kind in first:
                 first.remove(kind)
-            where = [d for d in free if kind not in NEEDS_LINK or d in linked]
             faults.append(Fault(at, kind, None if kind == KILL_REDIS else rng.choice(where)))
         at += every_s
     return faults

@@ -2,9 +2,13 @@
 
 ``net-a`` and ``net-b`` are hosts of their own on the network-namespace LAN (:mod:`bench.lan`:
 own address, own sshd, a link that can be cut), reached over SSH; ``loc-a`` and ``loc-b`` are
-``host: local`` devices on the coordinator. All four use the LAN's Redis (on the bridge address,
-with a password and an append-only file), so a Redis kill is a kill of the one broker the whole
-fleet uses. Pools differ on purpose: threads and prefork on each side.
+``host: local`` devices on the coordinator. ``net-b`` is a box that boots a real systemd
+(:mod:`tests.chaos.soakbox`), and :meth:`SoakFleet.enable` runs ``fab enable`` on it (the ops
+API, as a user would): its "reboot" is a power cut and a boot, its worker brought back by its
+unit; the others' "reboot" kills the worker's processes and relaunches it. All four use the
+LAN's Redis (on the bridge address, with a password and an append-only file), so a Redis kill is
+a kill of the one broker the whole fleet uses. Pools differ on purpose: threads and prefork on
+each side.
 
 Everything here acts the way a user (or the device itself) would: workers are started with
 :class:`ops.launch.Launcher`, found through their tmux session, and signalled as processes.
@@ -37,9 +41,12 @@ from tests.conftest import device_spec
 from tests.probe import write_probe
 
 from .breaks import signal_all
+from .soakbox import BootedDevice
 
 PASSWORD_VAR = "CATDOG_SOAK_PASSWORD"
 LINKED = ("net-a", "net-b")
+#: the devices that boot under systemd, with autostart (``fab enable``)
+BOOTED = ("net-b",)
 CAPABILITIES = {"net-a": ["soak", "lan"], "net-b": ["soak", "lan", "gpu"],
                 "loc-a": ["soak", "gpu"], "loc-b": ["soak"]}
 POOLS: dict[str, dict[str, Any]] = {
@@ -58,6 +65,7 @@ class SoakFleet:
         (folder / "lan").mkdir(parents=True, exist_ok=True)
         self.lan = Lan(folder / "lan")
         self.hosts: dict[str, LanHost] = {}
+        self.boxes: dict[str, BootedDevice] = {}
         self._launching = threading.Lock()
         self.fsync = fsync
         try:
@@ -71,7 +79,11 @@ class SoakFleet:
         os.environ[PASSWORD_VAR] = password
         devices: dict[str, dict[str, Any]] = {}
         for name in LINKED:
-            self.hosts[name] = self.lan.add_host(name)
+            if name in BOOTED:
+                self.boxes[name] = BootedDevice(self.lan, name)
+                self.hosts[name] = self.boxes[name].host
+            else:
+                self.hosts[name] = self.lan.add_host(name)
             devices[name] = self.lan.device(self.hosts[name], CAPABILITIES[name], **POOLS[name])
         for name in CAPABILITIES:
             if name not in LINKED:
@@ -80,7 +92,7 @@ class SoakFleet:
         for folder in workdirs:
             folder.mkdir(parents=True, exist_ok=True)
         self.probe = write_probe([self.folder, *workdirs], self.module)
-        path = self.folder / "catdog.yaml"
+        path = self.path = self.folder / "catdog.yaml"
         path.write_text(yaml.safe_dump({
             "broker": f"redis://:${{{PASSWORD_VAR}}}@{self.lan.gateway}:{port}/0",
             "tmux_socket": self.socket, "imports": [self.module], "devices": devices},
@@ -101,6 +113,13 @@ class SoakFleet:
                 self.inventory.select(names))
         return {r.device: r.state for r in results}
 
+    def enable(self) -> dict[str, str]:
+        """``fab enable`` on the devices that boot (their workers launched: adopted); states."""
+        from ops import api
+
+        done = api.enable(str(self.path), list(self.boxes), timeout=60)
+        return {name: result.state for name, result in done.items()}
+
     def relaunch(self, name: str) -> float:
         """Launch ``name`` until its worker answers (retried through a Redis kill); seconds."""
         started = time.monotonic()
@@ -119,7 +138,9 @@ class SoakFleet:
         """The pid of the device's worker (its tmux pane's process), None when it is not live."""
         with worker_session(self.inventory, self.inventory.devices[name]) as session:
             pane = session.pane()
-        return pane.pid if pane is not None and not pane.dead and pane.pid > 1 else None
+        if pane is None or pane.dead or pane.pid <= 1:
+            return None
+        return self.boxes[name].machine_pid(pane.pid) if name in self.boxes else pane.pid
 
     def worker_tree(self, name: str) -> list[int]:
         """Every process of the device's worker (main process, pool, all it started)."""
@@ -131,23 +152,34 @@ class SoakFleet:
         with worker_session(self.inventory, self.inventory.devices[name]) as session:
             session.kill()
 
-    def reboot(self, name: str, down_s: float) -> float:
-        """The device "rebooted": every process of its worker killed at once, its session gone,
-        ``down_s`` seconds without it, then its worker brought back; seconds until it answers.
+    def reboot(self, name: str, down_s: float) -> dict[str, Any]:
+        """The device "rebooted", ``down_s`` seconds down; what it took, for the fault record.
 
-        Without autostart (``fab enable``) nothing on the device brings the worker back, so this
-        relaunches it the way a user would (``fab launch``); with autostart this is the one place
-        to replace by booting the device and letting its unit start the worker."""
+        A device that boots (:data:`BOOTED`) loses power and boots, and its unit brings the
+        worker back ("unit"). Any other has every process of its worker killed at once and its
+        session ended, then is relaunched the way a user would (``fab launch``, "relaunch"):
+        nothing on it would bring the worker back."""
+        if name in self.boxes:
+            return self.boxes[name].reboot(down_s, lambda: self.heartbeat(name))
         signal_all(self.worker_tree(name), signal.SIGKILL)
         self.end_session(name)
         time.sleep(down_s)
-        return self.relaunch(name)
+        return {"form": "relaunch", "relaunch_s": round(self.relaunch(name), 1)}
 
-    def heartbeat_fresh(self, name: str, within_s: float = 5.0) -> bool:
+    def heartbeat(self, name: str) -> Heartbeat | None:
+        """The device's latest heartbeat (None when there is none, or the broker is down)."""
         with contextlib.suppress(redis.RedisError):
             raw = self.client.get(heartbeat_key(name))
-            return isinstance(raw, bytes) and Heartbeat.loads(raw).age(time.time()) < within_s
-        return False
+            return Heartbeat.loads(raw) if isinstance(raw, bytes) else None
+        return None
+
+    def heartbeat_fresh(self, name: str, within_s: float = 5.0) -> bool:
+        beat = self.heartbeat(name)
+        return beat is not None and beat.age(time.time()) < within_s
+
+    def outside_touched(self) -> list[str]:
+        """What the boxes' boots touched outside them (:meth:`BootedDevice.untouched`)."""
+        return [line for box in self.boxes.values() for line in box.untouched()]
 
     def close(self) -> None:
         """Every worker, tmux server, namespace and the LAN Redis gone."""
@@ -155,6 +187,9 @@ class SoakFleet:
             with contextlib.suppress(Exception):
                 host.link(up=True)
         end_server(self.socket)  # the local devices' workers
+        for box in self.boxes.values():
+            with contextlib.suppress(Exception):
+                box.close()  # before the LAN: a power cut takes every process of the box
         self.lan.close()  # the namespaces' sshd, tmux servers and workers, the LAN Redis
         os.environ.pop(PASSWORD_VAR, None)
 

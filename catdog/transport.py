@@ -1,0 +1,298 @@
+"""CatDog's Redis transport: a message is taken and recorded as held in one step on Redis.
+
+kombu's Redis transport takes a message with ``BRPOP`` and only then, in a second round trip,
+records it as held (``unacked`` and its index), so that it comes back if its worker dies. A
+message Redis handed over in between is nowhere: the reply lost in a cut link when Redis is
+killed, a worker killed or powered off just after the pop. The chaos soak lost tasks so.
+
+Here the take is one Lua script: it pops the first message of the worker's queues (in the
+order BRPOP would try them) and writes its ``unacked`` record in the same step, exactly as
+kombu's QoS writes it, so kombu's restore, CatDog's leases (workers/leases.py) and
+acknowledgements work on it unchanged; a message whose reply never reaches its worker comes
+back after the visibility timeout, like a dead worker's. It also saves the worker that second
+round trip per task, which on a Wi-Fi link is most of what a short task costs.
+
+A script cannot block, so an idle worker waits on its queues' *bells*: every publish through
+this transport pushes a token on ``catdog.bell:<queue>`` in the same pipeline as the message,
+and a worker whose take found nothing waits in ``BLPOP`` on its queues' bells (at most
+:data:`BELL_WAIT_S`), then takes again. A token is only a wake-up, never the message: a stale
+one costs one empty take; a message pushed without a bell (a producer that is not CatDog) is
+found by the next take, at most :data:`BELL_WAIT_S` later. The bell lists are capped at
+:data:`BELL_CAP` tokens. A take Redis refuses (out of memory, say) is logged and tried again
+after the next wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from time import time
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport.virtual import base
+from kombu.utils.json import loads
+
+log = logging.getLogger(__name__)
+
+BELL_PREFIX = "catdog.bell:"
+#: an idle worker takes again at least this often: one empty take and one BLPOP per period
+BELL_WAIT_S = 2
+BELL_CAP = 64
+
+#: KEYS: the unacked hash, its index, then the queue lists in the order to try them;
+#: ARGV[1]: now (the index's score, in seconds, as kombu writes it), ARGV[2]: how many
+#: acknowledgements come next (their delivery tags, removed first), then for each list '1'
+#: when its messages are held until acknowledged, '0' for a consumer without acks. Returns
+#: {list, message, 1} when the hold was recorded, {list, message, 0} for a message this
+#: script cannot read (kombu's QoS records it, as it would have), false when all are empty.
+#: The message is read (LINDEX) and its hold written before it is popped: a write Redis
+#: refuses (out of memory under ``noeviction``) fails the script with the message still queued.
+TAKE = """
+local acks = tonumber(ARGV[2])
+for j = 3, 2 + acks do
+  redis.call('ZREM', KEYS[2], ARGV[j])
+  redis.call('HDEL', KEYS[1], ARGV[j])
+end
+for i = 3, #KEYS do
+  local item = redis.call('LINDEX', KEYS[i], -1)
+  if item then
+    local recorded = 0
+    local ok, message = pcall(cjson.decode, item)
+    ok = ok and type(message) == 'table' and type(message['properties']) == 'table'
+    if ARGV[i + acks] == '1' and ok then
+      local props = message['properties']
+      local tag, info = props['delivery_tag'], props['delivery_info']
+      if type(tag) == 'string' and type(info) == 'table' then
+        redis.call('ZADD', KEYS[2], ARGV[1], tag)
+        redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
+                   .. ',' .. cjson.encode(info['routing_key']) .. ']')
+        recorded = 1
+      end
+    end
+    redis.call('RPOP', KEYS[i])
+    return {KEYS[i], item, recorded}
+  end
+end
+return false
+"""
+
+
+#: Lua that defines ``ring(list)``: the wake-up of the queue whose priority list is ``list``
+#: (``<queue>`` or ``<queue>:<priority>``), for scripts that push messages themselves.
+RING_LUA = f"""
+local function ring(list)
+  local bell = '{BELL_PREFIX}' .. (string.gsub(list, ':%d$', ''))
+  redis.call('LPUSH', bell, 1)
+  redis.call('LTRIM', bell, 0, {BELL_CAP - 1})
+end
+"""
+
+
+def bell(queue: str) -> str:
+    """The key whose tokens wake the workers waiting on ``queue``."""
+    return f"{BELL_PREFIX}{queue}"
+
+
+def ring(pipe: Any, queue: str) -> None:
+    """Add, to ``pipe`` (a Redis pipeline), the wake-up of ``queue``'s waiting workers."""
+    pipe.lpush(bell(queue), 1)
+    pipe.ltrim(bell(queue), 0, BELL_CAP - 1)
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's QoS, except that a message the take script recorded is not recorded again."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if delivery_tag in self.channel._recorded:
+            self.channel._recorded.discard(delivery_tag)
+            base.QoS.append(self, message, delivery_tag)
+            return
+        super().append(message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        """Acknowledged here at once; on Redis with the channel's next take, when the ack comes
+        from the event loop (whose next tick sends that take, or else sends the ack alone)."""
+        if not self.channel.connection.defers_acks or (
+                threading.get_ident() != self.channel._loop_thread):
+            super().ack(delivery_tag)
+            return
+        base.QoS.ack(self, delivery_tag)
+        self.channel._acks.append(delivery_tag)
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._recorded: set[str] = set()
+        #: the command in flight on the fetch connection: "take", "wait" or None
+        self._sent: str | None = None
+        self._idle = False  # the last take found nothing (or failed): wait on the bells next
+        self._unheld: set[str] = set()  # queues consumed without acknowledgements
+        self._acks: list[str] = []  # acknowledged here, not yet on Redis
+        self._acks_sent: list[str] = []  # on their way with the take in flight
+        self._loop_thread: int | None = None
+        super().__init__(*args, **kwargs)
+        self._acks.extend(_owed.take(self.unacked_key, self.unacked_index_key))
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._unheld.add(queue)
+        else:
+            self._unheld.discard(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    # -- taking ------------------------------------------------------------------------------
+    def _brpop_start(self, timeout: int | None = None) -> None:
+        self._loop_thread = threading.get_ident()
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        connection = self.client.connection
+        if self._idle:
+            keys = [bell(queue) for queue in queues]
+            command: tuple[Any, ...] = ("BLPOP", *keys, timeout or self.brpop_timeout)
+            self._sent = "wait"
+        else:
+            lists = [(self._q_for_pri(queue, pri), queue not in self._unheld)
+                     for pri in self.priority_steps for queue in queues]
+            self._acks_sent, self._acks = self._acks, []
+            command = ("EVAL", TAKE, 2 + len(lists), self.unacked_key, self.unacked_index_key,
+                       *(key for key, _ in lists), repr(time()), len(self._acks_sent),
+                       *self._acks_sent, *("1" if held else "0" for _, held in lists))
+            self._sent = "take"
+        self._in_poll = connection
+        self._brpop_sent_at = kombu_redis.monotonic()  # type: ignore[assignment]
+        connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        sent, self._sent = self._sent, None
+        try:
+            connection = self.client.connection
+            try:
+                reply = self.client.parse_response(connection, "EVAL" if sent == "take"
+                                                   else "BLPOP", **options)
+            except self.connection_errors:
+                self._acks[:0], self._acks_sent = self._acks_sent, []  # owed still
+                connection.disconnect()
+                raise
+            except self.ResponseError as exc:
+                log.error("Redis refused this worker's %s: %s", sent, exc)
+                self._acks[:0], self._acks_sent = self._acks_sent, []  # sent again, alone
+                self._idle = True
+                raise kombu_redis.Empty() from exc
+            self._acks_sent = []
+            if sent == "wait":
+                self._idle = False
+                raise kombu_redis.Empty()
+            if not reply:
+                self._idle = True
+                raise kombu_redis.Empty()
+            key, item, recorded = reply
+            dest = kombu_redis.bytes_to_str(key).rsplit(self.sep, 1)[0]
+            payload = loads(kombu_redis.bytes_to_str(item))
+            if recorded:
+                self._recorded.add(payload["properties"]["delivery_tag"])
+            self._queue_cycle.rotate(dest)
+            self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            self._flush_brpop_reauth()
+
+    def flush_acks(self) -> None:
+        """Send the acknowledgements no take carried (this tick sends none) in one pipeline;
+        those Redis cannot take now are owed to this process's next channel."""
+        acks, self._acks = self._acks, []
+        if not acks:
+            return
+        try:
+            with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+                for tag in acks:
+                    self.qos._remove_from_indices(tag, pipe)
+                pipe.execute()
+        except self.connection_errors as exc:
+            _owed.add(self.unacked_key, self.unacked_index_key, acks)
+            log.warning("%d acknowledgement(s) did not reach Redis (%s): sent by the next "
+                        "connection", len(acks), exc)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._acks[:0], self._acks_sent = self._acks_sent, []
+            self.flush_acks()
+        super().close()
+
+    # -- putting -----------------------------------------------------------------------------
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        batch = kwargs.get("_publish_batch")
+        if batch is not None:
+            super()._put(queue, message, **kwargs)
+            batch.add("lpush", bell(queue), 1)
+            batch.add("ltrim", bell(queue), 0, BELL_CAP - 1)
+            return
+        pri = self._get_message_priority(message, reverse=False)
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            pipe.lpush(self._q_for_pri(queue, pri), kombu_redis.dumps(message))
+            if self._expires and queue in self._expires:
+                for step in self.priority_steps:
+                    pipe.pexpire(self._q_for_pri(queue, step), self._expires[queue])
+            ring(pipe, queue)
+            pipe.execute()
+
+    def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any,
+                            leftmost: bool = False) -> None:
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        try:
+            queues = self._lookup(exchange, routing_key)
+        except Exception:  # kombu's restore above logged it
+            return
+        for queue in queues:
+            ring(pipe, queue)
+
+
+class Poller(kombu_redis.MultiChannelPoller):
+    """kombu's poller; after each tick's takes went out, the acknowledgements none carried."""
+
+    def on_poll_start(self) -> None:
+        super().on_poll_start()
+        for channel in list(self._channels):
+            if getattr(channel, "_acks", None):
+                channel.flush_acks()
+
+
+class Owed:
+    """Acknowledgements a closed channel could not send: the next channel sends them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owed: dict[tuple[str, str], list[str]] = {}
+
+    def add(self, unacked: str, index: str, tags: list[str]) -> None:
+        with self._lock:
+            self._owed.setdefault((unacked, index), []).extend(tags)
+
+    def take(self, unacked: str, index: str) -> list[str]:
+        with self._lock:
+            return self._owed.pop((unacked, index), [])
+
+
+_owed = Owed()
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport (``redis://`` and ``rediss://``) with CatDog's take."""
+
+    Channel = Channel
+    brpop_timeout = BELL_WAIT_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cycle = Poller()  # type: ignore[assignment]
+        #: acknowledgements ride on takes only under an event loop (a worker's), whose every
+        #: tick sends what no take carried; a plain ``drain_events`` consumer acks at once
+        self.defers_acks = False
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        self.defers_acks = True
+        super().register_with_event_loop(connection, loop)
