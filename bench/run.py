@@ -99,7 +99,8 @@ PLAIN = {"defaults": "Celery's default settings",
 #: worker profiles compared: the Pi Zero one (solo, one process) and the default (prefork -c2)
 PROFILES = {"solo": ("solo", 1), "prefork": ("prefork", 2)}
 COMPARED = ("throughput", "latency", "memory")
-CHOICES = ["compare", *COMPARED, "fanout", "killswitch", "launch", "rollout", "status"]
+CHOICES = ["compare", *COMPARED, "fanout", "killswitch", "launch", "placement", "rollout",
+           "status"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -211,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         results["launch"] = isolated(launch.run, rounds, args.devices)
         print("\n".join(line for line in launch_table(results["launch"]) if line))
         failed |= bool(results["launch"]["failures"])
+    if "placement" in wanted:
+        from bench import placement
+
+        found = results["placement"] = isolated(placement.run, 500 if args.quick else 2000)
+        print("\n".join(placement.rows(found)), flush=True)
     if "rollout" in wanted:
         from bench import rollout
 

@@ -63,6 +63,18 @@ class NoRoute(CatDogError):
         )
 
 
+class NoDeviceNow(CatDogError):
+    """A target's predicates could be satisfied, but no live device satisfies them now (and the
+    call did not wait, or waited its ``timeout=`` out); ``failures``: each device and why."""
+
+    def __init__(self, target: str, failures: dict[str, str]) -> None:
+        self.target = target
+        self.failures = dict(failures)
+        detail = "; ".join(f"{d}: {why}" for d, why in sorted(self.failures.items()))
+        super().__init__(f"no live device satisfies {target!r} now ({detail or 'no devices'}); "
+                         f"call with timeout=SECONDS to wait for one")
+
+
 class TargetError(CatDogError, ValueError):
     """A target string is malformed (not a device name, ``cap:X``, ``all:X`` or ``all``)."""
 

@@ -153,6 +153,38 @@ class Fields(Nodes):
                 self.problem(key, join(field, name), unknown_key(name, allowed))
         return {name: pair for name, pair in found.items() if name in allowed}
 
+    def counts(self, node: Node, field: str) -> Any:
+        """A mapping of names to whole numbers of 1 or more (``resources: {camera: 1}``)."""
+        found = self.mapping(node, field, "a mapping of resource names to counts, like "
+                                          "{camera: 1}")
+        if found is INVALID:
+            return INVALID
+        counts: dict[str, Any] = {}
+        for name, (key, value) in found.items():
+            where = join(field, name)
+            if not NAME_RE.match(name):
+                counts[name] = self.bad(key, where, f"a resource name ({NAME_RULE})", name)
+            else:
+                counts[name] = self.integer(value, where, "a whole number >= 1", low=1)
+        return INVALID if any_invalid(counts) else counts
+
+    def health(self, node: Node, field: str) -> Any:
+        """``health: {max_temp: 80, throttled: true}``: when a device stops taking shared work."""
+        found = self.fields(node, field, ("max_temp", "throttled"), "a mapping with `max_temp:` "
+                            "(degrees C) and/or `throttled:` (true or false)")
+        if found is INVALID:
+            return INVALID
+        health: dict[str, Any] = {}
+        if "max_temp" in found:
+            got = self.value(found["max_temp"][1], join(field, "max_temp"))
+            fits = isinstance(got, int | float) and not isinstance(got, bool) and 0 < got < 200
+            health["max_temp"] = float(got) if fits else got if got is INVALID else self.bad(
+                found["max_temp"][1], join(field, "max_temp"), "degrees C between 0 and 200",
+                got)
+        if "throttled" in found:
+            health["throttled"] = self.boolean(found["throttled"][1], join(field, "throttled"))
+        return INVALID if any_invalid(health) else health
+
     def env(self, node: Node, field: str) -> Any:
         """Environment variables for the worker: names to scalars, kept as written (strings)."""
         found = self.mapping(node, field, "a mapping of environment variable names to values")

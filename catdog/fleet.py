@@ -13,6 +13,7 @@ from pathlib import Path
 
 from catdog.errors import CatDogError
 from catdog.inventory import Device, Inventory, inventory_path
+from catdog.placement import Placer
 from catdog.routing import Route, plan
 from catdog.targets import Target
 
@@ -33,6 +34,7 @@ class Fleet:
         self._lock = threading.Lock()
         self.role = COORDINATOR
         self.device_name: str | None = None
+        self.placer = Placer()
 
     def use(self, path: str | os.PathLike[str] | None) -> None:
         """Choose the inventory file; the next use loads it."""
@@ -71,6 +73,20 @@ class Fleet:
             if len(self._routes) < MAX_ROUTES:
                 self._routes[key] = found
         return found
+
+    def place(self, requires: tuple[str, ...] = (), target: Target | str | None = None,
+              timeout: float | None = None) -> Route:
+        """Where a call goes now: :meth:`route`, and for a target with predicates
+        (``cap:camera&mem>=300``) the device(s) live heartbeats say satisfy them
+        (:mod:`catdog.placement`). A plain target costs no more than :meth:`route`."""
+        if target is None or (isinstance(target, str) and "&" not in target) or (
+                isinstance(target, Target) and not target.where):
+            return self.route(requires, target)
+        from catdog.placement import broker_read
+
+        parsed = Target.parse(target)
+        self.route(requires, parsed.base)  # NoRoute for what no device has at all
+        return self.placer.place(self.inventory, requires, parsed, broker_read, timeout)
 
     def become_worker(self, device: str) -> None:
         """Mark this process as the worker of ``device`` (never starts an embedded Redis)."""

@@ -29,6 +29,8 @@ POOLS = ("prefork", "solo", "threads")
 RESERVED_DEVICE_NAMES = ("flower", "beat")
 CRON_FIELD_RE = re.compile(r"^[0-9*/,-]+$")
 WHAT_CRON = 'a cron expression of 5 fields like "*/5 * * * *"'
+DETECTABLE = ("camera", "gpio", "i2c", "gpu")
+DETECTABLE_RE = re.compile("^(" + "|".join(DETECTABLE) + ")$")
 
 
 def _text(what: str, pattern: re.Pattern[str] | None = None) -> Reader:
@@ -95,6 +97,16 @@ class Device:
     # False: disabled; tuple: allowed programs, no shell
     run_on: bool | tuple[str, ...] = field(default=True, kw_only=True,
                                            metadata=reads(Fields.run_on))
+    #: capabilities the worker looks for on the device and reports (:mod:`workers.facts`)
+    detect: tuple[str, ...] = field(default=(), kw_only=True, metadata=reads(partial(
+        Fields.names, noun="detectable capability", pattern=DETECTABLE_RE,
+        rule="one of " + ", ".join(DETECTABLE))))
+    #: how many running tasks may hold each resource at once (``uses=`` of a task)
+    resources: Mapping[str, int] = field(default_factory=dict, kw_only=True,
+                                         metadata=reads(Fields.counts))
+    #: when the device stops taking shared work (:mod:`workers.health`)
+    health: Mapping[str, float | bool] = field(default_factory=dict, kw_only=True,
+                                               metadata=reads(Fields.health))
     line: int | None = field(default=None, kw_only=True)  # of the device's mapping
 
     @property

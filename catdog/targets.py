@@ -1,11 +1,16 @@
 """Targets: where a task runs, parsed once into a small typed value.
 
 >>> Target.parse("pi4")
-Target(kind=<Kind.DEVICE: 'device'>, name='pi4')
+Target(kind=<Kind.DEVICE: 'device'>, name='pi4', where=())
 >>> Target.parse("cap:camera").kind is Kind.CAPABILITY
 True
 >>> str(Target.parse("all:gpio")), str(Target.parse("all"))
 ('all:gpio', 'all')
+>>> str(Target.parse("cap:camera & mem>=300")), Target.parse("any&temp<70").base
+('cap:camera&mem>=300', Target(kind=<Kind.ANY: 'any'>, name='', where=()))
+
+Clauses after ``&`` are predicates on the facts devices report (:mod:`catdog.predicates`); where
+they send a call is worked out from live heartbeats (:mod:`catdog.placement`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from catdog.errors import TargetError
+from catdog.predicates import Clause, parse_clauses
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 WHAT_TARGET = "a target (a device name, cap:NAME, all:NAME or all)"
@@ -32,6 +38,8 @@ class Kind(enum.Enum):
 class Target:
     kind: Kind
     name: str = ""
+    #: predicates on the devices' facts (``cap:camera&mem>=300``)
+    where: tuple[Clause, ...] = ()
 
     @classmethod
     def parse(cls, text: object) -> Target:
@@ -40,6 +48,9 @@ class Target:
             return text
         if not isinstance(text, str):
             raise TargetError(f"a target must be a string, got {text!r}")
+        if "&" in text:
+            head, *clauses = text.split("&")
+            return cls(**{**cls.parse(head).__dict__, "where": parse_clauses(clauses, text)})
         text = text.strip()
         if text == "all":
             return cls(Kind.EVERY)
@@ -64,6 +75,11 @@ class Target:
         return cls(kind, name)
 
     @property
+    def base(self) -> Target:
+        """The target without its predicates."""
+        return Target(self.kind, self.name) if self.where else self
+
+    @property
     def is_group(self) -> bool:
         """True when the target fans out to one message per device."""
         return self.kind in (Kind.EVERY, Kind.EVERY_WITH)
@@ -73,13 +89,15 @@ class Target:
         if isinstance(other, str):
             return str(self) == other
         if isinstance(other, Target):
-            return (self.kind, self.name) == (other.kind, other.name)
+            return (self.kind, self.name, self.where) == (other.kind, other.name, other.where)
         return NotImplemented
 
     def __hash__(self) -> int:
         return hash(str(self))
 
     def __str__(self) -> str:
+        if self.where:
+            return "&".join([str(self.base), *map(str, self.where)])
         if self.kind is Kind.DEVICE:
             return self.name
         if self.kind is Kind.CAPABILITY:

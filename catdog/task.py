@@ -13,11 +13,14 @@ from typing import Any
 from celery import Task, group
 from celery.canvas import Signature
 from celery.result import ResultBase
+from celery.utils import uuid
 from kombu import serialization
 from kombu.exceptions import EncodeError
 
+from catdog import dedupe
 from catdog.errors import TooLarge, UsageError
 from catdog.fleet import fleet
+from catdog.placement import broker_client
 from catdog.records import (
     CONTROL_HEADERS,
     DEFAULT_MAX_DELIVERIES,
@@ -26,6 +29,8 @@ from catdog.records import (
     TaskRecord,
     checked_max_deliveries,
 )
+from catdog.resources import checked_uses, refusal
+from catdog.routing import Route
 from catdog.targets import Target
 from catdog.windows import parsed
 
@@ -60,6 +65,9 @@ class FanOut(group):
                     producer: Any = None, link: Any = None, link_error: Any = None,
                     **options: Any) -> Any:
         app = self.app
+        if "dedupe_key" in options or "dedupe_for" in options:
+            raise UsageError("dedupe_key deduplicates one message; a group sends one per device "
+                             "(call once per device)")
         if (app.conf.task_always_eager or link is not None or link_error is not None
                 or not self.tasks or options.get("chord")):  # Celery's own path and errors
             return super().apply_async(args, kwargs, add_to_parent, producer, link, link_error,
@@ -97,6 +105,9 @@ class FleetTask(Task):
     #: message is quarantined instead of delivered again (:mod:`catdog.quarantine`);
     #: ``apply_async(max_deliveries=N)`` sets it for one call
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    #: per-device resources a run holds (``{"camera": 1}``: one unit of the device's
+    #: ``resources: {camera: N}``; :mod:`catdog.resources`)
+    uses: Mapping[str, int] = {}
     #: hands each task to the worker's extensions in its main process (:mod:`workers.telemetry`)
     Request = "workers.telemetry:ExtendedRequest"
 
@@ -106,16 +117,48 @@ class FleetTask(Task):
         if "max_deliveries" in cls.__dict__:
             name = cls.__dict__.get("name") or cls.__name__
             checked_max_deliveries(cls.__dict__["max_deliveries"], f"task {name!r}")
+        if "uses" in cls.__dict__:
+            name = cls.__dict__.get("name") or cls.__name__
+            cls.uses = checked_uses(cls.__dict__["uses"], f"task {name!r}")
 
-    def on(self, target: Target | str) -> Signature:
-        """A signature pinned to ``target``; for ``all`` and ``all:X`` a group, one per device."""
-        route = fleet.route(tuple(self.requires), target)
+    def on(self, target: Target | str, timeout: float | None = None) -> Signature:
+        """A signature pinned to ``target``; for ``all`` and ``all:X`` a group, one per device.
+        A target with predicates is placed now, on live facts (waiting up to ``timeout``
+        seconds for a device that satisfies them: :mod:`catdog.placement`)."""
+        route = fleet.place(tuple(self.requires), target, timeout)
+        self._check_uses(route)
         if route.group:
             return FanOut([self.signature(queue=q) for q in route.queues])
         return self.signature(queue=route.queue)
 
     def apply_async(self, args: Sequence[Any] | None = None,
                     kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        """Celery's, with CatDog's options: ``window``, ``limit``, ``window_close``,
+        ``max_deliveries``, ``timeout`` (a target with predicates waits that long for a device)
+        and ``dedupe_key``/``dedupe_for`` (:mod:`catdog.dedupe`)."""
+        if "dedupe_key" not in options and "dedupe_for" not in options:
+            return self._send(args, kwargs, options)
+        key, period = dedupe.checked(self.name, options.pop("dedupe_key", None),
+                                     options.pop("dedupe_for", None))
+        if self.target_arg and "queue" not in options:
+            target = args[0] if args else (kwargs or {}).get("target")
+            if fleet.route(tuple(self.requires), Target.parse(target).base).group:
+                raise UsageError(f"task {self.name!r}: dedupe_key deduplicates one message; "
+                                 f"{target} sends one per device (call once per device)")
+        task_id = options.setdefault("task_id", uuid())
+        with broker_client() as client:
+            first = dedupe.claim(client, self.name, key, task_id, period)
+        if first is not None:
+            return self.AsyncResult(first)
+        try:
+            return self._send(args, kwargs, options)
+        except BaseException:
+            with broker_client() as client:
+                dedupe.release(client, self.name, key, task_id)
+            raise
+
+    def _send(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
+              options: dict[str, Any]) -> Any:
         self._check_controls(options.get("window"), options.get("limit"),
                              options.get("window_close"))
         if "max_deliveries" in options:
@@ -131,14 +174,31 @@ class FleetTask(Task):
         if self.target_arg and "queue" not in options:
             self._check_arguments(args, kwargs)
             target = args[0] if args else (kwargs or {}).get("target")
-            route = fleet.route(tuple(self.requires), target)
+            wait = options.pop("timeout", None) if isinstance(target, str) and "&" in target \
+                else None  # (without predicates, ``timeout`` is kombu's publish timeout)
+            route = fleet.place(tuple(self.requires), target, wait)
+            self._check_uses(route)
             if route.group:
                 members = [self.signature(args, kwargs, queue=q, **options) for q in route.queues]
                 return FanOut(members).apply_async()
             options["queue"] = route.queue
         elif "queue" not in options:  # what route_task would say, without asking the router
-            options["queue"] = fleet.route(tuple(self.requires)).queue
+            route = fleet.route(tuple(self.requires))
+            self._check_uses(route)
+            options["queue"] = route.queue
         return super().apply_async(args, kwargs, **options)
+
+    def _check_uses(self, route: Route) -> None:
+        """A call no device it may run on could hold the ``uses`` of is refused (worked out
+        once per route: the inventory does not change under a process)."""
+        if not self.uses:
+            return
+        key = (self.name, route.queues)
+        if key not in _USES_CHECKED:
+            _USES_CHECKED[key] = refusal(fleet.inventory, self.name, self.uses, route)
+        problem = _USES_CHECKED[key]
+        if problem:
+            raise UsageError(problem)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task (in the worker); a result that is not JSON or is too large fails it with
@@ -181,6 +241,7 @@ class FleetTask(Task):
             raise TypeError(f"Task {self.name!r}: {exc}") from None
 
 
+_USES_CHECKED: dict[tuple[str, tuple[str, ...]], str | None] = {}
 #: seconds a process sending by name keeps a task's published record (:func:`published_record`)
 RECORD_TTL_S = 10.0
 _records: dict[str, tuple[float, TaskRecord | None]] = {}
@@ -223,7 +284,7 @@ def _queue_by_name(name: str, record: TaskRecord, args: Any, kwargs: Any) -> str
     target = None
     if record.target_arg:
         target = args[0] if args else (kwargs or {}).get("target")
-    route = fleet.route(record.requires, target)
+    route = fleet.place(record.requires, target)
     if route.group:
         raise UsageError(f"task {name!r} sent to {target} with no queue: one message reaches one "
                          f"device; call it from Python ({name.rsplit('.', 1)[-1]}.delay(...) "

@@ -130,6 +130,10 @@ status = Command(
     (INVENTORY, DEVICES, JSON,
      Option("watch", "redraw every second until Ctrl-C", False, keyword=None)),
     "status", check=_refuse_watched_json)
+facts = Command(
+    "facts", "A row per device: the facts its worker reports (arch, cores, memory, temperature, "
+             "throttling, board, OS, Python, detected), its health and the resources held.",
+    "status", (INVENTORY, DEVICES, JSON), "facts")
 logs = Command(
     "logs", "A worker's recent output, kept on its device; --follow streams it.", "logs",
     (INVENTORY, DEVICES,
@@ -212,5 +216,5 @@ disable = Command(
     "disable", (INVENTORY, DEVICES, JSON, COORDINATOR, SERVICES), "autostarted", progress=True)
 
 #: every command, as ``fab --list`` shows them
-COMMANDS = (beat, deploy, disable, doctor, enable, flower, killswitch, launch, logs, metrics,
-            quarantine, restart, rollback, status, stop)
+COMMANDS = (beat, deploy, disable, doctor, enable, facts, flower, killswitch, launch, logs,
+            metrics, quarantine, restart, rollback, status, stop)

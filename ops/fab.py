@@ -1,5 +1,5 @@
 """CatDog's ``fab`` commands: launch, stop, restart, status, logs, deploy, rollback, doctor,
-killswitch, beat, flower, metrics, quarantine, enable, disable.
+killswitch, beat, flower, metrics, quarantine, enable, disable, facts.
 
 A project's ``fabfile.py`` gets all of them with ``from ops.fab import *`` (``catdog init`` writes
 that line). Each is an invoke task made from its row of the command table,
@@ -17,8 +17,8 @@ from invoke import Context, Exit, Task
 from ops import commands
 from ops.commands import Command
 
-__all__ = ["beat", "deploy", "disable", "doctor", "enable", "flower", "killswitch", "launch",
-           "logs", "metrics", "quarantine", "restart", "rollback", "status", "stop"]
+__all__ = ["beat", "deploy", "disable", "doctor", "enable", "facts", "flower", "killswitch",
+           "launch", "logs", "metrics", "quarantine", "restart", "rollback", "status", "stop"]
 
 
 def task(command: Command) -> Task[Any]:
@@ -44,6 +44,7 @@ deploy = task(commands.deploy)
 disable = task(commands.disable)
 doctor = task(commands.doctor)
 enable = task(commands.enable)
+facts = task(commands.facts)
 flower = task(commands.flower)
 killswitch = task(commands.killswitch)
 launch = task(commands.launch)

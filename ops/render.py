@@ -134,11 +134,41 @@ def status_table(rows: list[dict[str, Any]]) -> str:
               "-" if r["rss_mb"] is None else r["rss_mb"],
               "-" if r.get("quarantined") is None else r["quarantined"],
               "-" if r.get("enabled") is None else ("yes" if r["enabled"] else "no"),
-              r.get("release") or "-", r["reason"]) for r in rows]
+              r.get("release") or "-", _held(r), r["reason"]) for r in rows]
     return results.table(cells, ("DEVICE", "STATE", "CAPABILITIES", "ACTIVE", "DONE", "FAILED",
                                  "HEARTBEAT_S", "BACKLOG", "LOAD", "WORKER_MB", "QUARANTINED",
-                                 "AT_BOOT", "RELEASE",
+                                 "AT_BOOT", "RELEASE", "HELD",
                                  "REASON"))
+
+
+def _held(row: dict[str, Any]) -> str:
+    """The resources held on a device, ``camera:1/1`` (``-``: it declares none)."""
+    return " ".join(f"{k}:{v['held']}/{v['of']}" for k, v in row.get("resources", {}).items()
+                    ) or "-"
+
+
+def facts(rows: list[dict[str, Any]], shown: Shown) -> int:
+    """``fab facts``: the status rows' facts, health and held resources, one row per device."""
+    from catdog.facts import throttling
+
+    if shown.json:
+        print(results.to_json(rows), flush=True)
+        return 0
+
+    def cell(value: Any) -> str:
+        return "-" if value is None or value == [] else str(value)
+
+    cells = [(r["device"], r["state"], *(cell(r["facts"].get(k)) for k in (
+        "arch", "cores", "mem_total", "mem", "temp")),
+        ",".join(throttling(r["facts"].get("throttled"))) or "-",
+        ",".join(r["facts"].get("detected") or []) or "-",
+        _held(r),
+        cell(r["facts"].get("model")), cell(r["facts"].get("os")),
+        cell(r["facts"].get("python")), r.get("degraded") or "") for r in rows]
+    print(results.table(cells, ("DEVICE", "STATE", "ARCH", "CORES", "MEM_MB", "FREE_MB", "TEMP_C",
+                                "THROTTLING", "DETECTED", "RESOURCES", "MODEL", "OS", "PYTHON",
+                                "DEGRADED")), flush=True)
+    return 0
 
 
 def logs(texts: dict[str, str], shown: Shown) -> int:

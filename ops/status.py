@@ -23,12 +23,13 @@ import redis
 from catdog.inventory import Device, Inventory
 from catdog.quarantine import QUARANTINE_KEY, held_by_device
 from catdog.records import AUTOSTART_KEY, Heartbeat, heartbeat_key
+from catdog.resources import resource_key
 from catdog.routing import device_queue, queue_keys
 from ops import ownership
 from ops.session import session_name
 from ops.tmux import Pane, Tmux
 
-OFFLINE, IDLE, BUSY, PAUSED = "offline", "idle", "busy", "paused"
+OFFLINE, IDLE, BUSY, PAUSED, DEGRADED = "offline", "idle", "busy", "paused", "degraded"
 FLEET_STOPPED = "fleet stopped (embedded Redis not running)"
 
 
@@ -42,7 +43,7 @@ def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis 
                if (why := ownership.clash(inventory, tmux, name, pane))}
     if client is None:  # `quarantined` and `enabled` unknown: they are kept in Redis
         return [{**_row(d, None, None, now, panes, foreign, stopped=True), "quarantined": None,
-                 "enabled": None}
+                 "enabled": None, "resources": {}}
                 for d in devices]
     pipe = client.pipeline(transaction=False)
     for d in devices:
@@ -55,9 +56,27 @@ def status(inventory: Inventory, devices: Sequence[Device], client: redis.Redis 
     enabled = {k.decode() if isinstance(k, bytes) else str(k) for k in replies.pop()}
     held = held_by_device(replies.pop())
     per = 1 + len(queue_keys("q"))
+    resources = _resources_held(client, devices, now)
     return [{**_row(d, replies[i * per], sum(replies[i * per + 1:(i + 1) * per]), now, panes,
-                    foreign), "quarantined": held.get(d.name, 0), "enabled": d.name in enabled}
+                    foreign), "quarantined": held.get(d.name, 0), "enabled": d.name in enabled,
+             "resources": resources.get(d.name, {})}
             for i, d in enumerate(devices)]
+
+
+def _resources_held(client: redis.Redis, devices: Sequence[Device], now: float
+                    ) -> dict[str, dict[str, dict[str, int]]]:
+    """Units of each declared resource held now (leases not run out), by device; no round
+    trip for a fleet that declares none."""
+    wanted = [(d.name, name, count) for d in devices for name, count in d.resources.items()]
+    if not wanted:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for device, name, _ in wanted:
+        pipe.zcount(resource_key(device, name), now, "+inf")
+    found: dict[str, dict[str, dict[str, int]]] = {}
+    for (device, name, count), held in zip(wanted, pipe.execute(), strict=True):
+        found.setdefault(device, {})[name] = {"held": int(held), "of": count}
+    return found
 
 
 def _row(device: Device, raw: bytes | None, backlog: int | None, now: float,
@@ -81,6 +100,8 @@ def _row(device: Device, raw: bytes | None, backlog: int | None, now: float,
         "rss_mb": beat.rss_mb if live and beat else None,
         "mem_available_mb": beat.mem_available_mb if live and beat else None,
         "release": beat.release if live and beat else None,
+        "facts": beat.facts if beat else {},
+        "degraded": beat.degraded if live and beat else "",
     }
 
 
@@ -109,4 +130,6 @@ def _state(device: Device, beat: Heartbeat | None, now: float, panes: dict[str, 
     running = f"running {', '.join(beat.active_names)}" if beat.active else ""
     if beat.paused:
         return PAUSED, "kill switch on" + (f"; still {running}" if running else "")
+    if beat.degraded:  # (:mod:`workers.health`): takes only work pinned to it
+        return DEGRADED, beat.degraded + (f"; {running}" if running else "")
     return (BUSY, running) if beat.active else (IDLE, "")

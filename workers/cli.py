@@ -179,22 +179,30 @@ def build_extensions(device: Device, inventory: Inventory, queues: list[str],
     """The worker's extensions, in the order their hooks run (the heartbeat's record first on
     each beat)."""
     from workers.extension import Extensions
+    from workers.facts import FactReader
     from workers.gate import Gate
+    from workers.health import Health
     from workers.heartbeat import HeartbeatRecord
     from workers.killswitch import KillSwitch
     from workers.leases import Leases
     from workers.metrics import Recorder
     from workers.quarantine import Quarantine
+    from workers.resources import Resources
     from workers.watchdog import Watchdog
 
     switch = KillSwitch()
     recorder = Recorder(device.name, state_dir / "metrics")
+    facts = FactReader(device.detect)
+    gate = Gate(inventory, switch, device)
+    health = Health(device, switch)
     return Extensions([
-        HeartbeatRecord(device.name, queues, switch),
+        HeartbeatRecord(device.name, queues, switch, facts, health),
+        health,
         switch,
         Watchdog(paused=lambda: switch.engaged),
         Leases(),
-        Gate(inventory, switch, device),
+        gate,
+        Resources(device, gate),  # after the gate: only what may start takes a resource
         Quarantine(device.name, device.pool),  # after the gate: counts only deliveries about to start
         recorder,
     ])

@@ -3,9 +3,10 @@
 Modelled on dramatiq's middleware: a base class whose hooks do nothing, each concern overriding
 the few it needs, and a runner (:class:`Extensions`) that calls every extension's hook, in list
 order. The worker (:mod:`workers.telemetry`) knows no concern; ``workers/cli.py`` ``run`` builds
-the list once: heartbeat (:mod:`workers.heartbeat`), kill switch (:mod:`workers.killswitch`),
-watchdog (:mod:`workers.watchdog`), leases (:mod:`workers.leases`), gate (:mod:`workers.gate`),
-quarantine (:mod:`workers.quarantine`), metrics (:mod:`workers.metrics`).
+the list once: heartbeat (:mod:`workers.heartbeat`), health (:mod:`workers.health`), kill switch
+(:mod:`workers.killswitch`), watchdog (:mod:`workers.watchdog`), leases (:mod:`workers.leases`),
+gate (:mod:`workers.gate`), resources (:mod:`workers.resources`), quarantine
+(:mod:`workers.quarantine`), metrics (:mod:`workers.metrics`).
 
 Hooks, in the order of a worker's life:
 

@@ -99,7 +99,7 @@ class Gate(Extension):
         if window:
             opens = next_start(window, self.timezone)
             if opens is not None:
-                self._defer(request, opens, f"outside its window {window}")
+                self.defer(request, opens, f"outside its window {window}")
                 return True
             close = headers.get(CLOSE_HEADER) or getattr(request.task, "window_close", "finish")
             if close == "stop":  # Celery's time limits, from the window's close
@@ -114,7 +114,7 @@ class Gate(Extension):
         if limit is not None and self.limiter is not None:
             allowed, when = self.limiter.acquire(limit, f"{request.id}:{uuid.uuid4().hex[:8]}")
             if not allowed:
-                self._defer(request, when, f"over its limit {limit.name} ({limit.text})")
+                self.defer(request, when, f"over its limit {limit.name} ({limit.text})")
                 return True
         request._catdog_cleared = True
         return False
@@ -139,7 +139,7 @@ class Gate(Extension):
                               self.inventory.devices, self.inventory.capabilities)
             queue = forward_queue(self.inventory, requires, target)
         except CatDogError as exc:
-            self._fail(request, exc)
+            self.fail(request, exc)
             return True
         self._hand_on(request, queue, hops + 1)
         return True
@@ -164,7 +164,7 @@ class Gate(Extension):
         log.warning("task %s[%s] may not run on %s: handed on to %s", request.name, request.id,
                     self.device.name if self.device else "?", queue)
 
-    def _fail(self, request: Any, exc: Exception) -> None:
+    def fail(self, request: Any, exc: Exception) -> None:
         """No device may run ``request``: its result says why, and the message is acknowledged."""
         log.error("task %s[%s] may not run on %s and no device can take it: %s", request.name,
                   request.id, self.device.name if self.device else "?", exc)
@@ -172,7 +172,7 @@ class Gate(Extension):
         request.acknowledge()
         state.task_ready(request)
 
-    def _defer(self, request: Any, due: float, why: str) -> None:
+    def defer(self, request: Any, due: float, why: str) -> None:
         assert self.deferrals is not None
         where = stored(request)
         for key in where.keys:

@@ -3,31 +3,42 @@ tasks sent by name), then a heartbeat every few seconds (:class:`catdog.records.
 
 Counts are kept in the worker's main process (where Celery settles every request, whatever the
 pool), so counting costs no Redis round trip per task. The heartbeat is one of the worker's
-extensions (:mod:`workers.extension`); its record goes first on each beat's pipeline.
+extensions (:mod:`workers.extension`); its record goes first on each beat's pipeline. It carries
+the device's facts (:mod:`workers.facts`), as the health check (:mod:`workers.health`) judged
+them on the same beat.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.worker import state
 
 from catdog import release
 from catdog.records import (
+    FACTS_TTL_S,
     HEARTBEAT_TTL_S,
     TASKS_KEY,
     Heartbeat,
+    Live,
+    facts_key,
     heartbeat_key,
+    live_key,
     ready_key,
     task_records,
 )
 from workers import usage
 from workers.extension import Extension, Worker
+from workers.facts import FactReader
 from workers.killswitch import KillSwitch
+
+if TYPE_CHECKING:
+    from workers.health import Health
 
 #: seconds the ready records of a device are kept
 READY_TTL_S = 120
@@ -36,8 +47,11 @@ READY_TTL_S = 120
 class HeartbeatRecord(Extension):
     """The ready record and the heartbeat of ``device``'s worker (paused when ``switch`` is)."""
 
-    def __init__(self, device: str, queues: list[str], switch: KillSwitch) -> None:
+    def __init__(self, device: str, queues: list[str], switch: KillSwitch,
+                 facts: FactReader | None = None, health: Health | None = None) -> None:
         self.device = device
+        self.facts = facts or FactReader()
+        self.health = health
         self.queues = queues
         self.switch = switch
         self.started = time.time()
@@ -53,6 +67,9 @@ class HeartbeatRecord(Extension):
     def on_ready(self, pipe: Any) -> None:
         beat = self.heartbeat()
         pipe.set(heartbeat_key(self.device), beat.dumps(), ex=HEARTBEAT_TTL_S)
+        pipe.set(live_key(self.device), Live.of(beat).dumps(), ex=HEARTBEAT_TTL_S)
+        pipe.set(facts_key(self.device), json.dumps({**self.facts.static,
+                                                     "started": self.started}), ex=FACTS_TTL_S)
         pipe.rpush(ready_key(self.device), beat.dumps())
         pipe.expire(ready_key(self.device), READY_TTL_S)
         records: dict[Any, Any] = self.task_records()
@@ -60,7 +77,9 @@ class HeartbeatRecord(Extension):
             pipe.hset(TASKS_KEY, mapping=records)
 
     def on_beat(self, pipe: Any) -> None:
-        pipe.set(heartbeat_key(self.device), self.heartbeat().dumps(), ex=HEARTBEAT_TTL_S)
+        beat = self.heartbeat()
+        pipe.set(heartbeat_key(self.device), beat.dumps(), ex=HEARTBEAT_TTL_S)
+        pipe.set(live_key(self.device), Live.of(beat).dumps(), ex=HEARTBEAT_TTL_S)
 
     def on_failure(self, request: Any) -> None:
         self.failed += 1
@@ -68,7 +87,7 @@ class HeartbeatRecord(Extension):
     def on_stop(self) -> None:
         if self.redis is not None:
             with contextlib.suppress(redis.RedisError):
-                self.redis.delete(heartbeat_key(self.device))
+                self.redis.delete(heartbeat_key(self.device), live_key(self.device))
 
     @staticmethod
     def task_records() -> dict[str, str]:
@@ -82,11 +101,14 @@ class HeartbeatRecord(Extension):
 
     def heartbeat(self) -> Heartbeat:
         active = list(state.active_requests)
+        facts = self.facts.read()
+        degraded = self.health.judge(facts) if self.health is not None else ""
         return Heartbeat(
             device=self.device, nodename=self.nodename, pid=os.getpid(), time=time.time(),
             started=self.started, active=len(active),
             active_names=sorted({r.name for r in active}), done=self.done(),
             failed=self.failed, queues=self.queues, paused=self.switch.engaged,
-            load=usage.load1(), rss_mb=usage.tree_rss_mb(),
-            mem_available_mb=usage.mem_available_mb(), release=self.release,
+            load=facts["load"], rss_mb=usage.tree_rss_mb(),
+            mem_available_mb=facts["mem"], release=self.release, facts=facts,
+            degraded=degraded,
         )

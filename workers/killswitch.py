@@ -46,6 +46,9 @@ class KillSwitch(Extension):
         #: called after each change (the heartbeat reports the new state at once)
         self.on_change: Callable[[], None] = lambda: None
         self.beats = 0
+        #: queues not to consume again on resuming: the shared ones of a degraded device
+        #: (:mod:`workers.health`)
+        self.withheld: set[str] = set()
 
     def attach(self, consumer: Any, queues: Sequence[str]) -> None:
         self.consumer = consumer
@@ -95,7 +98,7 @@ class KillSwitch(Extension):
             consuming = consumer.task_consumer.consuming_from(queue)
             if on and consuming:
                 consumer.cancel_task_queue(queue)
-            elif not on and not consuming:
+            elif not on and not consuming and queue not in self.withheld:
                 consumer.add_task_queue(queue)
         reply: dict[str, Any] = {"paused": on, "running": len(state.active_requests)}
         if on and hard:
