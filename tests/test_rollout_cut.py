@@ -120,6 +120,7 @@ def test_a_deploy_cut_off_by_its_link_leaves_the_device_on_its_old_release(rig: 
     fleet, host = rig.fleet, rig.hosts["u1"]
     inventory = str(fleet.path)
     env = _env(CATDOG_BROKER_URL=os.environ["CATDOG_BROKER_URL"])  # the LAN's, for the test
+    began = time.monotonic()
     first = json.loads(fab("deploy", "--inventory", inventory, "--json", env=env).stdout)
     assert [r["state"] for r in first] == [DEPLOYED], first
     assert fleet.launch()[0].state == READY
@@ -128,6 +129,7 @@ def test_a_deploy_cut_off_by_its_link_leaves_the_device_on_its_old_release(rig: 
     releases = Path(fleet.inventory.devices["u1"].workdir or "") / ".catdog" / "releases"
 
     cutter = CableCutter(host, releases)
+    phases = {"deploy and launch": time.monotonic() - began}
     try:
         cut = fab("deploy", "--inventory", inventory, "--json", env=env)
     finally:
@@ -155,6 +157,7 @@ def test_a_deploy_cut_off_by_its_link_leaves_the_device_on_its_old_release(rig: 
     assert (rig.beat("u1").pid, rig.beat("u1").release) == (pid, old)  # the same worker, working
     serving(rig, ["u1"])
     assert status_of(inventory, env) == [("u1", "idle", old)]
+    phases["cut deploy to status"] = time.monotonic() - began - sum(phases.values())
 
     again = fab("deploy", "--inventory", inventory, "--restart", "--json", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -163,3 +166,5 @@ def test_a_deploy_cut_off_by_its_link_leaves_the_device_on_its_old_release(rig: 
     assert current(fleet, "u1") == half.name and (half / "release.json").exists()
     assert rig.beat("u1").release == half.name
     serving(rig, ["u1"])
+    phases["deploy --restart"] = time.monotonic() - began - sum(phases.values())
+    print("phases:", {k: round(v, 1) for k, v in phases.items()})
