@@ -145,6 +145,7 @@ def test_a_deploy_cut_off_by_its_link_leaves_the_device_on_its_old_release(rig: 
     assert reason.startswith("pip install of CatDog into the release on u1 was cut off: "
                              "the connection to u1 "), reason
     assert f"no answer for {DEAD_LINK_S}s" in reason
+    assert f"  u1: failed ({reason})" in cut.stderr.splitlines(), cut.stderr  # as it happened
     assert row["previous_release"] == row["release"] == old
     assert gave_up_after < DEAD_LINK_S + 20  # the link's death noticed, not pip's 15-minute timeout
     half = releases / cutter.pip[0][len(f"{releases}/"):].split("/")[0]
