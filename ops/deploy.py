@@ -33,6 +33,7 @@ from ops.device_probe import DEPLOYED_RECORD
 from ops.fanout import EventCallback, on_each, quiet
 from ops.lan_broker import copy_ca
 from ops.releases import ReleaseResult
+from ops.remote import Unreachable
 from ops.results import DEPLOYED, FAILED, SKIPPED, UNCHANGED, DeviceResult
 from ops.session import WorkerSession, referenced_variables
 from ops.taskfiles import hashes, inside, task_files
@@ -100,6 +101,10 @@ class Deployer:
         except (DeployFailed, releases.ReleaseFailed) as exc:
             return ReleaseResult(device.name, FAILED, str(exc), output=exc.output,
                                  previous_release=before, release=before)
+        except Unreachable as exc:  # cut off between steps (a copy, a listing): still a row
+            reason = str(exc) if device.name in str(exc) else f"{device.name}: {exc}"
+            return ReleaseResult(device.name, FAILED, reason, previous_release=before,
+                                 release=before)
         if not changes:
             return ReleaseResult(device.name, UNCHANGED,
                                  f"catdog {__version__} ({self.fingerprint[:12]}) already "

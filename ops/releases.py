@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog.release import RECORD
+from ops.remote import Unreachable
 from ops.results import DeviceResult
 from ops.session import RELEASES, WorkerSession
 from ops.taskfiles import RECORD as TASKS_RECORD
@@ -142,7 +143,10 @@ def listing(session: WorkerSession) -> Releases:
 
 
 def _run(session: WorkerSession, command: str, what: str, timeout: float = 60.0) -> str:
-    done = session.host.shell(command, timeout=timeout)
+    try:
+        done = session.host.shell(command, timeout=timeout)
+    except Unreachable as exc:  # the link went down under it: the step's name says where
+        raise ReleaseFailed(f"{what} on {session.device.name} was cut off: {exc}") from exc
     if done.status != 0:
         raise ReleaseFailed(f"{what} on {session.device.name} failed (exit {done.status})",
                             done.stdout + done.stderr)

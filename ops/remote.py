@@ -8,10 +8,17 @@ the inventory is the whole truth about how a device is reached. SSH failures bec
 Files reach a device over SFTP when its sshd offers the subsystem, else over the SSH channel
 (``cat`` reading stdin; a minimal ``sshd_config`` or dropbear offers no SFTP): asked once per
 connection, the same calls either way, and nothing a file holds is ever on a command line.
+
+A link that dies under a connection (a cable pulled, a device gone off the network) is noticed:
+the connection sends an SSH keepalive after ``KEEPALIVE_S`` idle seconds and gives up once sent
+data has gone unanswered for ``DEAD_LINK_S`` (``TCP_USER_TIMEOUT``); the command it was running
+then raises :class:`Unreachable` saying so, instead of waiting out its own timeout (a pip
+install's is 15 minutes) or, once the link is back, going on as if nothing had happened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import io
@@ -34,6 +41,8 @@ CONNECT_TIMEOUT_S = 10
 COMMAND_TIMEOUT_S = 30
 UPLOAD_TIMEOUT_S = 600  # a wheel over a slow link: the timeout is per read or write, not in all
 CHUNK_BYTES = 32768
+KEEPALIVE_S = 5
+DEAD_LINK_S = 15
 DAMAGED_STATUS = 3  # a copy over the SSH channel that did not arrive whole
 #: what copying a file over the SSH channel needs, for a device whose sshd offers no SFTP
 CHANNEL_TOOLS = ("cat", "mv", "rm", "chmod", "mkdir")
@@ -62,7 +71,13 @@ class SSHRunner:
                                  timeout=timeout)
         except Exception as exc:
             raise Unreachable(describe(exc, self.device)) from exc
+        if done.exited == -1 and not self.alive():  # the channel closed with no exit status
+            raise Unreachable(lost(self.device))
         return Completed(done.exited, done.stdout, done.stderr)
+
+    def alive(self) -> bool:
+        transport = self.conn.client.get_transport()
+        return transport is not None and transport.is_active()
 
     def stream(self, command: str) -> int:
         """Run ``command`` with its output going straight to ours, until it ends or Ctrl-C.
@@ -293,7 +308,24 @@ def connect(device: Device) -> Any:
         conn.open()
     except Exception as exc:
         raise Unreachable(describe(exc, device)) from exc
+    watch_link(conn.client.get_transport())
     return conn
+
+
+def watch_link(transport: Any) -> None:
+    """Make ``transport`` notice a dead link: keepalives when idle, and the kernel dropping the
+    connection once data sent has gone unanswered for ``DEAD_LINK_S`` (Linux; elsewhere only
+    the keepalives)."""
+    transport.set_keepalive(KEEPALIVE_S)
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is not None and transport.sock is not None:
+        with contextlib.suppress(OSError):
+            transport.sock.setsockopt(socket.IPPROTO_TCP, option, DEAD_LINK_S * 1000)
+
+
+def lost(device: Device) -> str:
+    return (f"the connection to {device.name} ({device.host}:{device.port}) was lost: no answer "
+            f"for {DEAD_LINK_S}s (its link down, or the device gone)")
 
 
 def describe(exc: BaseException, device: Device) -> str:

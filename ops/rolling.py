@@ -89,8 +89,10 @@ class DeployPrepare:
     def __call__(self, group: Sequence[Target]) -> dict[str, ReleaseResult]:
         rows: dict[str, ReleaseResult] = {}
         installed = self.deployer.deploy([t.device for t in group])
-        for target, row in zip(group, installed, strict=True):
-            assert isinstance(row, ReleaseResult)
+        for target, found in zip(group, installed, strict=True):
+            row = found if isinstance(found, ReleaseResult) else ReleaseResult(  # unreachable
+                found.device, found.state, found.reason, elapsed_s=found.elapsed_s,
+                previous_release=target.before, release=target.before)
             target.before = row.previous_release
             if row.state == UNCHANGED and self.running(target.device) != self.deployer.release:
                 row.state = DEPLOYED

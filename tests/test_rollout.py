@@ -1,21 +1,18 @@
-"""Rolling deploys, canaries and rollbacks over real SSH devices (loopback sshd: each device its own
-workdir, all reached over SSH, the session's embedded Redis as broker), with real workers in tmux.
+"""Rolling deploys, canaries and rollbacks over real SSH devices with real workers in tmux:
+loopback sshd (each device its own workdir, the session's embedded Redis as broker) and, for the
+key cases (a rolling deploy under a steady stream of tasks, a canary that crashes), the
+network-namespace LAN too (each device its own host, address and sshd; :mod:`tests.rollout_rigs`).
 
-The devices share one device venv (``base``): a venv of its own whose packages are the test
-environment's (a ``.pth``), marked as deployed with this checkout's CatDog, so ``fab deploy``
-leaves it alone and installs only the releases, as on a device provisioned before. A new release
-is made as a user makes one: the project's task module changes.
+A new release is made as a user makes one: the project's task module changes.
 """
 
 from __future__ import annotations
 
-import json
-import site
+import functools
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,15 +20,13 @@ from typing import Any
 import pytest
 import redis
 
-from catdog.records import Heartbeat, heartbeat_key
 from ops import api, commands
-from ops.build import catdog_to_ship
-from ops.device_probe import DEPLOYED_RECORD
 from ops.results import DEPLOYED, FAILED, READY, SKIPPED, UNCHANGED
 from tests.chaos.ledger import settle
-from tests.probe import write_probe
 
-from .conftest import FleetUnderTest, Sshd
+from .conftest import FleetUnderTest
+from .lan import Lan
+from .rollout_rigs import LanBroker, Rig, Rigs, device_venv
 
 pytestmark = pytest.mark.slow
 
@@ -46,43 +41,31 @@ SMOKE = '''
 def smoke():
     return {answer}
 '''
+#: the key cases run on both: loopback sshd, and the network-namespace LAN
+BOTH = pytest.mark.parametrize("rollout_fleet", ["sshd", "lan"], indirect=True)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The devices' venv: this environment's packages, recorded as deployed with this CatDog."""
-    venv = tmp_path_factory.mktemp("device-venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
-    python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                              "['purelib'])"], capture_output=True, text=True, check=True
-                             ).stdout.strip()
-    (Path(purelib) / "test-env.pth").write_text(
-        f"import site; site.addsitedir({site.getsitepackages()[0]!r})\n")
-    record = {"fingerprint": catdog_to_ship().fingerprint, "version": "0.1.0",
-              "deployed_at": time.time()}
-    (venv / DEPLOYED_RECORD).write_text(json.dumps(record))
-    return python
+    return device_venv(tmp_path_factory.mktemp("device-venv"))
+
+
+@pytest.fixture(scope="module")
+def lan_broker(lan: Lan) -> LanBroker:
+    return LanBroker.start(lan)
 
 
 @pytest.fixture
-def rollout_fleet(make_fleet, sshd: Sshd, base: Path, tmp_path: Path
-                  ) -> Iterator[Callable[..., tuple[FleetUnderTest, str, Any]]]:
-    made: list[FleetUnderTest] = []
-
-    def make(devices: dict[str, list[str]], **fields: Any) -> tuple[FleetUnderTest, str, Any]:
-        module = f"rollprobe_{uuid.uuid4().hex[:8]}"
-        specs = {name: sshd.device(caps, tmp_path / name, python=str(base), **fields)
-                 for name, caps in devices.items()}
-        fleet = make_fleet(specs, imports=[module])
-        probe = write_probe([fleet.folder], module)
-        made.append(fleet)
-        return fleet, module, probe
-
-    yield make
-    for fleet in made:
-        fleet.stop(force=True)
+def rollout_fleet(request: pytest.FixtureRequest, make_fleet, base: Path, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis
+                  ) -> Iterator[Callable[..., Rig]]:
+    """``make(devices, **fields)``: a rig of SSH devices (loopback unless parametrised "lan")."""
+    rigs = Rigs(make_fleet, base, tmp_path, monkeypatch)
+    if getattr(request, "param", "sshd") == "lan":
+        yield functools.partial(rigs.lan, request.getfixturevalue("lan_broker"))
+    else:
+        yield functools.partial(rigs.sshd, request.getfixturevalue("sshd"), redis_client)
+    rigs.stop()
 
 
 def new_release(fleet: FleetUnderTest, module: str, extra: str) -> None:
@@ -96,22 +79,16 @@ def current(fleet: FleetUnderTest, name: str) -> str | None:
     return link.resolve().name if link.is_symlink() else None
 
 
-def beat(client: redis.Redis, name: str) -> Heartbeat:
-    raw = client.get(heartbeat_key(name))
-    assert raw, f"{name} has no heartbeat"
-    return Heartbeat.loads(raw)
-
-
-def serving(probe: Any, names: list[str]) -> None:
+def serving(rig: Rig, names: list[str]) -> None:
     """Every device named answers a task pinned to it."""
     for n, name in enumerate(names):
-        assert probe.record.on(name).delay(1000 + n).get(timeout=30) == 1000 + n, name
+        assert rig.send(name, 1000 + n).get(timeout=30) == 1000 + n, name
 
 
-def test_a_rolling_deploy_under_a_steady_stream_of_tasks_loses_none(
-        rollout_fleet, redis_client: redis.Redis) -> None:
-    fleet, module, probe = rollout_fleet({"r1": ["work", "cam"], "r2": ["work", "cam"],
-                                          "r3": ["work"]})
+@BOTH
+def test_a_rolling_deploy_under_a_steady_stream_of_tasks_loses_none(rollout_fleet) -> None:
+    rig = rollout_fleet({"r1": ["work", "cam"], "r2": ["work", "cam"], "r3": ["work"]})
+    fleet, module = rig.fleet, rig.module
     first = api.deploy_fleet(str(fleet.path))
     assert {r.state for r in first.values()} == {DEPLOYED}, first
     old = {current(fleet, n) for n in ("r1", "r2", "r3")}
@@ -123,7 +100,7 @@ def test_a_rolling_deploy_under_a_steady_stream_of_tasks_loses_none(
     def produce() -> None:  # a steady stream to the capability every device has
         n = 0
         while not stop.is_set():
-            sent[n] = probe.record.on("cap:work").delay(n, 0.2)
+            sent[n] = rig.send("cap:work", n, 0.2)
             n += 1
             time.sleep(0.1)  # 10 a second: two devices of three keep up with it
 
@@ -153,20 +130,23 @@ def test_a_rolling_deploy_under_a_steady_stream_of_tasks_loses_none(
             for d in ("r1", "r2", "r3")}
     assert down["r1"][1] < down["r2"][0] and down["r3"][1] < down["r2"][0], down
     assert down["r3"][0] < down["r1"][1], down
-    tally = settle("rolling deploy", sent, redis_client, module, timeout=90).report()
+    tally = settle(f"rolling deploy over {rig.where}", sent, rig.client, module,
+                   timeout=90).report()
     assert tally.sent > 20 and tally.lost == 0 and tally.completed == tally.sent, tally
     rows = {r["device"]: r for r in api.status(str(fleet.path))}
     assert {rows[n]["release"] for n in ("r1", "r2", "r3")} == new
 
 
+@BOTH
 def test_a_release_whose_worker_crashes_at_start_is_rolled_back_by_its_canary(
-        rollout_fleet, redis_client: redis.Redis) -> None:
-    fleet, module, probe = rollout_fleet({"c1": ["work"], "c2": ["work"], "c3": ["work"]},
-                                         env={"CRASH_AT_START": "1"})
+        rollout_fleet) -> None:
+    rig = rollout_fleet({"c1": ["work"], "c2": ["work"], "c3": ["work"]},
+                        env={"CRASH_AT_START": "1"})
+    fleet, module = rig.fleet, rig.module
     api.deploy_fleet(str(fleet.path))
     assert {r.state for r in fleet.launch()} == {READY}
     old = current(fleet, "c1")
-    pids = {n: beat(redis_client, n).pid for n in ("c2", "c3")}
+    pids = {n: rig.beat(n).pid for n in ("c2", "c3")}
     new_release(fleet, module, CRASHES)
     rolled = api.deploy_fleet(str(fleet.path), restart=True, canary=1, watch_s=2, timeout=20)
     assert not rolled.ok
@@ -179,12 +159,12 @@ def test_a_release_whose_worker_crashes_at_start_is_rolled_back_by_its_canary(
     for name in ("c2", "c3"):
         assert (rolled[name].state, rolled[name].reason) == (SKIPPED,
                                                              "not touched: canary c1 failed")
-        assert beat(redis_client, name).pid == pids[name]  # never restarted
+        assert rig.beat(name).pid == pids[name]  # never restarted
         assert current(fleet, name) == old  # the new release was never even installed there
         held = Path(fleet.inventory.devices[name].workdir or "") / ".catdog" / "releases"
         assert sorted(p.name for p in held.iterdir()) == sorted([str(old), "current"])
-    assert current(fleet, "c1") == old and beat(redis_client, "c1").release == old
-    serving(probe, ["c1", "c2", "c3"])
+    assert current(fleet, "c1") == old and rig.beat("c1").release == old
+    serving(rig, ["c1", "c2", "c3"])
     shown = subprocess.run([sys.executable, "-c", "from ops import commands; import sys; "
                             f"sys.exit(commands.deploy({str(fleet.path)!r}, restart=True, "
                             "canary='1', watch='0', timeout='20'))"],
@@ -194,8 +174,9 @@ def test_a_release_whose_worker_crashes_at_start_is_rolled_back_by_its_canary(
 
 
 def test_a_canary_whose_check_task_fails_goes_back_and_the_rest_are_untouched(
-        rollout_fleet, redis_client: redis.Redis) -> None:
-    fleet, module, probe = rollout_fleet({"k1": ["work"], "k2": ["work"]})
+        rollout_fleet) -> None:
+    rig = rollout_fleet({"k1": ["work"], "k2": ["work"]})
+    fleet, module = rig.fleet, rig.module
     new_release(fleet, module, SMOKE.format(module=module, answer="True"))
     api.deploy_fleet(str(fleet.path))
     assert {r.state for r in fleet.launch()} == {READY}
@@ -211,19 +192,20 @@ def test_a_canary_whose_check_task_fails_goes_back_and_the_rest_are_untouched(
     assert rolled["k1"].reason.endswith(f"rolled back to {old}: READY")
     assert rolled["k2"].state == SKIPPED
     assert current(fleet, "k1") == current(fleet, "k2") == old
-    assert beat(redis_client, "k1").release == old
-    serving(probe, ["k1", "k2"])
+    assert rig.beat("k1").release == old
+    serving(rig, ["k1", "k2"])
     # the built-in check passes on the same release: the canary's check is the project's own
     passed = api.deploy_fleet(str(fleet.path), restart=True, canary=1, watch_s=0)
     assert passed.ok and rolled["k1"].previous_release == old, passed  # type: ignore[attr-defined]
 
 
 def test_an_install_killed_halfway_leaves_the_device_on_its_old_release(
-        rollout_fleet, redis_client: redis.Redis) -> None:
-    fleet, module, probe = rollout_fleet({"i1": ["work"]})
+        rollout_fleet) -> None:
+    rig = rollout_fleet({"i1": ["work"]})
+    fleet, module = rig.fleet, rig.module
     api.deploy_fleet(str(fleet.path))
     assert fleet.launch()[0].state == READY
-    old, pid = current(fleet, "i1"), beat(redis_client, "i1").pid
+    old, pid = current(fleet, "i1"), rig.beat("i1").pid
     new_release(fleet, module, "\nRELEASE = 3\n")
     releases = Path(fleet.inventory.devices["i1"].workdir or "") / ".catdog" / "releases"
 
@@ -244,10 +226,10 @@ def test_an_install_killed_halfway_leaves_the_device_on_its_old_release(
     assert cut["i1"].state == FAILED, cut["i1"]
     assert "pip install of CatDog into the release" in cut["i1"].reason
     assert current(fleet, "i1") == old and cut["i1"].release == old  # type: ignore[attr-defined]
-    assert beat(redis_client, "i1").pid == pid
-    serving(probe, ["i1"])
+    assert rig.beat("i1").pid == pid
+    serving(rig, ["i1"])
     restarted = api.restart_fleet(str(fleet.path), rolling=True)
-    assert restarted["i1"].state == READY and beat(redis_client, "i1").release == old
+    assert restarted["i1"].state == READY and rig.beat("i1").release == old
     partial = [p.name for p in releases.iterdir() if not (p / "release.json").exists()
                and p.name != "current"]
     assert partial, "the killed install leaves a partial release"
@@ -255,9 +237,9 @@ def test_an_install_killed_halfway_leaves_the_device_on_its_old_release(
     assert again["i1"].state == DEPLOYED and current(fleet, "i1") == partial[0]
 
 
-def test_rollback_goes_back_one_release_and_keep_prunes_the_oldest(
-        rollout_fleet, redis_client: redis.Redis) -> None:
-    fleet, module, _ = rollout_fleet({"b1": ["work"]})
+def test_rollback_goes_back_one_release_and_keep_prunes_the_oldest(rollout_fleet) -> None:
+    rig = rollout_fleet({"b1": ["work"]})
+    fleet, module = rig.fleet, rig.module
     ids: list[str] = []
     for n in range(3):
         new_release(fleet, module, f"\nRELEASE = {n}\n")
@@ -268,11 +250,11 @@ def test_rollback_goes_back_one_release_and_keep_prunes_the_oldest(
     assert sorted(p.name for p in releases.iterdir()) == sorted([*ids[1:], "current"])
     assert api.deploy_fleet(str(fleet.path))["b1"].state == UNCHANGED
     assert fleet.launch()[0].state == READY
-    assert beat(redis_client, "b1").release == ids[2]
+    assert rig.beat("b1").release == ids[2]
     back = api.rollback(str(fleet.path))
     assert (back["b1"].state, back["b1"].previous_release, back["b1"].release) == (  # type: ignore[attr-defined]
         READY, ids[2], ids[1]), back["b1"]
-    assert current(fleet, "b1") == ids[1] and beat(redis_client, "b1").release == ids[1]
+    assert current(fleet, "b1") == ids[1] and rig.beat("b1").release == ids[1]
     status = commands.rollback(str(fleet.path))
     assert status == 1 and current(fleet, "b1") == ids[1]  # nothing before ids[1]: refused
     again = api.deploy_fleet(str(fleet.path), restart=True)  # forward again: ids[2] is kept

@@ -4,14 +4,16 @@ and goes back to."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
 from catdog.loader import load_inventory
-from ops import batches, commands
+from ops import api, batches, commands
 from ops.releases import Releases, release_id
+from ops.results import FAILED
 
 from .conftest import device_spec
 
@@ -89,3 +91,18 @@ def test_a_release_id_is_the_code_it_holds() -> None:
     assert one != release_id("f" * 64, {"tasks.py": "2" * 64})
     assert one != release_id("e" * 64, {"tasks.py": "1" * 64})
     assert one != release_id("f" * 64, {"tasks.py": "1" * 64}, ("mylab.tasks",))
+
+
+def test_a_rolling_deploy_to_a_device_it_cannot_reach_is_that_devices_failed_row(
+        tmp_path: Path, redis_url: str) -> None:
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "catdog.yaml"
+    path.write_text(yaml.safe_dump({"devices": {"gone": {
+        "host": "127.0.0.1", "port": port, "python": "/opt/venv/bin/python",
+        "workdir": str(tmp_path / "gone"), "capabilities": ["work"]}}}))
+    rolled = api.deploy_fleet(str(path), restart=True)
+    row = rolled["gone"]
+    assert (row.state, row.previous_release, row.release) == (FAILED, None, None), row
+    assert f"connection refused at 127.0.0.1:{port}" in row.reason
