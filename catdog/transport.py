@@ -39,6 +39,8 @@ BELL_PREFIX = "catdog.bell:"
 #: an idle worker takes again at least this often: one empty take and one BLPOP per period
 BELL_WAIT_S = 5
 BELL_CAP = 64
+#: a consumer without acknowledgements (replies) fetches with kombu's BRPOP and its 1 s timeout
+REPLY_WAIT_S = 1
 
 #: KEYS: the unacked hash, its index, then the queue lists in the order to try them;
 #: ARGV[1]: now (the index's score, in seconds, as kombu writes it), ARGV[2]: how many
@@ -128,7 +130,7 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._recorded: set[str] = set()
-        #: the command in flight on the fetch connection: "take", "wait" or None
+        #: the command in flight on the fetch connection: "take", "wait", "classic" or None
         self._sent: str | None = None
         self._idle = False  # the last take found nothing (or failed): wait on the bells next
         self._unheld: set[str] = set()  # queues consumed without acknowledgements
@@ -151,6 +153,14 @@ class Channel(kombu_redis.Channel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
+        if all(queue in self._unheld for queue in queues):
+            # replies (a ping's): nothing to hold, and a consumer that stops draining (a pooled
+            # channel between two broadcasts) must not sit long on a bell or a BRPOP, taking
+            # the wake-up or the reply of the one that drains now: kombu's own fetch, with
+            # kombu's own timeout
+            self._sent = "classic"
+            super()._brpop_start(REPLY_WAIT_S)
+            return
         connection = self.client.connection
         if self._idle:
             keys = [bell(queue) for queue in queues]
@@ -170,6 +180,8 @@ class Channel(kombu_redis.Channel):
 
     def _brpop_read(self, **options: Any) -> bool:
         sent, self._sent = self._sent, None
+        if sent == "classic":
+            return bool(super()._brpop_read(**options))
         try:
             connection = self.client.connection
             try:

@@ -48,7 +48,7 @@ def test_a_window_that_arrives_as_text_is_parsed_once() -> None:
 def test_each_section_declares_its_keys_once_on_its_dataclass() -> None:
     assert tuple(schema(Device)) == (
         "host", "port", "user", "key", "known_hosts", "python", "workdir", "capabilities",
-        "concurrency", "pool", "env", "allow_root", "run_on")
+        "concurrency", "pool", "env", "allow_root", "run_on", "detect", "resources", "health")
     assert tuple(schema(ScheduleEntry)) == (
         "task", "every", "cron", "on", "args", "kwargs", "window", "limit")
     names = {f.name for f in dataclasses.fields(ScheduleEntry)}
