@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from catdog import broker, settings
+from catdog import backend, broker, settings
 from catdog.errors import CatDogError, InventoryError, exit_status
 from catdog.fleet import COORDINATOR, WORKER, fleet
 from catdog.routing import ANY_QUEUE, declared_queues
@@ -65,6 +65,7 @@ def _fleet_settings() -> dict[str, Any]:
     settings.update(broker.tls_settings(url))
     if fleet.role == WORKER:
         settings.update(WORKER_RESULT_RETRY)
+        settings["result_backend"] = backend.url_for_workers(url)
     if inventory.timezone:
         settings["timezone"] = inventory.timezone
     return settings

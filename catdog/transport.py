@@ -33,6 +33,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base
 from kombu.utils.json import loads
 
+from catdog import carry
+
 log = logging.getLogger(__name__)
 
 BELL_PREFIX = "catdog.bell:"
@@ -41,30 +43,65 @@ BELL_WAIT_S = 5
 BELL_CAP = 64
 #: a consumer without acknowledgements (replies) fetches with kombu's BRPOP and its 1 s timeout
 REPLY_WAIT_S = 1
+#: how long a publisher keeps a direct exchange's queues for a routing key (CatDog's queues are
+#: each bound once, to their own exchange, for good)
+ROUTE_TTL_S = 30.0
 
-#: KEYS: the unacked hash, its index, then the queue lists in the order to try them;
-#: ARGV[1]: now (the index's score, in seconds, as kombu writes it), ARGV[2]: how many
-#: acknowledgements come next (their delivery tags, removed first), then for each list '1'
-#: when its messages are held until acknowledged, '0' for a consumer without acks. Returns
-#: {list, message, 1} when the hold was recorded, {list, message, 0} for a message this
-#: script cannot read (kombu's QoS records it, as it would have), false when all are empty.
+#: Lua that writes the results carried (:mod:`catdog.carry`) from ARGV[at]: for each, key, value
+#: and expiry in seconds (0: none); a result already ``SUCCESS`` is kept (Celery's rule); each
+#: written is published, as Celery's backend does. Returns the next ARGV index.
+_RESULTS = """
+local function results(at, count)
+  for _ = 1, count do
+    local key, value, ttl = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+    at = at + 3
+    local kept = false
+    local current = redis.call('GET', key)
+    if current then
+      local ok, meta = pcall(cjson.decode, current)
+      kept = ok and type(meta) == 'table' and meta['status'] == 'SUCCESS'
+    end
+    if not kept then
+      if ttl > 0 then redis.call('SET', key, value, 'EX', ttl) else redis.call('SET', key, value) end
+      redis.call('PUBLISH', key, value)
+    end
+  end
+  return at
+end
+"""
+
+#: KEYS: none; ARGV[1]: how many results, then the results (see _RESULTS).
+STORE = _RESULTS + "results(2, tonumber(ARGV[1]))\nreturn 1\n"
+
+#: KEYS: the unacked hash, its index, then the queue lists in the order to try them. ARGV[1]:
+#: now (the index's score, in seconds, as kombu writes it); ARGV[2], ARGV[3]: how many results
+#: and acknowledgements come first; ARGV[4..6]: the first delivery's record (key prefix, '' for
+#: none; its JSON up to the start time; its expiry, see :class:`catdog.carry.Starts`); then the
+#: results (written first), the acknowledgements' delivery tags (removed next), and for each
+#: list '1' when its messages are held until acknowledged, '0' for a consumer without acks.
+#: Returns {list, message, held, started}: held 1 when the hold was recorded (0 for a message
+#: this script cannot read: kombu's QoS records it, as it would have), started 1 when the first
+#: delivery's record was written; false when all lists are empty.
 #: Idle, it costs one ``EXISTS`` of all the lists. The message is read (LINDEX) and its hold
-#: written before it is popped: a write Redis
-#: refuses (out of memory under ``noeviction``) fails the script with the message still queued.
-TAKE = """
-local acks = tonumber(ARGV[2])
-for j = 3, 2 + acks do
+#: written before it is popped: a write Redis refuses (out of memory under ``noeviction``)
+#: fails the script with the message still queued.
+TAKE = _RESULTS + """
+local at = results(7, tonumber(ARGV[2]))
+local acks = tonumber(ARGV[3])
+for j = at, at + acks - 1 do
   redis.call('ZREM', KEYS[2], ARGV[j])
   redis.call('HDEL', KEYS[1], ARGV[j])
 end
+at = at + acks - 3
 if redis.call('EXISTS', unpack(KEYS, 3)) == 0 then return false end
+local function truthy(value) return value and value ~= cjson.null end
 for i = 3, #KEYS do
   local item = redis.call('LINDEX', KEYS[i], -1)
   if item then
-    local recorded = 0
+    local recorded, started = 0, 0
     local ok, message = pcall(cjson.decode, item)
     ok = ok and type(message) == 'table' and type(message['properties']) == 'table'
-    if ARGV[i + acks] == '1' and ok then
+    if ARGV[at + i] == '1' and ok then
       local props = message['properties']
       local tag, info = props['delivery_tag'], props['delivery_info']
       if type(tag) == 'string' and type(info) == 'table' then
@@ -72,10 +109,17 @@ for i = 3, #KEYS do
         redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
                    .. ',' .. cjson.encode(info['routing_key']) .. ']')
         recorded = 1
+        local headers = message['headers']
+        local again = truthy(info['redelivered']) or
+                      (type(headers) == 'table' and truthy(headers['redelivered']))
+        if ARGV[4] ~= '' and not again and
+           redis.call('SET', ARGV[4] .. tag, ARGV[5] .. ARGV[1] .. '}}', 'NX', 'EX', ARGV[6]) then
+          started = 1
+        end
       end
     end
     redis.call('RPOP', KEYS[i])
-    return {KEYS[i], item, recorded}
+    return {KEYS[i], item, recorded, started}
   end
 end
 return false
@@ -136,7 +180,9 @@ class Channel(kombu_redis.Channel):
         self._unheld: set[str] = set()  # queues consumed without acknowledgements
         self._acks: list[str] = []  # acknowledged here, not yet on Redis
         self._acks_sent: list[str] = []  # on their way with the take in flight
+        self._results_sent: list[carry.Result] = []  # likewise
         self._loop_thread: int | None = None
+        self._routes: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
         super().__init__(*args, **kwargs)
         self._acks.extend(_owed.take(self.unacked_key, self.unacked_index_key))
 
@@ -170,9 +216,13 @@ class Channel(kombu_redis.Channel):
             lists = [(self._q_for_pri(queue, pri), queue not in self._unheld)
                      for pri in self.priority_steps for queue in queues]
             self._acks_sent, self._acks = self._acks, []
+            self._results_sent = carry.results.take()
+            starts = carry.starts
             command = ("EVAL", TAKE, 2 + len(lists), self.unacked_key, self.unacked_index_key,
-                       *(key for key, _ in lists), repr(time()), len(self._acks_sent),
-                       *self._acks_sent, *("1" if held else "0" for _, held in lists))
+                       *(key for key, _ in lists), repr(time()), len(self._results_sent),
+                       len(self._acks_sent), starts.prefix, starts.head, starts.ttl_s,
+                       *_flat(self._results_sent), *self._acks_sent,
+                       *("1" if held else "0" for _, held in lists))
             self._sent = "take"
         self._in_poll = connection
         self._brpop_sent_at = kombu_redis.monotonic()  # type: ignore[assignment]
@@ -188,26 +238,28 @@ class Channel(kombu_redis.Channel):
                 reply = self.client.parse_response(connection, "EVAL" if sent == "take"
                                                    else "BLPOP", **options)
             except self.connection_errors:
-                self._acks[:0], self._acks_sent = self._acks_sent, []  # owed still
+                self._unsent()  # owed still
                 connection.disconnect()
                 raise
             except self.ResponseError as exc:
                 log.error("Redis refused this worker's %s: %s", sent, exc)
-                self._acks[:0], self._acks_sent = self._acks_sent, []  # sent again, alone
+                self._unsent()  # sent again, alone
                 self._idle = True
                 raise kombu_redis.Empty() from exc
-            self._acks_sent = []
+            self._acks_sent, self._results_sent = [], []
             if sent == "wait":
                 self._idle = False
                 raise kombu_redis.Empty()
             if not reply:
                 self._idle = True
                 raise kombu_redis.Empty()
-            key, item, recorded = reply
+            key, item, recorded, started = reply
             dest = kombu_redis.bytes_to_str(key).rsplit(self.sep, 1)[0]
             payload = loads(kombu_redis.bytes_to_str(item))
             if recorded:
                 self._recorded.add(payload["properties"]["delivery_tag"])
+            if started:
+                carry.starts.add(payload["properties"]["delivery_tag"])
             self._queue_cycle.rotate(dest)
             self.connection._deliver(payload, dest)
             return True
@@ -215,29 +267,69 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
 
-    def flush_acks(self) -> None:
-        """Send the acknowledgements no take carried (this tick sends none) in one pipeline;
-        those Redis cannot take now are owed to this process's next channel."""
+    def _unsent(self) -> None:
+        """The take in flight failed: its acknowledgements and results wait for the next."""
+        self._acks[:0], self._acks_sent = self._acks_sent, []
+        carry.results.give_back(self._results_sent)
+        self._results_sent = []
+
+    def flush_carried(self) -> None:
+        """Send the results and acknowledgements no take carried (this tick sends none) in one
+        pipeline, results first; what Redis cannot take now waits for this process's next take
+        or channel."""
         acks, self._acks = self._acks, []
-        if not acks:
+        results = carry.results.take()
+        if not (acks or results):
             return
         try:
             with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+                if results:
+                    pipe.eval(STORE, 0, len(results), *_flat(results))
                 for tag in acks:
                     self.qos._remove_from_indices(tag, pipe)
                 pipe.execute()
         except self.connection_errors as exc:
+            carry.results.give_back(results)
             _owed.add(self.unacked_key, self.unacked_index_key, acks)
-            log.warning("%d acknowledgement(s) did not reach Redis (%s): sent by the next "
-                        "connection", len(acks), exc)
+            log.warning("%d acknowledgement(s) and %d result(s) did not reach Redis (%s): sent "
+                        "by the next connection", len(acks), len(results), exc)
 
     def close(self) -> None:
         if not self.closed:
-            self._acks[:0], self._acks_sent = self._acks_sent, []
-            self.flush_acks()
+            self._unsent()
+            self.flush_carried()
         super().close()
 
     # -- putting -----------------------------------------------------------------------------
+    def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> Any:
+        """kombu's lookup, except that a direct exchange's queues for a routing key, once read
+        from its binding table, are kept for :data:`ROUTE_TTL_S`: a publish is one round trip
+        (its ``LPUSH``), not two (``SMEMBERS`` first). A routing key the table did not match
+        is read again every time (a reply queue bound since, say)."""
+        if not exchange or self.typeof(exchange).type != "direct":
+            return super()._lookup(exchange, routing_key, default)
+        now = kombu_redis.monotonic()
+        hit = self._routes.get((exchange, routing_key))
+        if hit is not None and hit[0] > now:
+            return list(hit[1])
+        try:
+            found = self.typeof(exchange).lookup(self.get_table(exchange), exchange, routing_key,
+                                                 default)
+        except KeyError:
+            found = None
+        if not found:
+            return super()._lookup(exchange, routing_key, default)
+        self._routes[(exchange, routing_key)] = (now + ROUTE_TTL_S, tuple(found))
+        return list(found)
+
+    def _queue_bind(self, *args: Any, **kwargs: Any) -> Any:
+        self._routes.clear()
+        return super()._queue_bind(*args, **kwargs)
+
+    def _delete(self, *args: Any, **kwargs: Any) -> Any:
+        self._routes.clear()
+        return super()._delete(*args, **kwargs)
+
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         batch = kwargs.get("_publish_batch")
         if batch is not None:
@@ -265,14 +357,18 @@ class Channel(kombu_redis.Channel):
             ring(pipe, queue)
 
 
+def _flat(results: list[carry.Result]) -> list[Any]:
+    return [x for r in results for x in (r.key, r.value, r.ttl_s)]
+
+
 class Poller(kombu_redis.MultiChannelPoller):
     """kombu's poller; after each tick's takes went out, the acknowledgements none carried."""
 
     def on_poll_start(self) -> None:
         super().on_poll_start()
         for channel in list(self._channels):
-            if getattr(channel, "_acks", None):
-                channel.flush_acks()
+            if getattr(channel, "_acks", None) or (carry.results and hasattr(channel, "_acks")):
+                channel.flush_carried()
 
 
 class Owed:
@@ -309,4 +405,5 @@ class Transport(kombu_redis.Transport):
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self.defers_acks = True
+        carry.results.attach()
         super().register_with_event_loop(connection, loop)

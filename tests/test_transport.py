@@ -8,6 +8,9 @@ CatDog's, whose record the ordinary sweep puts back.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import threading
 import time
 import uuid
@@ -157,10 +160,32 @@ def test_bells_stay_capped(redis_url: str, redis_client: redis.Redis) -> None:
     conn.release()
 
 
+seen_from: dict[int, list[str]] = {}
+
+
+def local_ports(pid: int) -> set[str]:
+    """The local TCP ports of process ``pid``'s sockets (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(str(int(fields[1].rsplit(":", 1)[1], 16)))
+    return ports
+
+
 @pytest.fixture
 def monitored(redis_url: str) -> Iterator[list[str]]:
     """The commands clients send Redis while the test runs (MONITOR; not those a script runs)."""
     seen: list[str] = []
+    ports = seen_from[id(seen)] = []  # each command's client port, in step with ``seen``
     stop = threading.Event()
 
     def watch() -> None:
@@ -168,6 +193,7 @@ def monitored(redis_url: str) -> Iterator[list[str]]:
             for command in monitor.listen():
                 if command.get("client_type") != "lua":
                     seen.append(command["command"])
+                    ports.append(str(command.get("client_port")))
                 if stop.is_set():
                     return
 
@@ -197,3 +223,75 @@ def test_a_worker_takes_with_the_script_and_waits_on_bells(
     assert not [c for c in monitored if c.startswith("HDEL catdog.unacked ")], (
         "the acknowledgement rides on the next take")
     assert not redis_client.hlen("catdog.unacked")  # and it did reach Redis
+
+
+@pytest.mark.slow
+def test_a_solo_worker_makes_no_round_trip_of_its_own_for_a_result_or_a_start(
+        make_fleet: Any, monitored: list[str], redis_client: redis.Redis) -> None:
+    """The result is written and published by the next take, which acknowledges the message
+    after it; the quarantine's first-delivery record by the take that fetched it; a publisher
+    reads a queue's binding table once, not before every message."""
+    f: FleetUnderTest = make_fleet({"solo1": device_spec(["t"], pool="solo")})
+    assert [r.state for r in f.launch()] == ["READY"]
+    first = whoami.apply_async(queue="catdog.device.solo1").get(timeout=20)  # its table read
+    worker = local_ports(int(first["pid"]))
+    del monitored[:], seen_from[id(monitored)][:]
+    calls = [whoami.apply_async(queue="catdog.device.solo1") for _ in range(3)]
+    assert [c.get(timeout=20)["device"] for c in calls] == ["solo1"] * 3
+    time.sleep(0.5)
+    seen, ports = list(monitored), list(seen_from[id(monitored)])
+    f.stop(force=True)
+    own = [c for c, port in zip(seen, ports, strict=False) if port in worker
+           and c.split(" ", 2)[1:2] and c.split(" ", 2)[1].startswith(
+               ("celery-task-meta-", "catdog:delivery:"))]
+    assert worker and [c for c, port in zip(seen, ports, strict=False) if port in worker]
+    assert not [c for c in own if c.startswith(("SET ", "SETEX ", "GET "))], own
+    assert not [c for c in seen if c.startswith("SMEMBERS ")], "routes are kept, not re-read"
+    assert [c for c in seen if c.startswith("EVAL ") and "PUBLISH" in c], "the take wrote them"
+    for call in calls:  # stored (for a day), acknowledged
+        assert 0 < redis_client.ttl(f"celery-task-meta-{call.id}") <= 24 * 3600
+    assert not redis_client.hlen("catdog.unacked")
+
+
+def test_the_take_records_a_first_delivery_not_a_redelivery_and_the_gate_can_undo_it(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    """The quarantine's first-delivery record is written by the take, with the hold; a message
+    put back (``redelivered``) gets none from the take (its count is the quarantine's); and a
+    message the gate does not let start has the take's record removed."""
+    from types import SimpleNamespace
+
+    from catdog import carry
+    from workers.gate import Gate
+
+    keys = f"test-transport-{uuid.uuid4().hex[:8]}"
+    head = '{"losses":[],"current":{"device":"d9","started":'
+    carry.starts.configure(f"{keys}.start:", head, 60)
+    conn = kombu.Connection(redis_url, transport=CATDOG, transport_options=options(keys))
+    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+    got: list[Any] = []
+    try:
+        with conn.Consumer(queue, callbacks=[lambda body, message: got.append(message)]):
+            with conn.Producer() as producer:
+                producer.publish({"n": 5}, exchange=queue.exchange, routing_key=keys)
+            conn.drain_events(timeout=5)
+            tag = got[0].delivery_tag
+            record = json.loads(redis_client.get(f"{keys}.start:{tag}"))
+            assert record["current"]["device"] == "d9" and record["losses"] == []
+            assert abs(record["current"]["started"] - time.time()) < 5
+            assert 0 < redis_client.ttl(f"{keys}.start:{tag}") <= 60
+
+            gate: Any = Gate.__new__(Gate)
+            gate.client = redis_client
+            gate._unstart(SimpleNamespace(message=got[0]))  # it does not start here
+            assert not redis_client.exists(f"{keys}.start:{tag}")
+            assert not carry.starts.written(tag)
+
+            got[0].reject(requeue=True)  # back on its queue, redelivered
+            conn.drain_events(timeout=5)
+            assert got[1].delivery_tag == tag and got[1].delivery_info.get("redelivered")
+            assert not redis_client.exists(f"{keys}.start:{tag}")
+            assert not carry.starts.written(tag)
+            got[1].ack()
+    finally:
+        carry.starts.reset()
+        conn.release()

@@ -30,6 +30,7 @@ import redis
 from celery.worker import state
 from kombu import Exchange, Queue
 
+from catdog import carry
 from catdog.deferral import Deferrals
 from catdog.errors import CatDogError, NoRoute
 from catdog.inventory import Device, Inventory, Limit
@@ -85,6 +86,7 @@ class Gate(Extension):
     def hold(self, request: Any) -> bool:
         """True when ``request`` must not start now (it has been put back or deferred)."""
         if self.switch.engaged:
+            self._unstart(request)
             request.reject(requeue=True)
             state.task_ready(request)
             return True
@@ -156,6 +158,7 @@ class Gate(Extension):
                              "delivery_info": {"exchange": queue, "routing_key": queue}}
         priority = channel._get_message_priority(raw, reverse=False)
         pipe = self.client.pipeline(transaction=False)
+        self._unstart(request, pipe)
         pipe.lpush(channel._q_for_pri(queue, priority), json.dumps(raw))
         ring(pipe, queue)
         pipe.execute()
@@ -168,6 +171,7 @@ class Gate(Extension):
         """No device may run ``request``: its result says why, and the message is acknowledged."""
         log.error("task %s[%s] may not run on %s and no device can take it: %s", request.name,
                   request.id, self.device.name if self.device else "?", exc)
+        self._unstart(request)
         request.task.backend.mark_as_failure(request.id, exc, request=request)
         request.acknowledge()
         state.task_ready(request)
@@ -175,6 +179,7 @@ class Gate(Extension):
     def defer(self, request: Any, due: float, why: str) -> None:
         assert self.deferrals is not None
         where = stored(request)
+        self._unstart(request)
         for key in where.keys:
             self.deferrals.add(key, json.dumps(where.raw), due)
         request.acknowledge()
@@ -182,6 +187,14 @@ class Gate(Extension):
         self._wake.set()
         log.info("task %s[%s] deferred %.1fs: %s", request.name, request.id,
                  max(0.0, due - time.time()), why)
+
+    def _unstart(self, request: Any, pipe: Any = None) -> None:
+        """The message does not start here: remove the first delivery's record its take wrote
+        (:mod:`catdog.carry`), so that its next delivery is not counted as a lost worker."""
+        key = carry.starts.forget(str(request.message.delivery_tag))
+        target = pipe if pipe is not None else self.client
+        if key is not None and target is not None:
+            target.delete(key)
 
     def _mover(self) -> None:
         timeout = MOVE_EVERY_S

@@ -15,9 +15,11 @@ recorded. Only a message delivered again (kombu marks what it puts back ``redeli
 lost a worker: it is counted in one Redis script before it may start, which also says whether
 its losses reach its ``max_deliveries``; then it is held in the quarantine
 (:mod:`catdog.quarantine`), acknowledged only after its entry is written, and its result says
-why. A first delivery costs a prefork worker no round trip (its record rides on the next
-heartbeat's pipeline), and a solo or threads worker one ``SET`` (a task there can kill the very
-process that would write it later). A message that settles (success, a failure by raising, a
+why. A first delivery's record costs no round trip: the take that fetched the message wrote it
+with the message's hold (:mod:`catdog.carry`; the gate removes it when the message does not
+start); one the take did not write rides on a prefork worker's next heartbeat, and costs a solo
+or threads worker one ``SET`` (a task there can kill the very process that would write it later).
+A message that settles (success, a failure by raising, a
 retry) has its record removed with the next heartbeat. A pool process killed by the hard kill
 switch (:mod:`workers.killswitch`) is not counted.
 """
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.worker import state
 
+from catdog import carry
 from catdog.errors import UsageError
 from catdog.records import (
     DEFAULT_MAX_DELIVERIES,
@@ -138,6 +141,10 @@ class Quarantine(Extension):
         self.node = str(getattr(worker.consumer, "hostname", "") or worker.device)
         self._start = self.redis.register_script(_START)
         self._lost = self.redis.register_script(_LOST)
+        current = {"device": self.device, "node": self.node, "pid": os.getpid(),
+                   "how": WORKER_LOST}
+        head = json.dumps({"losses": [], "current": current}, separators=(",", ":"))
+        carry.starts.configure(delivery_key(""), head[:-2] + ',"started":', DELIVERY_TTL_S)
 
     def limit(self, request: Any) -> int:
         """The request's ``max_deliveries``: the call's, else its task's, else the default."""
@@ -180,6 +187,8 @@ class Quarantine(Extension):
         return True
 
     def _first(self, tag: str, started: float) -> bool:
+        if carry.starts.written(tag):
+            return False  # the take wrote it, with the message's hold
         record = json.dumps({"losses": [], "current": {
             "device": self.device, "node": self.node, "pid": os.getpid(), "started": started,
             "how": WORKER_LOST}}, separators=(",", ":"))
