@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import redis
 
-from catdog.transport import RING_LUA
+from catdog.redis_scripts import RING_LUA
 
 DEFERRED_KEY = "catdog:deferred"
 MOVE_BATCH = 500

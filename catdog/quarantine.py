@@ -29,7 +29,7 @@ from typing import Any
 
 from catdog.errors import CatDogError, UsageError
 from catdog.records import DEFAULT_MAX_DELIVERIES, WORKER_LOST, delivery_key
-from catdog.transport import RING_LUA
+from catdog.redis_scripts import RING_LUA
 
 __all__ = ["DEFAULT_MAX_DELIVERIES", "QUARANTINE_KEY", "Entry", "Loss", "NotQuarantined",
            "Quarantined", "delivery_key", "drop", "entries", "hold", "requeue"]

@@ -24,8 +24,10 @@ after the next wait.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import uuid
 from time import time
 from typing import Any
 
@@ -34,119 +36,23 @@ from kombu.transport.virtual import base
 from kombu.utils.json import loads
 
 from catdog import carry
+from catdog.redis_scripts import INBOX_PREFIX, PUT, STORE, TAKE, UNWAIT, bell, ring, waiting
 
 log = logging.getLogger(__name__)
 
-BELL_PREFIX = "catdog.bell:"
 #: an idle worker takes again at least this often: one empty take and one BLPOP per period
 BELL_WAIT_S = 5
-BELL_CAP = 64
+#: a waiting worker stays in its queues' waiting sets this much longer than its wait, for the
+#: wait's reply and the next take to cross the link
+WAIT_MARGIN_S = 2
+#: an inbox nobody reads (its worker lost) goes after this long; what it held is swept back
+#: with the worker's other held messages
+INBOX_TTL_S = 600
 #: a consumer without acknowledgements (replies) fetches with kombu's BRPOP and its 1 s timeout
 REPLY_WAIT_S = 1
 #: how long a publisher keeps a direct exchange's queues for a routing key (CatDog's queues are
 #: each bound once, to their own exchange, for good)
 ROUTE_TTL_S = 30.0
-
-#: Lua that writes the results carried (:mod:`catdog.carry`) from ARGV[at]: for each, key, value
-#: and expiry in seconds (0: none); a result already ``SUCCESS`` is kept (Celery's rule); each
-#: written is published, as Celery's backend does. Returns the next ARGV index.
-_RESULTS = """
-local function results(at, count)
-  for _ = 1, count do
-    local key, value, ttl = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
-    at = at + 3
-    local kept = false
-    local current = redis.call('GET', key)
-    if current then
-      local ok, meta = pcall(cjson.decode, current)
-      kept = ok and type(meta) == 'table' and meta['status'] == 'SUCCESS'
-    end
-    if not kept then
-      if ttl > 0 then redis.call('SET', key, value, 'EX', ttl) else redis.call('SET', key, value) end
-      redis.call('PUBLISH', key, value)
-    end
-  end
-  return at
-end
-"""
-
-#: KEYS: none; ARGV[1]: how many results, then the results (see _RESULTS).
-STORE = _RESULTS + "results(2, tonumber(ARGV[1]))\nreturn 1\n"
-
-#: KEYS: the unacked hash, its index, then the queue lists in the order to try them. ARGV[1]:
-#: now (the index's score, in seconds, as kombu writes it); ARGV[2], ARGV[3]: how many results
-#: and acknowledgements come first; ARGV[4..6]: the first delivery's record (key prefix, '' for
-#: none; its JSON up to the start time; its expiry, see :class:`catdog.carry.Starts`); then the
-#: results (written first), the acknowledgements' delivery tags (removed next), and for each
-#: list '1' when its messages are held until acknowledged, '0' for a consumer without acks.
-#: Returns {list, message, held, started}: held 1 when the hold was recorded (0 for a message
-#: this script cannot read: kombu's QoS records it, as it would have), started 1 when the first
-#: delivery's record was written; false when all lists are empty.
-#: Idle, it costs one ``EXISTS`` of all the lists. The message is read (LINDEX) and its hold
-#: written before it is popped: a write Redis refuses (out of memory under ``noeviction``)
-#: fails the script with the message still queued.
-TAKE = _RESULTS + """
-local at = results(7, tonumber(ARGV[2]))
-local acks = tonumber(ARGV[3])
-for j = at, at + acks - 1 do
-  redis.call('ZREM', KEYS[2], ARGV[j])
-  redis.call('HDEL', KEYS[1], ARGV[j])
-end
-at = at + acks - 3
-if redis.call('EXISTS', unpack(KEYS, 3)) == 0 then return false end
-local function truthy(value) return value and value ~= cjson.null end
-for i = 3, #KEYS do
-  local item = redis.call('LINDEX', KEYS[i], -1)
-  if item then
-    local recorded, started = 0, 0
-    local ok, message = pcall(cjson.decode, item)
-    ok = ok and type(message) == 'table' and type(message['properties']) == 'table'
-    if ARGV[at + i] == '1' and ok then
-      local props = message['properties']
-      local tag, info = props['delivery_tag'], props['delivery_info']
-      if type(tag) == 'string' and type(info) == 'table' then
-        redis.call('ZADD', KEYS[2], ARGV[1], tag)
-        redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
-                   .. ',' .. cjson.encode(info['routing_key']) .. ']')
-        recorded = 1
-        local headers = message['headers']
-        local again = truthy(info['redelivered']) or
-                      (type(headers) == 'table' and truthy(headers['redelivered']))
-        if ARGV[4] ~= '' and not again and
-           redis.call('SET', ARGV[4] .. tag, ARGV[5] .. ARGV[1] .. '}}', 'NX', 'EX', ARGV[6]) then
-          started = 1
-        end
-      end
-    end
-    redis.call('RPOP', KEYS[i])
-    return {KEYS[i], item, recorded, started}
-  end
-end
-return false
-"""
-
-
-#: Lua that defines ``ring(list)``: the wake-up of the queue whose priority list is ``list``
-#: (``<queue>`` or ``<queue>:<priority>``), for scripts that push messages themselves.
-RING_LUA = f"""
-local function ring(list)
-  local bell = '{BELL_PREFIX}' .. (string.gsub(list, ':%d$', ''))
-  redis.call('LPUSH', bell, 1)
-  redis.call('LTRIM', bell, 0, {BELL_CAP - 1})
-end
-"""
-
-
-def bell(queue: str) -> str:
-    """The key whose tokens wake the workers waiting on ``queue``."""
-    return f"{BELL_PREFIX}{queue}"
-
-
-def ring(pipe: Any, queue: str) -> None:
-    """Add, to ``pipe`` (a Redis pipeline), the wake-up of ``queue``'s waiting workers."""
-    pipe.lpush(bell(queue), 1)
-    pipe.ltrim(bell(queue), 0, BELL_CAP - 1)
-
 
 class QoS(kombu_redis.QoS):
     """kombu's QoS, except that a message the take script recorded is not recorded again."""
@@ -183,6 +89,11 @@ class Channel(kombu_redis.Channel):
         self._results_sent: list[carry.Result] = []  # likewise
         self._loop_thread: int | None = None
         self._routes: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
+        #: where publishers hand this channel's consumer a message while it waits for work
+        self._inbox = f"{INBOX_PREFIX}{uuid.uuid4().hex}"
+        #: the queues whose waiting sets this channel is in (its last take found nothing)
+        self._waits_for: tuple[str, ...] | None = None
+        self._waits_asked: tuple[str, ...] = ()
         super().__init__(*args, **kwargs)
         self._acks.extend(_owed.take(self.unacked_key, self.unacked_index_key))
 
@@ -208,8 +119,9 @@ class Channel(kombu_redis.Channel):
             super()._brpop_start(REPLY_WAIT_S)
             return
         connection = self.client.connection
+        held = [queue for queue in queues if queue not in self._unheld]
         if self._idle:
-            keys = [bell(queue) for queue in queues]
+            keys = [self._inbox, *(bell(queue) for queue in queues)]
             command: tuple[Any, ...] = ("BLPOP", *keys, timeout or self.brpop_timeout)
             self._sent = "wait"
         else:
@@ -221,9 +133,13 @@ class Channel(kombu_redis.Channel):
             command = ("EVAL", TAKE, 2 + len(lists), self.unacked_key, self.unacked_index_key,
                        *(key for key, _ in lists), repr(time()), len(self._results_sent),
                        len(self._acks_sent), starts.prefix, starts.head, starts.ttl_s,
+                       self._inbox, int(((timeout or self.brpop_timeout) + WAIT_MARGIN_S) * 1000),
+                       "1" if self._waits_for == tuple(held) else "0", len(held),
+                       *(waiting(queue) for queue in held),
                        *_flat(self._results_sent), *self._acks_sent,
-                       *("1" if held else "0" for _, held in lists))
+                       *("1" if is_held else "0" for _, is_held in lists))
             self._sent = "take"
+            self._waits_for, self._waits_asked = None, tuple(held)
         self._in_poll = connection
         self._brpop_sent_at = kombu_redis.monotonic()  # type: ignore[assignment]
         connection.send_command(*command)
@@ -249,23 +165,54 @@ class Channel(kombu_redis.Channel):
             self._acks_sent, self._results_sent = [], []
             if sent == "wait":
                 self._idle = False
+                if reply and kombu_redis.bytes_to_str(reply[0]) == self._inbox:
+                    self._waits_for = None  # its publisher took it out of the waiting sets
+                    return self._hand_to_consumer(*_handed(reply[1]))  # handed over: held already
                 raise kombu_redis.Empty()
             if not reply:
-                self._idle = True
+                self._idle, self._waits_for = True, self._waits_asked  # it waits on these
                 raise kombu_redis.Empty()
-            key, item, recorded, started = reply
-            dest = kombu_redis.bytes_to_str(key).rsplit(self.sep, 1)[0]
-            payload = loads(kombu_redis.bytes_to_str(item))
-            if recorded:
-                self._recorded.add(payload["properties"]["delivery_tag"])
-            if started:
-                carry.starts.add(payload["properties"]["delivery_tag"])
-            self._queue_cycle.rotate(dest)
-            self.connection._deliver(payload, dest)
-            return True
+            return self._hand_to_consumer(*reply)
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
+
+    def _hand_to_consumer(self, key: Any, item: Any, recorded: Any, started: Any) -> bool:
+        """Deliver a message from the list ``key``, recorded as held (``recorded``) and with
+        its first delivery's record written (``started``); one for a queue this channel no
+        longer consumes (it was handed over as the consumer was cancelled) goes back."""
+        dest = kombu_redis.bytes_to_str(key).rsplit(self.sep, 1)[0]
+        payload = loads(kombu_redis.bytes_to_str(item))
+        tag = payload["properties"]["delivery_tag"]
+        if started:
+            carry.starts.add(tag)
+        if dest not in self._active_queues:
+            self._put_back([(tag, bool(started))])
+            raise kombu_redis.Empty()
+        if recorded:
+            self._recorded.add(tag)
+        self._queue_cycle.rotate(dest)
+        self.connection._deliver(payload, dest)
+        return True
+
+    def _put_back(self, handed: list[tuple[str, bool]]) -> None:
+        """Put messages handed to this channel back on their queues, unstarted."""
+        for tag, started in handed:
+            key = carry.starts.forget(tag) if started else None
+            with self.conn_or_acquire() as client:
+                if key is not None:
+                    client.delete(key)
+                self.qos.restore_by_tag(tag, client, leftmost=True)
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        """Stop consuming, and leave the waiting sets at once (the next take joins those of
+        the queues still consumed)."""
+        queue = self._tag_to_queue.get(consumer_tag)
+        self._waits_for = None
+        if queue is not None:
+            with contextlib.suppress(*self.connection_errors), self.conn_or_acquire() as client:
+                client.zrem(waiting(queue), self._inbox)
+        return super().basic_cancel(consumer_tag)
 
     def _unsent(self) -> None:
         """The take in flight failed: its acknowledgements and results wait for the next."""
@@ -298,7 +245,18 @@ class Channel(kombu_redis.Channel):
         if not self.closed:
             self._unsent()
             self.flush_carried()
+            self._unwait()
         super().close()
+
+    def _unwait(self) -> None:
+        """Leave the waiting sets; put back what was handed to this channel meanwhile."""
+        try:
+            with self.conn_or_acquire() as client:
+                handed = [_handed(item) for item in client.eval(UNWAIT, 0, self._inbox)]
+            self._put_back([(loads(kombu_redis.bytes_to_str(item))["properties"]
+                             ["delivery_tag"], bool(started)) for _, item, _, started in handed])
+        except self.connection_errors as exc:  # swept back with this worker's other holds
+            log.warning("could not leave the waiting sets (%s)", exc)
 
     # -- putting -----------------------------------------------------------------------------
     def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> Any:
@@ -331,20 +289,26 @@ class Channel(kombu_redis.Channel):
         return super()._delete(*args, **kwargs)
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """Hand the message to the worker that has waited longest on ``queue``, else queue it
+        with a bell (:data:`catdog.redis_scripts.PUT`): one round trip either way."""
+        pri = self._get_message_priority(message, reverse=False)
+        props = message["properties"]
+        info = props.get("delivery_info") or {}
+        args = (PUT, 3, self._q_for_pri(queue, pri), waiting(queue), bell(queue),
+                kombu_redis.dumps(message), props["delivery_tag"],
+                kombu_redis.dumps(info.get("exchange")), kombu_redis.dumps(info.get("routing_key")),
+                INBOX_TTL_S)
         batch = kwargs.get("_publish_batch")
         if batch is not None:
-            super()._put(queue, message, **kwargs)
-            batch.add("lpush", bell(queue), 1)
-            batch.add("ltrim", bell(queue), 0, BELL_CAP - 1)
+            batch.add("eval", *args)
             return
-        pri = self._get_message_priority(message, reverse=False)
-        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            pipe.lpush(self._q_for_pri(queue, pri), kombu_redis.dumps(message))
+        with self.conn_or_acquire() as client:
+            client.eval(*args)
             if self._expires and queue in self._expires:
-                for step in self.priority_steps:
-                    pipe.pexpire(self._q_for_pri(queue, step), self._expires[queue])
-            ring(pipe, queue)
-            pipe.execute()
+                with client.pipeline(transaction=False) as pipe:
+                    for step in self.priority_steps:
+                        pipe.pexpire(self._q_for_pri(queue, step), self._expires[queue])
+                    pipe.execute()
 
     def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any,
                             leftmost: bool = False) -> None:
@@ -355,6 +319,13 @@ class Channel(kombu_redis.Channel):
             return
         for queue in queues:
             ring(pipe, queue)
+
+
+def _handed(item: Any) -> tuple[str, bytes, int, int]:
+    """An inbox's entry (see :data:`catdog.redis_scripts.TAKE`) as a take's reply."""
+    raw = item if isinstance(item, bytes) else str(item).encode()
+    head, message = raw.split(b"\n", 1)
+    return head[1:].decode(), message, 1, int(head[:1])
 
 
 def _flat(results: list[carry.Result]) -> list[Any]:

@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from catdog.broker import embedded_url
-from catdog.transport import BELL_PREFIX
+from catdog.redis_scripts import BELL_PREFIX
 from ops.embedded_redis import EmbeddedRedis, alive
 
 

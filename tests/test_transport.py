@@ -22,8 +22,8 @@ import pytest
 import redis
 from kombu.transport import redis as kombu_redis
 
+from catdog.redis_scripts import BELL_CAP, bell
 from catdog.tasks.examples import whoami
-from catdog.transport import BELL_CAP, bell
 
 from .conftest import FleetUnderTest, device_spec
 
@@ -228,16 +228,20 @@ def test_a_worker_takes_with_the_script_and_waits_on_bells(
 @pytest.mark.slow
 def test_a_solo_worker_makes_no_round_trip_of_its_own_for_a_result_or_a_start(
         make_fleet: Any, monitored: list[str], redis_client: redis.Redis) -> None:
-    """The result is written and published by the next take, which acknowledges the message
-    after it; the quarantine's first-delivery record by the take that fetched it; a publisher
-    reads a queue's binding table once, not before every message."""
+    """A waiting worker's wait receives the message itself (handed over, held); its result is
+    written and published by its next take, which acknowledges the message after it; the
+    quarantine's first-delivery record is written with the hold; a publisher reads a queue's
+    binding table once, not before every message."""
     f: FleetUnderTest = make_fleet({"solo1": device_spec(["t"], pool="solo")})
     assert [r.state for r in f.launch()] == ["READY"]
     first = whoami.apply_async(queue="catdog.device.solo1").get(timeout=20)  # its table read
     worker = local_ports(int(first["pid"]))
+    time.sleep(0.5)  # it waits for work
     del monitored[:], seen_from[id(monitored)][:]
-    calls = [whoami.apply_async(queue="catdog.device.solo1") for _ in range(3)]
-    assert [c.get(timeout=20)["device"] for c in calls] == ["solo1"] * 3
+    calls = []
+    for _ in range(3):  # one at a time: each is handed to the waiting worker
+        calls.append(whoami.apply_async(queue="catdog.device.solo1"))
+        assert calls[-1].get(timeout=20)["device"] == "solo1"
     time.sleep(0.5)
     seen, ports = list(monitored), list(seen_from[id(monitored)])
     f.stop(force=True)
@@ -248,6 +252,9 @@ def test_a_solo_worker_makes_no_round_trip_of_its_own_for_a_result_or_a_start(
     assert not [c for c in own if c.startswith(("SET ", "SETEX ", "GET "))], own
     assert not [c for c in seen if c.startswith("SMEMBERS ")], "routes are kept, not re-read"
     assert [c for c in seen if c.startswith("EVAL ") and "PUBLISH" in c], "the take wrote them"
+    takes = [c for c, port in zip(seen, ports, strict=False)
+             if port in worker and c.startswith("EVAL ") and "RPOP" in c]
+    assert len(takes) == 3, "one take a call: the one after it (result, ack, then wait again)"
     for call in calls:  # stored (for a day), acknowledged
         assert 0 < redis_client.ttl(f"celery-task-meta-{call.id}") <= 24 * 3600
     assert not redis_client.hlen("catdog.unacked")
@@ -295,3 +302,109 @@ def test_the_take_records_a_first_delivery_not_a_redelivery_and_the_gate_can_und
     finally:
         carry.starts.reset()
         conn.release()
+
+
+def consumer(redis_url: str, keys: str, got: list[Any]) -> tuple[Any, Any, kombu.Queue]:
+    """A CatDog connection and channel consuming the queue ``keys`` (its messages into ``got``)."""
+    conn = kombu.Connection(redis_url, transport=CATDOG, transport_options=options(keys))
+    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+    channel: Any = conn.channel()
+    queue(channel).declare()
+    channel.basic_consume(keys, False, lambda message: got.append(message), f"c-{keys}")
+    return conn, channel, queue
+
+
+def publish(conn: Any, queue: kombu.Queue, body: Any) -> None:
+    with conn.Producer() as producer:
+        producer.publish(body, exchange=queue.exchange, routing_key=queue.routing_key)
+
+
+def fetch(channel: Any) -> None:
+    """One fetch of the channel, as the event loop sends and reads it."""
+    channel.connection.cycle._register_BRPOP(channel)
+    with contextlib.suppress(kombu_redis.Empty):
+        channel._brpop_read()
+
+
+def test_a_waiting_worker_is_handed_the_message_held_in_its_wake_up(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    """A take that finds nothing puts its worker in the queue's waiting set; a publish then
+    hands the message to it (held for it, its first-delivery record written, no bell), and the
+    worker's wait receives the message itself; the wait's next take leaves the set."""
+    from catdog import carry
+    from catdog.redis_scripts import waiting
+
+    keys = f"test-transport-{uuid.uuid4().hex[:8]}"
+    carry.starts.configure(f"{keys}.start:", '{"current":{"started":', 60)
+    got: list[Any] = []
+    conn, channel, queue = consumer(redis_url, keys, got)
+    try:
+        fetch(channel)  # the take: nothing there, so it waits
+        assert channel._idle and redis_client.zscore(waiting(keys), channel._inbox)
+        assert 0 < redis_client.pttl(channel._inbox + ":waits") <= 7000  # till its wait ends
+        publish(conn, queue, {"n": 6})
+        assert not redis_client.llen(keys) and not redis_client.llen(bell(keys))
+        assert redis_client.llen(channel._inbox) == 1
+        assert redis_client.hlen(f"{keys}.unacked") == 1  # held for it before it woke
+        assert not redis_client.zscore(waiting(keys), channel._inbox)  # one message, one worker
+        fetch(channel)  # the wait: BLPOP on the inbox and the bell
+        assert [m.payload for m in got] == [{"n": 6}]
+        tag = got[0].delivery_tag
+        record = redis_client.get(f"{keys}.start:{tag}")
+        assert json.loads(record)["current"]["started"] > 0, record
+        assert carry.starts.written(tag)
+        got[0].ack()
+        assert not redis_client.hlen(f"{keys}.unacked")
+        publish(conn, queue, {"n": 7})  # nobody waits now: queued, with a bell
+        assert redis_client.llen(keys) == 1 and redis_client.llen(bell(keys)) == 1
+    finally:
+        carry.starts.reset()
+        conn.release()
+
+
+def test_a_lapsed_wait_is_passed_over_and_a_closing_worker_gives_back_what_it_was_handed(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    from catdog.redis_scripts import REGISTRATION_SUFFIX, waiting
+
+    keys = f"test-transport-{uuid.uuid4().hex[:8]}"
+    got: list[Any] = []
+    conn, channel, queue = consumer(redis_url, keys, got)
+    fetch(channel)
+    redis_client.delete(channel._inbox + REGISTRATION_SUFFIX)  # its wait lapsed
+    publish(conn, queue, {"n": 8})  # (a worker lost while waiting is not handed anything)
+    assert redis_client.llen(keys) == 1 and not redis_client.exists(channel._inbox)
+    assert not redis_client.zcard(waiting(keys))
+    redis_client.delete(keys)
+
+    fetch(channel)  # waits again (the wait reads its bell), then takes: nothing, so it waits
+    fetch(channel)
+    assert redis_client.zscore(waiting(keys), channel._inbox)
+    publish(conn, queue, {"n": 9})  # handed to it, which closes before it reads it
+    assert redis_client.llen(channel._inbox) == 1
+    channel.close()
+    assert not redis_client.exists(channel._inbox) and not redis_client.zcard(waiting(keys))
+    assert not redis_client.hlen(f"{keys}.unacked")
+    assert [json.loads(m)["body"] for m in redis_client.lrange(keys, 0, -1)]  # back, whole
+    later: list[Any] = []
+    conn2, channel2, _ = consumer(redis_url, keys, later)
+    fetch(channel2)
+    assert [m.payload for m in later] == [{"n": 9}] and not got
+    later[0].ack()
+    conn.release()
+    conn2.release()
+
+
+def test_a_cancelled_consumer_leaves_the_waiting_set(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    from catdog.redis_scripts import waiting
+
+    keys = f"test-transport-{uuid.uuid4().hex[:8]}"
+    got: list[Any] = []
+    conn, channel, queue = consumer(redis_url, keys, got)
+    fetch(channel)
+    assert redis_client.zscore(waiting(keys), channel._inbox)
+    channel.basic_cancel(f"c-{keys}")
+    assert not redis_client.zscore(waiting(keys), channel._inbox)
+    publish(conn, queue, {"n": 10})
+    assert redis_client.llen(keys) == 1 and not got
+    conn.release()

@@ -36,8 +36,8 @@ from catdog.errors import CatDogError, NoRoute
 from catdog.inventory import Device, Inventory, Limit
 from catdog.limits import Limiter
 from catdog.records import CLOSE_HEADER, HOPS_HEADER, LIMIT_HEADER, WINDOW_HEADER
+from catdog.redis_scripts import ring
 from catdog.routing import forward_queue, serves
-from catdog.transport import ring
 from catdog.windows import next_start, now_in, parsed
 from workers.extension import Extension, Worker
 from workers.killswitch import KillSwitch
