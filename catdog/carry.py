@@ -42,9 +42,6 @@ class Results:
         main thread). The pid is kept too: a prefork child starts as a copy of that thread."""
         self._loop = (os.getpid(), threading.get_ident())
 
-    def detach(self) -> None:
-        self._loop = None
-
     def carry(self, key: str, value: str, ttl_s: int | None) -> bool:
         """Keep the result for the next take; False (write it now) outside the loop's thread."""
         if self._loop != (os.getpid(), threading.get_ident()):

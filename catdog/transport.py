@@ -5,21 +5,24 @@ records it as held (``unacked`` and its index), so that it comes back if its wor
 message Redis handed over in between is nowhere: the reply lost in a cut link when Redis is
 killed, a worker killed or powered off just after the pop. The chaos soak lost tasks so.
 
-Here the take is one Lua script: it pops the first message of the worker's queues (in the
-order BRPOP would try them) and writes its ``unacked`` record in the same step, exactly as
-kombu's QoS writes it, so kombu's restore, CatDog's leases (workers/leases.py) and
-acknowledgements work on it unchanged; a message whose reply never reaches its worker comes
-back after the visibility timeout, like a dead worker's. It also saves the worker that second
-round trip per task, which on a Wi-Fi link is most of what a short task costs.
+Here the take is one Lua script (:data:`catdog.redis_scripts.TAKE`): it pops the first message
+of the worker's queues (in the order BRPOP would try them) and writes its ``unacked`` record in
+the same step, exactly as kombu's QoS writes it, so kombu's restore, CatDog's leases
+(workers/leases.py) and acknowledgements work on it unchanged; a message whose reply never
+reaches its worker comes back after the visibility timeout, like a dead worker's. The same
+script carries what the worker owes Redis since its last take (:mod:`catdog.carry`: the last
+task's result, then its acknowledgement) and writes the first delivery's record of the
+quarantine count, so a busy solo worker makes one round trip per task.
 
-A script cannot block, so an idle worker waits on its queues' *bells*: every publish through
-this transport pushes a token on ``catdog.bell:<queue>`` in the same pipeline as the message,
-and a worker whose take found nothing waits in ``BLPOP`` on its queues' bells (at most
-:data:`BELL_WAIT_S`), then takes again. A token is only a wake-up, never the message: a stale
-one costs one empty take; a message pushed without a bell (a producer that is not CatDog) is
-found by the next take, at most :data:`BELL_WAIT_S` later. The bell lists are capped at
-:data:`BELL_CAP` tokens. A take Redis refuses (out of memory, say) is logged and tried again
-after the next wait.
+A script cannot block. A take that finds nothing puts its worker in its queues' waiting sets,
+and the worker waits in ``BLPOP`` (at most :data:`BELL_WAIT_S`) on its own inbox and on its
+queues' bells. A publish through this transport (:data:`catdog.redis_scripts.PUT`) hands the
+message to the worker that has waited longest, held for it, in its inbox: the wait's reply is
+the message. With nobody waiting the message goes on its queue's list with a bell, a token
+that wakes a waiting worker to take; messages put back (restores, deferrals come due,
+hand-ons) ring bells too. A stale token costs one empty take; a message pushed by a producer
+that is not CatDog is found by the next take, at most :data:`BELL_WAIT_S` later. A take Redis
+refuses (out of memory, say) is logged and tried again after the next wait.
 """
 
 from __future__ import annotations
