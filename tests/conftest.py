@@ -201,3 +201,19 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
         yield net
     finally:
         net.close()
+
+
+@pytest.fixture(scope="module")
+def device_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A device's virtualenv (the worker side only) that rollout tests copy per device."""
+    from .rollout_rigs import device_venv
+
+    return device_venv(tmp_path_factory.mktemp("device-venv"))
+
+
+@pytest.fixture(scope="module")
+def lan_broker(lan: Lan) -> Any:
+    """The coordinator's Redis on the module's LAN (a :class:`tests.rollout_rigs.LanBroker`)."""
+    from .rollout_rigs import LanBroker
+
+    return LanBroker.start(lan)

@@ -25,8 +25,7 @@ from ops.results import DEPLOYED, FAILED, READY, SKIPPED, UNCHANGED
 from tests.chaos.ledger import settle
 
 from .conftest import FleetUnderTest
-from .lan import Lan
-from .rollout_rigs import LanBroker, Rig, Rigs, device_venv
+from .rollout_rigs import Rig, Rigs
 
 pytestmark = pytest.mark.slow
 
@@ -45,22 +44,13 @@ def smoke():
 BOTH = pytest.mark.parametrize("rollout_fleet", ["sshd", "lan"], indirect=True)
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return device_venv(tmp_path_factory.mktemp("device-venv"))
-
-
-@pytest.fixture(scope="module")
-def lan_broker(lan: Lan) -> LanBroker:
-    return LanBroker.start(lan)
-
-
 @pytest.fixture
-def rollout_fleet(request: pytest.FixtureRequest, make_fleet, base: Path, tmp_path: Path,
+def rollout_fleet(request: pytest.FixtureRequest, make_fleet, device_base: Path,
+                  tmp_path: Path,
                   monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis
                   ) -> Iterator[Callable[..., Rig]]:
     """``make(devices, **fields)``: a rig of SSH devices (loopback unless parametrised "lan")."""
-    rigs = Rigs(make_fleet, base, tmp_path, monkeypatch)
+    rigs = Rigs(make_fleet, device_base, tmp_path, monkeypatch)
     if getattr(request, "param", "sshd") == "lan":
         yield functools.partial(rigs.lan, request.getfixturevalue("lan_broker"))
     else:

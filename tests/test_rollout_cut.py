@@ -22,28 +22,18 @@ from catdog.records import heartbeat_key
 from ops.remote import DEAD_LINK_S
 from ops.results import DEPLOYED, FAILED, READY
 
-from .lan import Lan, LanHost
-from .rollout_rigs import LanBroker, Rig, Rigs, device_venv
+from .lan import LanHost
+from .rollout_rigs import LanBroker, Rig, Rigs
 from .test_cli import _env, fab
 from .test_rollout import current, new_release, serving
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return device_venv(tmp_path_factory.mktemp("device-venv"))
-
-
-@pytest.fixture(scope="module")
-def lan_broker(lan: Lan) -> LanBroker:
-    return LanBroker.start(lan)
-
-
 @pytest.fixture
-def rig(make_fleet, base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def rig(make_fleet, device_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         lan_broker: LanBroker) -> Iterator[Rig]:
-    rigs = Rigs(make_fleet, base, tmp_path, monkeypatch)
+    rigs = Rigs(make_fleet, device_base, tmp_path, monkeypatch)
     yield rigs.lan(lan_broker, {"u1": ["work"]})
     for host in lan_broker.hosts:
         host.link(up=True)  # whatever the test did, the next one finds its cables in

@@ -36,12 +36,17 @@ def options(keys: str) -> dict[str, Any]:
             "unacked_mutex_key": f"{keys}.mutex", "visibility_timeout": 1}
 
 
+def opened(url: str, keys: str, transport: str = CATDOG) -> tuple[Any, kombu.Queue]:
+    """A connection with the test's own unacked keys, and the queue ``keys`` (its own exchange)."""
+    conn = kombu.Connection(url, transport=transport, transport_options=options(keys))
+    return conn, kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+
+
 def send_and_vanish(url: str, transport: str, client: redis.Redis) -> str:
     """Publish one message, then a consumer sends its fetch and its socket is shut before the
     reply is read. Returns the queue's name (also the prefix of its unacked keys)."""
     keys = f"test-transport-{uuid.uuid4().hex[:8]}"
-    conn = kombu.Connection(url, transport=transport, transport_options=options(keys))
-    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+    conn, queue = opened(url, keys, transport)
     with conn.Producer() as producer:
         producer.publish({"n": 1}, exchange=queue.exchange, routing_key=keys, declare=[queue])
     channel: Any = conn.channel()
@@ -58,10 +63,9 @@ def send_and_vanish(url: str, transport: str, client: redis.Redis) -> str:
 def restored(url: str, transport: str, keys: str) -> Any:
     """What a later consumer gets after the ordinary sweep (visibility timeout 1 s)."""
     time.sleep(1.2)
-    conn = kombu.Connection(url, transport=transport, transport_options=options(keys))
+    conn, queue = opened(url, keys, transport)
     channel: Any = conn.channel()
     channel.qos.restore_visible(num=10, interval=1)
-    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
     message = queue(channel).get(no_ack=True)
     conn.release()
     return message
@@ -89,8 +93,7 @@ def test_a_take_redis_refuses_leaves_the_message_queued(
     """Out of memory under ``noeviction``: Redis refuses the hold's write, and the message was
     not popped (the script reads it, records it, and only then pops it)."""
     keys = f"test-transport-{uuid.uuid4().hex[:8]}"
-    conn = kombu.Connection(redis_url, transport=CATDOG, transport_options=options(keys))
-    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+    conn, queue = opened(redis_url, keys)
     with conn.Producer() as producer:
         producer.publish({"n": 3}, exchange=queue.exchange, routing_key=keys, declare=[queue])
     channel: Any = conn.channel()
@@ -113,8 +116,7 @@ def test_a_take_redis_refuses_leaves_the_message_queued(
 def test_a_taken_message_is_acknowledged_as_kombu_would(
         redis_url: str, redis_client: redis.Redis) -> None:
     keys = f"test-transport-{uuid.uuid4().hex[:8]}"
-    conn = kombu.Connection(redis_url, transport=CATDOG, transport_options=options(keys))
-    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+    conn, queue = opened(redis_url, keys)
     got: list[Any] = []
     with conn.Consumer(queue, callbacks=[lambda body, message: got.append(message)]):
         with conn.Producer() as producer:
@@ -134,8 +136,7 @@ def test_a_consumer_without_acks_leaves_no_hold(
     """Replies (a ping's, say) are consumed without acknowledgements: nothing to hold, and a
     hold written for one would be swept back onto its queue and delivered again."""
     keys = f"test-transport-{uuid.uuid4().hex[:8]}"
-    conn = kombu.Connection(redis_url, transport=CATDOG, transport_options=options(keys))
-    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+    conn, queue = opened(redis_url, keys)
     got: list[Any] = []
     with conn.Consumer(queue, no_ack=True, callbacks=[lambda body, m: got.append(body)]):
         with conn.Producer() as producer:
@@ -149,8 +150,7 @@ def test_a_consumer_without_acks_leaves_no_hold(
 
 def test_bells_stay_capped(redis_url: str, redis_client: redis.Redis) -> None:
     keys = f"test-transport-{uuid.uuid4().hex[:8]}"
-    conn = kombu.Connection(redis_url, transport=CATDOG, transport_options=options(keys))
-    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+    conn, queue = opened(redis_url, keys)
     with conn.Producer() as producer:
         for n in range(BELL_CAP + 10):
             producer.publish({"n": n}, exchange=queue.exchange, routing_key=keys,
@@ -273,8 +273,7 @@ def test_the_take_records_a_first_delivery_not_a_redelivery_and_the_gate_can_und
     keys = f"test-transport-{uuid.uuid4().hex[:8]}"
     head = '{"losses":[],"current":{"device":"d9","started":'
     carry.starts.configure(f"{keys}.start:", head, 60)
-    conn = kombu.Connection(redis_url, transport=CATDOG, transport_options=options(keys))
-    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+    conn, queue = opened(redis_url, keys)
     got: list[Any] = []
     try:
         with conn.Consumer(queue, callbacks=[lambda body, message: got.append(message)]):
@@ -306,8 +305,7 @@ def test_the_take_records_a_first_delivery_not_a_redelivery_and_the_gate_can_und
 
 def consumer(redis_url: str, keys: str, got: list[Any]) -> tuple[Any, Any, kombu.Queue]:
     """A CatDog connection and channel consuming the queue ``keys`` (its messages into ``got``)."""
-    conn = kombu.Connection(redis_url, transport=CATDOG, transport_options=options(keys))
-    queue = kombu.Queue(keys, exchange=kombu.Exchange(keys, "direct"), routing_key=keys)
+    conn, queue = opened(redis_url, keys)
     channel: Any = conn.channel()
     queue(channel).declare()
     channel.basic_consume(keys, False, lambda message: got.append(message), f"c-{keys}")
