@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 BELL_PREFIX = "catdog.bell:"
@@ -231,3 +232,12 @@ local handed = redis.call('LRANGE', ARGV[1], 0, -1)
 redis.call('DEL', ARGV[1])
 return handed
 """
+
+
+def sha(script: str) -> str:
+    """The name Redis caches ``script`` under (``EVALSHA`` sends this, not the script)."""
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+TAKE_SHA = sha(TAKE)
+PUT_SHA = sha(PUT)

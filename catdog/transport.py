@@ -37,9 +37,21 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base
 from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
 
 from catdog import carry
-from catdog.redis_scripts import INBOX_PREFIX, PUT, STORE, TAKE, UNWAIT, bell, ring, waiting
+from catdog.redis_scripts import (
+    INBOX_PREFIX,
+    PUT,
+    PUT_SHA,
+    STORE,
+    TAKE,
+    TAKE_SHA,
+    UNWAIT,
+    bell,
+    ring,
+    waiting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +109,7 @@ class Channel(kombu_redis.Channel):
         #: the queues whose waiting sets this channel is in (its last take found nothing)
         self._waits_for: tuple[str, ...] | None = None
         self._waits_asked: tuple[str, ...] = ()
+        self._cached = False  # Redis has the take script (its takes send only its SHA1)
         super().__init__(*args, **kwargs)
         self._acks.extend(_owed.take(self.unacked_key, self.unacked_index_key))
 
@@ -133,7 +146,8 @@ class Channel(kombu_redis.Channel):
             self._acks_sent, self._acks = self._acks, []
             self._results_sent = carry.results.take()
             starts = carry.starts
-            command = ("EVAL", TAKE, 2 + len(lists), self.unacked_key, self.unacked_index_key,
+            script = ("EVALSHA", TAKE_SHA) if self._cached else ("EVAL", TAKE)
+            command = (*script, 2 + len(lists), self.unacked_key, self.unacked_index_key,
                        *(key for key, _ in lists), repr(time()), len(self._results_sent),
                        len(self._acks_sent), starts.prefix, starts.head, starts.ttl_s,
                        self._inbox, int(((timeout or self.brpop_timeout) + WAIT_MARGIN_S) * 1000),
@@ -161,11 +175,16 @@ class Channel(kombu_redis.Channel):
                 connection.disconnect()
                 raise
             except self.ResponseError as exc:
+                if sent == "take" and str(exc).startswith("NOSCRIPT"):  # a new Redis: send it
+                    self._cached = False
+                    self._unsent()
+                    raise kombu_redis.Empty() from exc
                 log.error("Redis refused this worker's %s: %s", sent, exc)
                 self._unsent()  # sent again, alone
                 self._idle = True
                 raise kombu_redis.Empty() from exc
             self._acks_sent, self._results_sent = [], []
+            self._cached = self._cached or sent == "take"
             if sent == "wait":
                 self._idle = False
                 if reply and kombu_redis.bytes_to_str(reply[0]) == self._inbox:
@@ -306,7 +325,10 @@ class Channel(kombu_redis.Channel):
             batch.add("eval", *args)
             return
         with self.conn_or_acquire() as client:
-            client.eval(*args)
+            try:
+                client.evalsha(PUT_SHA, *args[1:])
+            except NoScriptError:  # a Redis that has not seen it yet
+                client.eval(*args)
             if self._expires and queue in self._expires:
                 with client.pipeline(transaction=False) as pipe:
                     for step in self.priority_steps:

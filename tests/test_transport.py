@@ -22,7 +22,7 @@ import pytest
 import redis
 from kombu.transport import redis as kombu_redis
 
-from catdog.redis_scripts import BELL_CAP, bell
+from catdog.redis_scripts import BELL_CAP, PUT_SHA, TAKE_SHA, bell
 from catdog.tasks.examples import whoami
 
 from .conftest import FleetUnderTest, device_spec
@@ -163,6 +163,12 @@ def test_bells_stay_capped(redis_url: str, redis_client: redis.Redis) -> None:
 seen_from: dict[int, list[str]] = {}
 
 
+def is_take(command: str) -> bool:
+    """Whether a command MONITOR saw is a take: the script itself, or its SHA1 (once cached)."""
+    return command.startswith(f"EVALSHA {TAKE_SHA} ") or (
+        command.startswith("EVAL ") and "RPOP" in command and "TIME" in command)
+
+
 def local_ports(pid: int) -> set[str]:
     """The local TCP ports of process ``pid``'s sockets (from /proc)."""
     inodes = set()
@@ -214,7 +220,7 @@ def test_a_worker_takes_with_the_script_and_waits_on_bells(
     del monitored[:]
     assert whoami.apply_async(queue="catdog.device.solo1").get(timeout=20)["device"] == "solo1"
     f.stop(force=True)
-    takes = [c for c in monitored if c.startswith("EVAL ") and "RPOP" in c]
+    takes = [c for c in monitored if is_take(c)]
     waits = [c for c in monitored if c.startswith("BLPOP ") and bell("catdog.device.solo1") in c]
     assert takes and waits, monitored[-40:]
     assert not [c for c in monitored if c.startswith("BRPOP ")], "kombu's fetch is not used"
@@ -251,9 +257,9 @@ def test_a_solo_worker_makes_no_round_trip_of_its_own_for_a_result_or_a_start(
     assert worker and [c for c, port in zip(seen, ports, strict=False) if port in worker]
     assert not [c for c in own if c.startswith(("SET ", "SETEX ", "GET "))], own
     assert not [c for c in seen if c.startswith("SMEMBERS ")], "routes are kept, not re-read"
-    assert [c for c in seen if c.startswith("EVAL ") and "PUBLISH" in c], "the take wrote them"
+    assert [c for c in seen if is_take(c) and "celery-task-meta-" in c], "the take wrote them"
     takes = [c for c, port in zip(seen, ports, strict=False)
-             if port in worker and c.startswith("EVAL ") and "RPOP" in c]
+             if port in worker and is_take(c)]
     assert len(takes) == 3, "one take a call: the one after it (result, ack, then wait again)"
     for call in calls:  # stored (for a day), acknowledged
         assert 0 < redis_client.ttl(f"celery-task-meta-{call.id}") <= 24 * 3600
@@ -406,3 +412,26 @@ def test_a_cancelled_consumer_leaves_the_waiting_set(
     publish(conn, queue, {"n": 10})
     assert redis_client.llen(keys) == 1 and not got
     conn.release()
+
+
+def test_takes_and_publishes_send_the_scripts_sha1_and_survive_a_redis_that_lost_them(
+        redis_url: str, redis_client: redis.Redis, monitored: list[str]) -> None:
+    """After its first take a channel sends only the take script's SHA1 (3 KB less a take on
+    a Pi's Wi-Fi); a Redis whose script cache is empty (restarted) is sent the script again."""
+    keys = f"test-transport-{uuid.uuid4().hex[:8]}"
+    got: list[Any] = []
+    conn, channel, queue = consumer(redis_url, keys, got)
+    fetch(channel)  # EVAL: nothing there
+    channel._idle = False  # (as after a wait that timed out)
+    fetch(channel)  # EVALSHA
+    redis_client.script_flush()
+    publish(conn, queue, {"n": 11})  # its EVALSHA fails, its EVAL goes
+    channel._idle = False
+    fetch(channel)  # NOSCRIPT: nothing taken, nothing lost
+    assert not got and redis_client.llen(channel._inbox) == 1  # handed to it, still there
+    fetch(channel)  # EVAL again
+    assert [m.payload for m in got] == [{"n": 11}]
+    got[0].ack()
+    conn.release()
+    sent = [c.split(" ", 2)[:2] for c in monitored if c.startswith("EVAL")]
+    assert ["EVALSHA", TAKE_SHA] in sent and ["EVALSHA", PUT_SHA] in sent
