@@ -26,6 +26,8 @@ WAITING_PREFIX = "catdog.waiting:"
 INBOX_PREFIX = "catdog.inbox:"
 #: a worker's registration (hash) is its inbox's name and this
 REGISTRATION_SUFFIX = ":waits"
+#: what a channel pushes on its own inbox to end its wait (it consumes a queue more, say)
+WAKE = "-"
 BELL_CAP = 64
 
 
@@ -118,8 +120,9 @@ STORE = _RESULTS + "results(2, tonumber(ARGV[1]))\nreturn 1\n"
 #: Returns {list, message, held, started}: held 1 when the hold was recorded (0 for a message
 #: this script cannot read: kombu's QoS records it, as it would have), started 1 when the first
 #: delivery's record was written; false when all lists are empty, and then the worker is in
-#: the waiting sets, its registration kept until its wait ends (its expiry). Idle, it costs a
-#: look at its inbox, one ``EXISTS`` of all the lists, and its registration's new expiry.
+#: the waiting sets, its registration kept until its wait ends (its expiry). Idle, it costs
+#: its registration's new expiry (which says nothing was handed to it) and one ``EXISTS`` of
+#: all the lists.
 #: The message is read (LINDEX) and its hold written before it is popped: a write Redis
 #: refuses (out of memory under ``noeviction``) fails the script with the message queued.
 TAKE = _RESULTS + _WAITING + """
@@ -135,16 +138,21 @@ local function quit()  -- the worker takes: it waits no more
   if inbox ~= '' then return leave(inbox) end
   return ''
 end
-if inbox ~= '' and redis.call('LINDEX', inbox, -1) then
+local reg = inbox .. '""" + REGISTRATION_SUFFIX + """'
+if inbox ~= '' and ARGV[9] == '1' and redis.call('PEXPIRE', reg, ARGV[8]) == 1 then
+  -- it still waits, so nothing was handed to it (a hand-over ends the registration)
+  if redis.call('EXISTS', unpack(KEYS, 3)) == 0 then return false end
+elseif inbox ~= '' and redis.call('LINDEX', inbox, -1) then
   quit()
   local handed = redis.call('RPOP', inbox)
-  local nl = string.find(handed, '\\n', 1, true)
-  return {string.sub(handed, 2, nl - 1), string.sub(handed, nl + 1), 1,
-          tonumber(string.sub(handed, 1, 1))}
+  if handed ~= '""" + WAKE + """' then  -- (a wake-up its wait did not read: nothing)
+    local nl = string.find(handed, '\\n', 1, true)
+    return {string.sub(handed, 2, nl - 1), string.sub(handed, nl + 1), 1,
+            tonumber(string.sub(handed, 1, 1))}
+  end
 end
 local function wait()
   if inbox == '' or nsets == 0 then return false end
-  local reg = inbox .. '""" + REGISTRATION_SUFFIX + """'
   if ARGV[9] == '1' and redis.call('PEXPIRE', reg, ARGV[8]) == 1 then return false end
   quit()
   local since, sets = now(), {}

@@ -48,6 +48,7 @@ from catdog.redis_scripts import (
     TAKE,
     TAKE_SHA,
     UNWAIT,
+    WAKE,
     bell,
     ring,
     waiting,
@@ -56,7 +57,8 @@ from catdog.redis_scripts import (
 log = logging.getLogger(__name__)
 
 #: an idle worker takes again at least this often: one empty take and one BLPOP per period
-BELL_WAIT_S = 5
+#: (4 Redis commands in 10 s, of an idle device's 3 a second at most)
+BELL_WAIT_S = 10
 #: a waiting worker stays in its queues' waiting sets this much longer than its wait, for the
 #: wait's reply and the next take to cross the link
 WAIT_MARGIN_S = 2
@@ -118,7 +120,12 @@ class Channel(kombu_redis.Channel):
             self._unheld.add(queue)
         else:
             self._unheld.discard(queue)
-        return super().basic_consume(queue, no_ack, *args, **kwargs)
+        consumed = super().basic_consume(queue, no_ack, *args, **kwargs)
+        if self._sent == "wait":  # its wait names the queues it had: end it, take with this one
+            with contextlib.suppress(*self.connection_errors), self.conn_or_acquire() as client:
+                client.lpush(self._inbox, WAKE)
+                client.expire(self._inbox, INBOX_TTL_S)
+        return consumed
 
     # -- taking ------------------------------------------------------------------------------
     def _brpop_start(self, timeout: int | None = None) -> None:
@@ -188,6 +195,8 @@ class Channel(kombu_redis.Channel):
             if sent == "wait":
                 self._idle = False
                 if reply and kombu_redis.bytes_to_str(reply[0]) == self._inbox:
+                    if kombu_redis.bytes_to_str(reply[1]) == WAKE:
+                        raise kombu_redis.Empty()  # take now (with the queues it has now)
                     self._waits_for = None  # its publisher took it out of the waiting sets
                     return self._hand_to_consumer(*_handed(reply[1]))  # handed over: held already
                 raise kombu_redis.Empty()
@@ -274,7 +283,8 @@ class Channel(kombu_redis.Channel):
         """Leave the waiting sets; put back what was handed to this channel meanwhile."""
         try:
             with self.conn_or_acquire() as client:
-                handed = [_handed(item) for item in client.eval(UNWAIT, 0, self._inbox)]
+                handed = [_handed(item) for item in client.eval(UNWAIT, 0, self._inbox)
+                          if kombu_redis.bytes_to_str(item) != WAKE]
             self._put_back([(loads(kombu_redis.bytes_to_str(item))["properties"]
                              ["delivery_tag"], bool(started)) for _, item, _, started in handed])
         except self.connection_errors as exc:  # swept back with this worker's other holds

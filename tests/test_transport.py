@@ -24,6 +24,7 @@ from kombu.transport import redis as kombu_redis
 
 from catdog.redis_scripts import BELL_CAP, PUT_SHA, TAKE_SHA, bell
 from catdog.tasks.examples import whoami
+from catdog.transport import BELL_WAIT_S, WAIT_MARGIN_S
 
 from .conftest import FleetUnderTest, device_spec
 
@@ -345,7 +346,14 @@ def test_a_waiting_worker_is_handed_the_message_held_in_its_wake_up(
     try:
         fetch(channel)  # the take: nothing there, so it waits
         assert channel._idle and redis_client.zscore(waiting(keys), channel._inbox)
-        assert 0 < redis_client.pttl(channel._inbox + ":waits") <= 7000  # till its wait ends
+        lives = (BELL_WAIT_S + WAIT_MARGIN_S) * 1000
+        assert 0 < redis_client.pttl(channel._inbox + ":waits") <= lives  # till its wait ends
+        since = redis_client.zscore(waiting(keys), channel._inbox)
+        time.sleep(0.05)
+        channel._idle = False  # its wait ended with nothing: it takes again, still waiting
+        fetch(channel)
+        assert redis_client.zscore(waiting(keys), channel._inbox) == since  # (first in line)
+        assert redis_client.pttl(channel._inbox + ":waits") > lives - 50
         publish(conn, queue, {"n": 6})
         assert not redis_client.llen(keys) and not redis_client.llen(bell(keys))
         assert redis_client.llen(channel._inbox) == 1
@@ -435,3 +443,27 @@ def test_takes_and_publishes_send_the_scripts_sha1_and_survive_a_redis_that_lost
     conn.release()
     sent = [c.split(" ", 2)[:2] for c in monitored if c.startswith("EVAL")]
     assert ["EVALSHA", TAKE_SHA] in sent and ["EVALSHA", PUT_SHA] in sent
+
+
+def test_a_queue_consumed_during_a_wait_ends_the_wait(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    """A wait names the queues the channel had (a resumed kill switch adds its queues back):
+    the channel wakes its own wait, and its next take has the new queue, at once."""
+    keys = f"test-transport-{uuid.uuid4().hex[:8]}"
+    got: list[Any] = []
+    conn, channel, _ = consumer(redis_url, keys, got)
+    fetch(channel)  # nothing: it waits
+    channel.connection.cycle._register_BRPOP(channel)  # the wait goes out
+    conn2, other = opened(redis_url, f"{keys}-b")
+    other(channel).declare()
+    started = time.monotonic()
+    channel.basic_consume(f"{keys}-b", False, lambda message: got.append(message), "c-b")
+    with pytest.raises(kombu_redis.Empty):
+        channel._brpop_read()
+    assert time.monotonic() - started < BELL_WAIT_S / 2 and not channel._idle
+    publish(conn, other, {"n": 12})
+    fetch(channel)
+    assert [m.payload for m in got] == [{"n": 12}]
+    got[0].ack()
+    conn.release()
+    conn2.release()
