@@ -148,7 +148,8 @@ def _size(field: FieldBed, size: int, links_ms: list[float], calls: int, per_dev
             per: dict[str, Any] = {}
             latency = measures.latency_ms_alternating(sides, calls)
             for side in sides:
-                tp = measures.throughput(side, per_device * size, field.direct())
+                tp = measures.throughput(side, per_device * size, field.direct(),
+                                         sender_url=field.direct_url)
                 per[side.name] = {**latency[side.name], **tp,
                                   "per_device_tasks_per_s": round(tp["tasks_per_s"] / size, 2)}
             if size > 1 and size == max(found["sizes"]) and fanouts:  # `all:` is every device

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import redis
+from celery.result import ResultSet
 
 from bench.cpu import tree_cpu_s
 from bench.roundtrips import counting
@@ -21,16 +22,28 @@ def warm_up(side: Side) -> None:
     side.gather([side.call() for _ in range(WARM_UP_CALLS)])
 
 
-def throughput(side: Side, tasks: int, broker: redis.Redis) -> dict[str, float]:
+def throughput(side: Side, tasks: int, broker: redis.Redis, sender_url: str | None = None
+               ) -> dict[str, float]:
     """Send ``tasks`` no-ops routed by capability and gather every result: tasks per second;
     the CPU time per task of the side's workers (their process trees) and of this process
     (the producer, which also gathers the results); and the commands the broker ran per task
     meanwhile (producer and workers, both sides' background work included), from Redis's own
-    counters."""
+    counters.
+
+    ``sender_url``: the producer publishes through its own connection to that Redis (the
+    coordinator next to its Redis, the devices behind the link) and gathers the results with
+    ``ResultSet.join_native()`` (one read of them all, then the published results), so that
+    what is measured is the devices' pace, not one producer's round trips on the link; else
+    it publishes with the side's app and reads each result with ``.get()``."""
     commands, workers_cpu = broker_commands(broker), _cpu_s(side)
     producer_cpu, started = time.process_time(), time.perf_counter()
-    results = [side.call() for _ in range(tasks)]
-    done = side.gather(results)
+    if sender_url is None:
+        done = side.gather([side.call() for _ in range(tasks)])
+    else:
+        with side.app.connection_for_write(sender_url) as conn:
+            producer = side.app.amqp.Producer(conn.default_channel)
+            results = [side.call(producer=producer) for _ in range(tasks)]
+            done = ResultSet(results, app=side.app).join_native(timeout=120)
     elapsed = time.perf_counter() - started
     producer_cpu = time.process_time() - producer_cpu
     workers_cpu = _cpu_s(side) - workers_cpu

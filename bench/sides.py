@@ -40,8 +40,9 @@ class Side(abc.ABC):
     ready_delays: list[float] = field(default_factory=list)  # serve -> READY (CatDog's)
 
     @abc.abstractmethod
-    def call(self) -> AsyncResult:
-        """One no-op routed by capability (to any device of the side)."""
+    def call(self, producer: Any = None) -> AsyncResult:
+        """One no-op routed by capability (to any device of the side), published with
+        ``producer`` when given."""
 
     @abc.abstractmethod
     def fanout(self) -> list[AsyncResult]:
@@ -53,10 +54,10 @@ class Side(abc.ABC):
 
 
 class CatDogSide(Side):
-    def call(self) -> AsyncResult:
+    def call(self, producer: Any = None) -> AsyncResult:
         from bench.tasks import noop
 
-        return noop.delay()  # requires=("bench",): routed to catdog.cap.bench
+        return noop.apply_async(producer=producer)  # requires=("bench",): catdog.cap.bench
 
     def fanout(self) -> list[AsyncResult]:
         from bench.tasks import noop
@@ -65,10 +66,10 @@ class CatDogSide(Side):
 
 
 class PlainSide(Side):
-    def call(self) -> AsyncResult:
+    def call(self, producer: Any = None) -> AsyncResult:
         from bench.plain import SHARED_QUEUE, noop
 
-        return noop.apply_async(queue=SHARED_QUEUE)
+        return noop.apply_async(queue=SHARED_QUEUE, producer=producer)
 
     def fanout(self) -> list[AsyncResult]:
         from bench.plain import device_queue, noop
