@@ -13,6 +13,7 @@ The take also writes the first delivery's record for the quarantine count
 (:mod:`workers.quarantine`) in the same step as the message's hold, when the worker asked for
 it with :meth:`Starts.configure`; :meth:`Starts.written` tells the quarantine that it is there,
 and :meth:`Starts.forget` lets the gate remove it when the message does not start after all.
+Acknowledgements a closing channel could not send are :data:`owed` to the process's next one.
 """
 
 from __future__ import annotations
@@ -103,5 +104,22 @@ class Starts:
         return f"{self.prefix}{tag}" if self.written(tag) else None
 
 
+class Owed:
+    """Acknowledgements a closed channel could not send: the next channel sends them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owed: dict[tuple[str, str], list[str]] = {}
+
+    def add(self, unacked: str, index: str, tags: list[str]) -> None:
+        with self._lock:
+            self._owed.setdefault((unacked, index), []).extend(tags)
+
+    def take(self, unacked: str, index: str) -> list[str]:
+        with self._lock:
+            return self._owed.pop((unacked, index), [])
+
+
 results = Results()
 starts = Starts()
+owed = Owed()

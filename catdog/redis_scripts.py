@@ -242,6 +242,13 @@ return handed
 """
 
 
+def handed_entry(item: Any) -> tuple[str, bytes, int, int]:
+    """An inbox's entry (see :data:`catdog.redis_scripts.TAKE`) as a take's reply."""
+    raw = item if isinstance(item, bytes) else str(item).encode()
+    head, message = raw.split(b"\n", 1)
+    return head[1:].decode(), message, 1, int(head[:1])
+
+
 def sha(script: str) -> str:
     """The name Redis caches ``script`` under (``EVALSHA`` sends this, not the script)."""
     return hashlib.sha1(script.encode()).hexdigest()

@@ -50,6 +50,7 @@ from catdog.redis_scripts import (
     UNWAIT,
     WAKE,
     bell,
+    handed_entry,
     ring,
     waiting,
 )
@@ -113,7 +114,7 @@ class Channel(kombu_redis.Channel):
         self._waits_asked: tuple[str, ...] = ()
         self._cached = False  # Redis has the take script (its takes send only its SHA1)
         super().__init__(*args, **kwargs)
-        self._acks.extend(_owed.take(self.unacked_key, self.unacked_index_key))
+        self._acks.extend(carry.owed.take(self.unacked_key, self.unacked_index_key))
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         if no_ack:
@@ -198,7 +199,7 @@ class Channel(kombu_redis.Channel):
                     if kombu_redis.bytes_to_str(reply[1]) == WAKE:
                         raise kombu_redis.Empty()  # take now (with the queues it has now)
                     self._waits_for = None  # its publisher took it out of the waiting sets
-                    return self._hand_to_consumer(*_handed(reply[1]))  # handed over: held already
+                    return self._hand_to_consumer(*handed_entry(reply[1]))  # handed over: held already
                 raise kombu_redis.Empty()
             if not reply:
                 self._idle, self._waits_for = True, self._waits_asked  # it waits on these
@@ -268,7 +269,7 @@ class Channel(kombu_redis.Channel):
                 pipe.execute()
         except self.connection_errors as exc:
             carry.results.give_back(results)
-            _owed.add(self.unacked_key, self.unacked_index_key, acks)
+            carry.owed.add(self.unacked_key, self.unacked_index_key, acks)
             log.warning("%d acknowledgement(s) and %d result(s) did not reach Redis (%s): sent "
                         "by the next connection", len(acks), len(results), exc)
 
@@ -283,7 +284,7 @@ class Channel(kombu_redis.Channel):
         """Leave the waiting sets; put back what was handed to this channel meanwhile."""
         try:
             with self.conn_or_acquire() as client:
-                handed = [_handed(item) for item in client.eval(UNWAIT, 0, self._inbox)
+                handed = [handed_entry(item) for item in client.eval(UNWAIT, 0, self._inbox)
                           if kombu_redis.bytes_to_str(item) != WAKE]
             self._put_back([(loads(kombu_redis.bytes_to_str(item))["properties"]
                              ["delivery_tag"], bool(started)) for _, item, _, started in handed])
@@ -356,13 +357,6 @@ class Channel(kombu_redis.Channel):
             ring(pipe, queue)
 
 
-def _handed(item: Any) -> tuple[str, bytes, int, int]:
-    """An inbox's entry (see :data:`catdog.redis_scripts.TAKE`) as a take's reply."""
-    raw = item if isinstance(item, bytes) else str(item).encode()
-    head, message = raw.split(b"\n", 1)
-    return head[1:].decode(), message, 1, int(head[:1])
-
-
 def _flat(results: list[carry.Result]) -> list[Any]:
     return [x for r in results for x in (r.key, r.value, r.ttl_s)]
 
@@ -375,25 +369,6 @@ class Poller(kombu_redis.MultiChannelPoller):
         for channel in list(self._channels):
             if getattr(channel, "_acks", None) or (carry.results and hasattr(channel, "_acks")):
                 channel.flush_carried()
-
-
-class Owed:
-    """Acknowledgements a closed channel could not send: the next channel sends them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owed: dict[tuple[str, str], list[str]] = {}
-
-    def add(self, unacked: str, index: str, tags: list[str]) -> None:
-        with self._lock:
-            self._owed.setdefault((unacked, index), []).extend(tags)
-
-    def take(self, unacked: str, index: str) -> list[str]:
-        with self._lock:
-            return self._owed.pop((unacked, index), [])
-
-
-_owed = Owed()
 
 
 class Transport(kombu_redis.Transport):
